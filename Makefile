@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need.
+PY ?= python3
+PIP ?= $(PY) -m pip
+DEMO ?= demo
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: setup ffmpeg test demo bench lint clean
+
+ffmpeg:  ## Debian's ffmpeg/ffprobe, when missing
+	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
+
+setup: ffmpeg  ## ffmpeg + torch (CPU-capable wheels from the local index) + this package with dev extras
+	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1" "torchaudio>=2.11"
+	$(PIP) install -q -e ".[dev]"
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check mmcache mmfit tests benchmarks
+
+demo: setup  ## a few ffmpeg-made clips -> extract -> inspect -> verify
+	rm -rf $(DEMO)
+	$(PY) -m mmcache.synth $(DEMO)/videos --per-class 2
+	mmcache extract $(DEMO)/videos/videos.csv -e resnet18:fps=2 -e logmel:fps=2,window=0.5 -e minilm-text \
+	  --out $(DEMO)/cache --shard-size 4
+	mmcache inspect $(DEMO)/cache
+	mmcache verify $(DEMO)/cache
+
+bench: setup
+	$(PY) benchmarks/bench_extract.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache bench-out

@@ -1,0 +1,171 @@
+"""The `mmcache` command: parse, route to the package, print. Project errors become one line + exit 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import MMCacheError
+
+app = typer.Typer(help="Decode videos once, run frozen encoders, keep the features in a verifiable cache.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+
+def clean_errors(fn):
+    """Turn project errors into one clear line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MMCacheError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False):
+    if version:
+        out.print(f"mmcache {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+@clean_errors
+def encoders():
+    """List the registered encoders: modality, output size, default time grid, weights source."""
+    from .encoders import REGISTRY
+
+    table = Table("name", "modality", "dim", "time grid", "weights", "options", title="mmcache encoders")
+    for name, spec in sorted(REGISTRY.items()):
+        table.add_row(name, spec.modality, str(spec.dim or "model"), spec.grid(), spec.weights,
+                      ", ".join(sorted(set(spec.defaults) | {"field"})))
+    out.print(table)
+    out.print("Use NAME or NAME:key=value,key=value, e.g. resnet18:fps=8,dtype=bfloat16 "
+              "(options: schemas/encoder-options.schema.json).")
+
+
+class RichProgress:
+    """mmcache's Progress callbacks drawn as rich progress bars (on stderr)."""
+
+    def __init__(self):
+        self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def start(self, task: str, total: int) -> None:
+        if task in self.tasks:
+            self.bar.update(self.tasks[task], total=total, completed=0)
+        else:
+            self.tasks[task] = self.bar.add_task(task, total=total)
+
+    def advance(self, task: str, n: int = 1) -> None:
+        self.bar.advance(self.tasks[task], n)
+
+    def message(self, text: str) -> None:
+        self.bar.console.print(text)
+
+
+@app.command()
+@clean_errors
+def extract(
+    inputs: Annotated[list[Path], typer.Argument(help="Video folders, video files, or a .csv/.tsv video sheet "
+                                                      "(columns: path, optional id, text, any metadata).")],
+    encoder: Annotated[list[str], typer.Option("--encoder", "-e", help="NAME or NAME:key=value,...; repeat for "
+                                                                       "several fields. See `mmcache encoders`.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Cache directory (created; extended if it exists).")],
+    fmt: Annotated[str, typer.Option("--format", help="webdataset (tar shards) or hdf5.")] = "webdataset",
+    shard_size: Annotated[int, typer.Option(help="Videos per shard.")] = 256,
+    timeout: Annotated[float, typer.Option(help="Seconds a decode may stall before ffmpeg is killed.")] = 120.0,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any video failed (the cache is still written).")] = False,
+):
+    """Extract features into a cache. Re-running is a no-op; new videos and new encoders are added."""
+    from .extraction import extract as run
+
+    progress = RichProgress()
+    with progress.bar:
+        report = run(inputs, encoder, out_dir, backend=fmt, shard_size=shard_size, timeout=timeout,
+                     strict=False, progress=progress)
+    for source, reason in report.failures:
+        err.print(f"[yellow]failed:[/] {reason}", highlight=False, soft_wrap=True)
+    added = ", ".join(f"{f} ({n} shards)" for f, n in report.fields_added.items()) or "none"
+    out.print(f"{report.inputs} videos: {report.cached} already cached, {report.new_ok} new ok, "
+              f"{report.new_failed} failed; new shards: {len(report.shards_written)}; fields added: {added}; "
+              f"cache: {report.cache}", highlight=False)
+    if strict and report.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@clean_errors
+def inspect(
+    cache: Annotated[Path, typer.Argument(help="Cache directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """Fields, dims, dtypes, samples ok/failed, bytes and fingerprints of a cache."""
+    from .cache import open_cache
+
+    c = open_cache(cache)
+    summary = _summary(c)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+        return
+    s = summary["samples"]
+    out.print(f"[bold]{cache}[/]  format v1, {c.backend}, {len(c.shards)} shards, {s['total']} samples "
+              f"({s['ok']} ok, {s['failed']} failed)", highlight=False)
+    table = Table("field", "encoder", "modality", "dim", "dtype", "samples", "missing", "steps", "bytes",
+                  "fingerprint")
+    for name, f in summary["fields"].items():
+        table.add_row(name, f["encoder"], f["modality"], str(f["dim"]), f["dtype"], str(f["samples"]),
+                      str(f["missing"]), str(f["steps"]), _human(f["bytes"]), f["fingerprint"][:16])
+    out.print(table)
+
+
+def _summary(c) -> dict:
+    shards = c.manifest["shards"].values()
+    fields = {}
+    for name, f in sorted(c.fields.items()):
+        files = f["files"].values()
+        fields[name] = {"encoder": f["encoder"], "modality": f["modality"], "dim": f["dim"], "dtype": f["dtype"],
+                        "samples": sum(e["count"] for e in files), "missing": sum(len(e["missing"]) for e in files),
+                        "steps": sum(e["steps"] for e in files), "bytes": sum(e["bytes"] for e in files),
+                        "shards": len(f["files"]), "fingerprint": f["fingerprint"]}
+    return {"backend": c.backend, "shards": len(c.shards),
+            "samples": {"total": sum(e["count"] for e in shards), "ok": sum(e["ok"] for e in shards),
+                        "failed": sum(e["failed"] for e in shards)},
+            "fields": fields}
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@app.command()
+@clean_errors
+def verify(cache: Annotated[Path, typer.Argument(help="Cache directory.")]):
+    """Recompute every file's size, sha256, sample and step counts; exit 1 naming each bad file."""
+    from .cache import verify_cache
+
+    problems = verify_cache(cache)
+    for p in problems:
+        err.print(f"[bold red]bad:[/] {p}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"ok: {cache} verified (sizes, sha256, counts)", highlight=False)

@@ -1,0 +1,110 @@
+"""Pieces shared by the torch-based encoder families: weights, heads, devices, hashing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import EncoderError
+from .base import Encoder, resolve_device
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """Hash of every parameter and buffer (names, dtypes, shapes, bytes), in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def drop_classifier(module: nn.Module, head: str | None = None) -> int:
+    """Replace the classifier with Identity so the model returns pooled penultimate features.
+
+    `head` names a submodule to replace whole (e.g. S3D's conv classifier); otherwise the last
+    nn.Linear is replaced. Returns the feature size when it can be read off the layer, else 0.
+    """
+    if head is not None:
+        setattr(module, head, nn.Identity())
+        return 0
+    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise EncoderError(f"{type(module).__name__} has no linear classifier to remove")
+    name, layer = linears[-1]
+    parent = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
+    setattr(parent, name.rpartition(".")[2], nn.Identity())
+    return layer.in_features
+
+
+def load_state_dict_file(path: Path) -> dict:
+    """A local .pt/.pth (loaded weights_only) or .safetensors file."""
+    if not path.is_file():
+        raise EncoderError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling refusal or format error
+        raise EncoderError(f"weights file {path} is not a plain state dict: {e}") from e
+    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+
+
+def torch_versions() -> dict:
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+@dataclass
+class TorchEncoder(Encoder):
+    """A frozen nn.Module run under inference_mode, with optional autocast and channels_last."""
+
+    module: nn.Module | None = None
+
+    def setup(self, module: nn.Module) -> None:
+        self.device = resolve_device(self.options["device"])
+        self.autocast = DTYPES[self.options.get("dtype", "float32")]
+        self.channels_last = bool(self.options.get("channels_last", False))
+        module = module.eval().requires_grad_(False)
+        self.weights_sha256 = state_dict_sha256(module)
+        module = module.to(self.device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+
+    def run(self, *args, **kwargs) -> np.ndarray:
+        ctx = (torch.autocast(torch.device(self.device).type, dtype=self.autocast)
+               if self.autocast != torch.float32 else contextlib.nullcontext())
+        with torch.inference_mode(), ctx:
+            out = self.forward(*args, **kwargs)
+        return out.float().cpu().numpy()
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.module(*args, **kwargs)
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(array)
+        if self.device != "cpu":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def normalise(self, x: torch.Tensor, mean, std, channel_dim: int) -> torch.Tensor:
+        """uint8 -> float in [0,1] -> (x - mean) / std along `channel_dim`."""
+        shape = [1] * x.dim()
+        shape[channel_dim] = 3
+        m = torch.tensor(mean, device=x.device).view(shape)
+        s = torch.tensor(std, device=x.device).view(shape)
+        return (x.float() / 255 - m) / s

@@ -1,0 +1,88 @@
+"""Resolve what the user passed (folders, video files, a video sheet) into VideoInputs, and key
+each one by its content hash."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import InputError
+from .store.atomic import sha256_file
+from .types import VideoInput
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
+                  ".3gp", ".ogv"}
+SHEET_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+KEY_LEN = 24  # hex chars of sha256: 96 bits, no dots, no path
+
+
+def resolve_inputs(inputs: Iterable[str | Path]) -> list[VideoInput]:
+    """Folders (recursive, sorted), video files, and .csv/.tsv sheets, in the order given."""
+    videos: list[VideoInput] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"input {item} does not exist")
+        if path.is_dir():
+            videos += _folder(path)
+        elif path.suffix.lower() in SHEET_SUFFIXES:
+            videos += read_sheet(path)
+        else:
+            videos.append(VideoInput(path=path, source=str(item)))
+    if not videos:
+        raise InputError(f"no videos found in {', '.join(map(str, inputs))} "
+                         f"(looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+    return videos
+
+
+def _folder(root: Path) -> list[VideoInput]:
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return [VideoInput(path=p, source=p.relative_to(root).as_posix()) for p in found]
+
+
+def read_sheet(path: Path) -> list[VideoInput]:
+    """A sheet with a `path` column (relative to the sheet), optional `id` and `text` columns;
+    every other column is kept as metadata in the samples index."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter=SHEET_SUFFIXES[path.suffix.lower()]))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"cannot read video sheet {path}: {e}") from None
+    if not rows or "path" not in rows[0]:
+        cols = ", ".join(rows[0]) if rows else "none"
+        raise InputError(f"video sheet {path} needs a 'path' column (columns: {cols})")
+    videos = []
+    for i, row in enumerate(rows, 2):
+        rel = (row.pop("path") or "").strip()
+        if not rel:
+            raise InputError(f"video sheet {path} line {i}: empty path")
+        meta = {k: v for k, v in row.items() if k not in ("id", "text") and k is not None}
+        videos.append(VideoInput(path=path.parent / rel, source=rel, id=(row.get("id") or None),
+                                 text=(row.get("text") or None), meta=meta))
+    return videos
+
+
+def key_inputs(videos: list[VideoInput]) -> None:
+    """Fill key/sha256/bytes. An unreadable file is keyed by its source name so it still gets a
+    failure row; its sha256 stays empty."""
+    for v in videos:
+        try:
+            v.sha256, v.bytes = sha256_file(v.path)
+            v.key = v.sha256[:KEY_LEN]
+        except OSError:
+            v.key = hashlib.sha256(f"unreadable:{v.source}".encode()).hexdigest()[:KEY_LEN]
+
+
+def dedupe(videos: list[VideoInput]) -> tuple[list[VideoInput], dict[str, list[str]]]:
+    """One input per content key; the other names are returned as aliases of the first."""
+    first: dict[str, VideoInput] = {}
+    aliases: dict[str, list[str]] = {}
+    for v in videos:
+        if v.key in first:
+            aliases.setdefault(v.key, []).append(v.source)
+        else:
+            first[v.key] = v
+    return list(first.values()), aliases

@@ -1,0 +1,88 @@
+"""HDF5 shards: feats[T_total, D], ts[T_total, 2], offsets[N+1], keys[N] (ragged concat, no vlen).
+
+One file per field per shard, one writer per file; readers open files lazily in their own process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import CacheError
+from .arrays import ALLOWED_KINDS
+from .atomic import publish, temp_path
+from .tar import KEY_RE
+
+CHUNK_ROWS = 1024
+
+
+class H5ShardWriter:
+    """Appends samples to resizable datasets in a temp file; `close()` publishes it atomically."""
+
+    suffix = ".h5"
+
+    def __init__(self, path: Path, dim: int, dtype: str = "float16"):
+        self.path, self.dim = path, dim
+        self.tmp = temp_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = h5py.File(self.tmp, "w")
+        chunks = (CHUNK_ROWS, dim)
+        self.feats = self.f.create_dataset("feats", (0, dim), dtype, maxshape=(None, dim), chunks=chunks,
+                                           track_times=False)
+        self.ts = self.f.create_dataset("ts", (0, 2), "float64", maxshape=(None, 2), chunks=(CHUNK_ROWS, 2),
+                                        track_times=False)
+        self.keys: list[str] = []
+        self.offsets = [0]
+        self.steps = 0
+
+    def add(self, key: str, feats: np.ndarray, ts: np.ndarray) -> None:
+        n = len(feats)
+        for ds, arr in ((self.feats, feats), (self.ts, ts)):
+            ds.resize(self.steps + n, axis=0)
+            ds[self.steps:self.steps + n] = arr
+        self.steps += n
+        self.keys.append(key)
+        self.offsets.append(self.steps)
+
+    def finish(self) -> Path:
+        """Complete the temp file (offsets, keys) without publishing it."""
+        if self.f:
+            self.f.create_dataset("offsets", data=np.asarray(self.offsets, np.int64), track_times=False)
+            width = max([len(k) for k in self.keys] + [1])
+            self.f.create_dataset("keys", data=np.asarray(self.keys, f"S{width}").reshape(-1), track_times=False)
+            self.f.close()
+            self.f = None
+        return self.tmp
+
+    def close(self) -> None:
+        publish(self.finish(), self.path)
+
+    def abort(self) -> None:
+        if self.f:
+            self.f.close()
+            self.f = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def iter_h5(path: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Yield (key, feats, ts) in file order, checking offsets and keys."""
+    try:
+        with h5py.File(path, "r") as f:
+            feats, ts = f["feats"], f["ts"]
+            offsets = np.asarray(f["offsets"][()], np.int64)
+            keys = [k.decode("ascii") for k in f["keys"][()]]
+            if feats.dtype.kind not in ALLOWED_KINDS or len(offsets) != len(keys) + 1:
+                raise CacheError(f"{path}: malformed HDF5 shard (dtype {feats.dtype}, "
+                                 f"{len(offsets)} offsets for {len(keys)} keys)")
+            if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(feats) or len(ts) != len(feats):
+                raise CacheError(f"{path}: offsets do not cover feats ({offsets[-1]} vs {len(feats)} rows)")
+            for i, key in enumerate(keys):
+                if not KEY_RE.match(key):
+                    raise CacheError(f"{path}: bad key {key!r}")
+                a, b = offsets[i], offsets[i + 1]
+                yield key, feats[a:b], ts[a:b]
+    except (OSError, KeyError, UnicodeDecodeError) as e:
+        raise CacheError(f"{path}: not a readable mmcache HDF5 shard ({e})") from None

@@ -1,0 +1,108 @@
+"""manifest.json and the samples index: load, validate, save atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import __version__
+from ..errors import CacheError, FingerprintMismatch
+from ..schema import schema_errors
+from .atomic import write_atomic
+
+MANIFEST = "manifest.json"
+BACKENDS = ("webdataset", "hdf5")
+
+
+def new_manifest(backend: str) -> dict:
+    return {"format": "mmcache", "format_version": 1, "backend": backend,
+            "mmcache_version": __version__, "shards": {}, "fields": {}}
+
+
+def load_manifest(root: Path) -> dict | None:
+    """The validated manifest, or None when `root` holds no cache yet."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CacheError(f"{path}: not valid JSON ({e})") from None
+    errs = schema_errors(manifest, "cache-manifest")
+    if errs:
+        raise CacheError(f"{path}: invalid manifest: {errs[0]}")
+    for name, field in manifest["fields"].items():
+        for shard, entry in field["files"].items():
+            if entry["path"] != f"{name}/{shard}{'.tar' if manifest['backend'] == 'webdataset' else '.h5'}":
+                raise CacheError(f"{path}: field {name} shard {shard} points at {entry['path']!r}")
+    for shard, entry in manifest["shards"].items():
+        if entry["path"] != f"samples/{shard}.jsonl":
+            raise CacheError(f"{path}: shard {shard} points at {entry['path']!r}")
+    return manifest
+
+
+def save_manifest(root: Path, manifest: dict) -> None:
+    errs = schema_errors(manifest, "cache-manifest")
+    if errs:  # a bug, not a user error: never publish an invalid contract
+        raise CacheError(f"refusing to write an invalid manifest: {errs[0]}")
+    write_atomic(Path(root) / MANIFEST, dumps(manifest).encode())
+
+
+def dumps(obj) -> str:
+    """Canonical, diff-friendly JSON (sorted keys) so identical caches have identical bytes."""
+    return json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def differing_keys(a, b, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += differing_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "<value>"]
+
+
+def check_same_fingerprint(field: str, recorded: dict, parts: dict, fingerprint: str, where: str) -> None:
+    """Raise naming the first differing key when a field would mix two fingerprints."""
+    if recorded["fingerprint"] == fingerprint:
+        return
+    keys = differing_keys(recorded["fingerprint_parts"], parts) or ["fingerprint"]
+    raise FingerprintMismatch(
+        f"field {field!r}: fingerprint differs from {where} at {', '.join(keys[:3])} "
+        f"({_value(recorded['fingerprint_parts'], keys[0])!r} vs {_value(parts, keys[0])!r}); "
+        "use another field name (field=NAME) or a new cache")
+
+
+def _value(parts: dict, dotted: str):
+    for k in dotted.split("."):
+        if not isinstance(parts, dict):
+            return None
+        parts = parts.get(k)
+    return parts
+
+
+def read_samples(path: Path) -> list[dict]:
+    """Rows of a samples index file, each checked against the schema's sample definition."""
+    from ..schema import load_schema
+    import jsonschema
+
+    schema = {**load_schema("cache-manifest")["$defs"]["sample"],
+              "$defs": load_schema("cache-manifest")["$defs"]}
+    rows = []
+    try:
+        lines = Path(path).read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CacheError(f"{path}: cannot read samples index ({e})") from None
+    for i, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            jsonschema.validate(row, schema)
+        except (json.JSONDecodeError, jsonschema.ValidationError) as e:
+            raise CacheError(f"{path}:{i}: bad samples row ({str(e).splitlines()[0]})") from None
+        rows.append(row)
+    return rows
+
+
+def samples_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode()

@@ -1,0 +1,1 @@
+"""mmfit: train fusion and head layers on an mmcache feature cache."""

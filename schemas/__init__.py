@@ -1,0 +1,1 @@
+"""JSON Schemas of mmcache/mmfit, installed as package data (the files live in schemas/)."""
