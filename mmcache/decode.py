@@ -21,7 +21,7 @@ import ffmpeg
 import numpy as np
 
 from .errors import DecodeError
-from .probe import FFMPEG, ProbeInfo, ffmpeg_input
+from .probe import FFMPEG, ProbeInfo, ffmpeg_input, ffmpeg_reason
 
 _SHOWINFO = re.compile(rb"Parsed_showinfo.*?\bpts_time:\s*(-?[\d.e+-]+|NOPTS).*?\bs:(\d+)x(\d+)")
 _GLOBAL_ARGS = ("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info")
@@ -122,10 +122,7 @@ class FFmpegPipe:
             raise DecodeError(f"{self.path}: ffmpeg failed ({self.reason()})")
 
     def reason(self) -> str:
-        prefix = ffmpeg_input(self.path) + ": "
-        lines = [ln[len(prefix):] if ln.startswith(prefix) else ln for ln in self.tail]
-        useful = [ln for ln in lines if not ln.startswith(("Stream", "Input", "Output", "Duration"))]
-        return (useful or lines or ["no output"])[-1]
+        return ffmpeg_reason(list(self.tail), self.path) or "no output"
 
 
 def _run(stream, path: Path, timeout: float) -> FFmpegPipe:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .encoders import Encoder, build_encoder, check_encoder_arg
-from .errors import CacheError, DecodeError, InputError
+from .errors import CacheError, DecodeError, FingerprintMismatch, InputError
 from .inputs import dedupe, key_inputs, resolve_inputs
 from .pipeline import Job, run_encoder
 from .probe import probe
@@ -25,11 +25,13 @@ from .store.hdf5 import H5ShardWriter
 from .store.manifest import (
     BACKENDS,
     check_same_fingerprint,
+    differing_keys,
     load_manifest,
     new_manifest,
     read_samples,
     samples_bytes,
     save_manifest,
+    value_at,
 )
 from .store.tar import TarShardWriter
 from .types import VideoInput
@@ -127,6 +129,9 @@ def _extract_locked(videos, encoder_args, requested, root, backend, shard_size, 
     report = ExtractReport(cache=root, inputs=len(videos))
 
     args = dict(zip([f for _, f, _ in requested], encoder_args, strict=True))
+    for spec, name, opts in requested:  # cheap check before any model loads; builds check the rest
+        if name in manifest["fields"]:
+            _check_options(name, spec.name, opts, manifest["fields"][name])
     for name, entry in manifest["fields"].items():
         args.setdefault(name, _arg_from_manifest(name, entry))
     encoders = _Encoders(args, manifest)
@@ -161,6 +166,21 @@ def _extract_locked(videos, encoder_args, requested, root, backend, shard_size, 
     if strict and report.failures:
         raise DecodeError(f"{len(report.failures)} video(s) failed, first: {report.failures[0][1]}")
     return report
+
+
+def _check_options(name: str, encoder: str, opts: dict, recorded: dict) -> None:
+    mine = {"encoder": encoder, "options": _numeric_options(opts)}
+    theirs = {"encoder": recorded["encoder"], "options": _numeric_options(recorded["options"])}
+    keys = differing_keys(theirs, mine)
+    if keys:
+        raise FingerprintMismatch(
+            f"field {name!r} exists in the cache with different settings at {', '.join(keys[:3])} "
+            f"({value_at(theirs, keys[0])!r} vs {value_at(mine, keys[0])!r}); use another field name (field=NAME)")
+
+
+def _numeric_options(opts: dict) -> dict:
+    """Options that change the numbers (not where or in what batch size they were computed)."""
+    return {k: v for k, v in opts.items() if k not in ("device", "batch_size", "field")}
 
 
 def _arg_from_manifest(name: str, entry: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,7 @@ def probe(path: Path, timeout: float = 60.0) -> ProbeInfo:
         raise DecodeError(f"{path}: ffprobe timed out after {timeout:g} s") from e
     err = res.stderr.decode("utf-8", "replace").strip().splitlines()
     if res.returncode != 0:
-        reason = err[-1] if err else f"ffprobe exit code {res.returncode}"
-        raise DecodeError(f"{path}: {_strip_path(reason, path)}")
+        raise DecodeError(f"{path}: {ffmpeg_reason(err, path) or f'ffprobe exit code {res.returncode}'}")
     info = json.loads(res.stdout or b"{}")
     streams, fmt = info.get("streams", []), info.get("format", {})
     if not streams:
@@ -118,10 +118,20 @@ def probe(path: Path, timeout: float = 60.0) -> ProbeInfo:
     )
 
 
-def _strip_path(reason: str, path: Path) -> str:
-    """ffmpeg prefixes messages with the input name; we already name the file once."""
+_LOG_PREFIX = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")
+
+
+def ffmpeg_reason(lines: list[str], path: Path, keep: int = 2) -> str:
+    """The last distinct messages of ffmpeg's log, without '[demuxer @ 0x..]' or file-name prefixes
+    (we name the file once ourselves): e.g. 'moov atom not found; Invalid data found ...'."""
     prefix = ffmpeg_input(path) + ": "
-    return reason[len(prefix):] if reason.startswith(prefix) else reason
+    out: list[str] = []
+    for line in lines:
+        line = _LOG_PREFIX.sub("", line.strip())
+        line = line[len(prefix):] if line.startswith(prefix) else line
+        if line and line not in out and not line.startswith(("Stream #", "Input #", "Output #", "Duration:")):
+            out.append(line)
+    return "; ".join(out[-keep:])
 
 
 @functools.cache

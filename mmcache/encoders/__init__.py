@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 
 from ..errors import EncoderError
-from . import audio_frontend, hf_text, torchvision_models
+from . import audio_frontend, hf_audio, hf_text, hf_vision, torchvision_models
 from .base import Encoder, EncoderSpec, parse_encoder_arg, resolve_options
 
 REGISTRY: dict[str, EncoderSpec] = {
     **torchvision_models.SPECS,
     **audio_frontend.SPECS,
     **hf_text.SPECS,
+    **hf_vision.SPECS,
+    **hf_audio.SPECS,
 }
 
 

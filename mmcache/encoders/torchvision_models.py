@@ -19,7 +19,14 @@ from torchvision.models import get_model, get_model_weights
 from ..errors import EncoderError
 from ..types import ClipInput, FrameInput
 from .base import COMMON_DEFAULTS, EncoderSpec
-from .torch_common import IMAGENET_MEAN, IMAGENET_STD, TorchEncoder, drop_classifier, load_state_dict_file, torch_versions
+from .torch_common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TorchEncoder,
+    drop_classifier,
+    load_state_dict_file,
+    torch_versions,
+)
 
 VIDEO_MODELS = ("r3d_18", "r2plus1d_18", "mc3_18", "s3d", "mvit_v2_s", "swin3d_t")
 HEADS = {"s3d": "classifier"}  # heads that are not a final nn.Linear

