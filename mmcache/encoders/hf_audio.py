@@ -108,7 +108,6 @@ def build_audio(spec: EncoderSpec, field: str, opts: dict) -> HFAudioEncoder:
     if longest is not None and opts["window"] > longest + 1e-9:
         raise EncoderError(f"{spec.name}: window={opts['window']} s is longer than the {longest:g} s of audio "
                            f"model {opts['model']!r} takes per input; use window<={longest:g}")
-    opts = {**opts, "sample_rate": sr}  # resolved, so the manifest records it
     with torch.random.fork_rng(devices=[]):  # weights a checkpoint lacks are initialised the same each time
         torch.manual_seed(0)
         model = from_pretrained(AutoModel, opts["model"], "model", dtype=torch.float32)

@@ -136,6 +136,17 @@ def load_vision(model_id: str):
     return config, processor, model
 
 
+def _pooled_or_cls(model, model_id: str, crop: tuple[int, int]) -> str:
+    """'pooler_output' when the model's output has one, else 'cls' (first token of last_hidden_state)."""
+    try:
+        with torch.inference_mode():
+            out = model.eval()(pixel_values=torch.zeros(1, 3, *crop))
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise EncoderError(f"hf-image: model {model_id!r} cannot encode a {crop} image "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
+    return "pooler_output" if getattr(out, "pooler_output", None) is not None else "cls"
+
+
 def _probe(enc: TorchEncoder, shape: tuple) -> int:
     """Feature size from one zero input; a model that cannot run on it is an EncoderError."""
     try:
@@ -159,10 +170,7 @@ def build_image(spec: EncoderSpec, field: str, opts: dict) -> HFImageEncoder:
     config, processor, model = load_vision(opts["model"])
     resize, crop = frame_geometry(processor, config)
     mean, std = normalisation(processor)
-    if config.model_type in PROJECTED:
-        pool = "projection"
-    else:
-        pool = "pooler_output" if getattr(model, "pooler", None) is not None else "cls"
+    pool = "projection" if config.model_type in PROJECTED else _pooled_or_cls(model, opts["model"], crop)
     grid = FrameInput(fps=opts["fps"], num_frames=opts["num_frames"], resize=resize, crop=crop)
     enc = HFImageEncoder(field=field, spec=spec, options=opts, input=grid, mean=mean, std=std, pool=pool,
                          preprocess=_preprocess(processor, config, resize, crop, mean, std, pool),
@@ -181,10 +189,10 @@ def build_video(spec: EncoderSpec, field: str, opts: dict) -> HFVideoEncoder:
     if num_frames and clip_len != num_frames:
         raise EncoderError(f"{spec.name}: model {opts['model']!r} takes clips of exactly {num_frames} frames "
                            f"(config.num_frames), not clip_len={clip_len}")
-    opts = {**opts, "clip_len": clip_len, "stride": opts["stride"] or clip_len}  # resolved, so recorded
     resize, crop = frame_geometry(processor, config)
     mean, std = normalisation(processor)
-    grid = ClipInput(fps=opts["fps"], clip_len=clip_len, stride=opts["stride"], resize=resize, crop=crop)
+    # options keep None (as given): the resolved clip_len/stride are in the input spec, so in the fingerprint
+    grid = ClipInput(fps=opts["fps"], clip_len=clip_len, stride=opts["stride"] or clip_len, resize=resize, crop=crop)
     enc = HFVideoEncoder(field=field, spec=spec, options=opts, input=grid, mean=mean, std=std, pool="token-mean",
                          preprocess=_preprocess(processor, config, resize, crop, mean, std, "token-mean"),
                          versions=hf_versions())
