@@ -24,8 +24,9 @@ lint: setup
 demo: setup  ## a few ffmpeg-made clips -> extract -> inspect -> verify
 	rm -rf $(DEMO)
 	$(PY) -m mmcache.synth $(DEMO)/videos --per-class 2
-	mmcache extract $(DEMO)/videos/videos.csv -e resnet18:fps=2 -e logmel:fps=2,window=0.5 -e minilm-text \
-	  --out $(DEMO)/cache --shard-size 4
+	w=$$($(PY) -m mmcache.demo resnet18) && \
+	mmcache extract $(DEMO)/videos/videos.csv -e resnet18:fps=2,weights=$$w -e logmel:fps=2,window=0.5 \
+	  -e minilm-text --out $(DEMO)/cache --shard-size 4
 	mmcache inspect $(DEMO)/cache
 	mmcache verify $(DEMO)/cache
 

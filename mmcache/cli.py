@@ -18,8 +18,8 @@ from .errors import MMCacheError
 
 app = typer.Typer(help="Decode videos once, run frozen encoders, keep the features in a verifiable cache.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)  # pipes and CI logs get full tables
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def clean_errors(fn):

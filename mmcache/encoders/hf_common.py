@@ -29,6 +29,9 @@ def resolve_model(model: str) -> str:
 
 def from_pretrained(loader, model: str, what: str, **kwargs):
     """`loader.from_pretrained(...)` with an error that says how to provide weights offline."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
     path = resolve_model(model)
     try:
         return loader.from_pretrained(path, **kwargs)

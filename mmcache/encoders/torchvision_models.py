@@ -57,6 +57,14 @@ def _named_weights(model: str, name: str):
         raise EncoderError(f"unknown weights {name!r} for {model}; allowed: {allowed}") from None
 
 
+def cached_weights_or_random(model: str) -> str:
+    """'DEFAULT' when the model's default weights are already in the torch hub cache, else 'random'."""
+    enum = _weights_enum(model)
+    if enum is None:
+        return "random"
+    return "DEFAULT" if (Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.DEFAULT.url).name).is_file() else "random"
+
+
 def _ensure_downloaded(weights) -> None:
     """Fetch into the torch hub cache, or fail saying how to provide the file offline."""
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
