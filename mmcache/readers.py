@@ -65,7 +65,9 @@ def read_audio(video: VideoInput, info: ProbeInfo, spec: AudioInput, timeout: fl
         keep_from = int(round(i * sr / spec.fps)) - offset
         buf, offset = buf[keep_from:], offset + keep_from
     total = offset + len(buf)
-    while (start := int(round(i * sr / spec.fps))) < total:
+    # a trailing partial window is kept when it holds at least half a window of audio (or is the only one),
+    # like the fps filter rounds the video's last frame: 2.02 s of audio at 2 steps/s gives 4 steps, not 5
+    while (start := int(round(i * sr / spec.fps))) < total and (2 * (total - start) >= win or i == 0):
         seg = np.zeros(win, np.float32)
         part = buf[start - offset:]
         seg[:len(part)] = part
