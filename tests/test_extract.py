@@ -34,14 +34,14 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
             for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
 
 
-@pytest.fixture(scope="module")
-def mixed_cache(tmp_path_factory, clips, bad_files, real_videos):
-    d = tmp_path_factory.mktemp("mixed")
+@pytest.fixture(scope="module", params=["webdataset", "hdf5"])
+def mixed_cache(request, tmp_path_factory, clips, bad_files, real_videos):
+    d = tmp_path_factory.mktemp(f"mixed-{request.param}")
     videos = d / "videos"
     videos.mkdir()
     for p in [*real_videos, *clips.glob("*"), *bad_files.values()]:
         shutil.copy(p, videos / p.name)
-    report = mmcache.extract([videos], ENCODERS, d / "cache", shard_size=5)
+    report = mmcache.extract([videos], ENCODERS, d / "cache", shard_size=5, backend=request.param)
     return videos, d / "cache", report
 
 
@@ -76,9 +76,20 @@ def test_no_shard_holds_a_failed_or_partial_sample(mixed_cache):
                 assert len(feats) == len(ts) > 0 and np.isfinite(feats).all()
 
 
-def test_stock_webdataset_reads_every_field(mixed_cache):
+def test_stock_readers_read_every_field(mixed_cache):
     _, root, _ = mixed_cache
     cache = mmcache.open_cache(root)
+    if cache.backend == "hdf5":
+        for field in cache.fields.values():
+            n = 0
+            for entry in field["files"].values():
+                with h5py.File(root / entry["path"]) as f:
+                    offsets = f["offsets"][()]
+                    assert f["feats"].shape == (offsets[-1], field["dim"]) and f["ts"].shape == (offsets[-1], 2)
+                    assert len(f["keys"]) == len(offsets) - 1 == entry["count"]
+                    n += entry["count"]
+            assert n > 0
+        return
     for name, field in cache.fields.items():
         n = 0
         for entry in field["files"].values():
@@ -125,7 +136,7 @@ def test_missing_modalities_are_flagged_not_failed(mixed_cache):
 def test_rerun_is_a_noop(mixed_cache):
     videos, root, _ = mixed_cache
     before = snapshot(root)
-    report = mmcache.extract([videos], ENCODERS, root, shard_size=5)
+    report = mmcache.extract([videos], ENCODERS, root, shard_size=5, backend=mmcache.open_cache(root).backend)
     assert report.cached == 13 and report.shards_written == [] and report.fields_added == {}
     assert snapshot(root) == before
 
