@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .encoders import Encoder, build_encoder, check_encoder_arg
 from .errors import CacheError, DecodeError, FingerprintMismatch, InputError
-from .inputs import dedupe, key_inputs, resolve_inputs
+from .inputs import dedupe, key_input, resolve_inputs
 from .pipeline import Job, run_encoder
 from .probe import probe
 from .store.atomic import remove_stale_temps, sha256_file, write_atomic
@@ -37,6 +38,7 @@ from .store.tar import TarShardWriter
 from .types import VideoInput
 
 WRITERS = {"webdataset": TarShardWriter, "hdf5": H5ShardWriter}
+HASH_MEMO = ".input-hashes.json"
 
 
 @dataclass
@@ -122,9 +124,11 @@ def _extract_locked(videos, encoder_args, requested, root, backend, shard_size, 
     if manifest["backend"] != backend and manifest["shards"]:
         raise CacheError(f"cache {root} uses format {manifest['backend']}, not {backend}")
     progress.start("hash", len(videos))
+    memo = _load_hash_memo(root)
     for v in videos:
-        key_inputs([v])
+        key_input(v, memo)
         progress.advance("hash")
+    write_atomic(root / HASH_MEMO, json.dumps(memo, sort_keys=True).encode())
     videos, aliases = dedupe(videos)
     report = ExtractReport(cache=root, inputs=len(videos))
 
@@ -181,6 +185,15 @@ def _check_options(name: str, encoder: str, opts: dict, recorded: dict) -> None:
 def _numeric_options(opts: dict) -> dict:
     """Options that change the numbers (not where or in what batch size they were computed)."""
     return {k: v for k, v in opts.items() if k not in ("device", "batch_size", "field")}
+
+
+def _load_hash_memo(root: Path) -> dict:
+    """Local memo of input hashes (not part of the cache contract; safe to delete)."""
+    try:
+        memo = json.loads((root / HASH_MEMO).read_text())
+        return memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _arg_from_manifest(name: str, entry: dict) -> str:

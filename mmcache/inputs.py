@@ -65,15 +65,27 @@ def read_sheet(path: Path) -> list[VideoInput]:
     return videos
 
 
-def key_inputs(videos: list[VideoInput]) -> None:
+def key_input(v: VideoInput, memo: dict | None = None) -> None:
     """Fill key/sha256/bytes. An unreadable file is keyed by its source name so it still gets a
-    failure row; its sha256 stays empty."""
-    for v in videos:
-        try:
+    failure row; its sha256 stays empty.
+
+    `memo` maps an absolute path to [size, mtime_ns, sha256]: a file whose size and mtime are
+    unchanged is not read again, so re-running over terabytes of video is quick.
+    """
+    try:
+        st = v.path.stat()
+        ident = [st.st_size, st.st_mtime_ns]
+        hit = None if memo is None else memo.get(str(v.path.absolute()))
+        if isinstance(hit, list) and len(hit) == 3 and hit[:2] == ident and isinstance(hit[2], str):
+            v.sha256, v.bytes = hit[2], st.st_size
+        else:
             v.sha256, v.bytes = sha256_file(v.path)
-            v.key = v.sha256[:KEY_LEN]
-        except OSError:
-            v.key = hashlib.sha256(f"unreadable:{v.source}".encode()).hexdigest()[:KEY_LEN]
+            if memo is not None:
+                memo[str(v.path.absolute())] = [*ident, v.sha256]
+        v.key = v.sha256[:KEY_LEN]
+    except OSError:
+        v.sha256, v.bytes = "", 0
+        v.key = hashlib.sha256(f"unreadable:{v.source}".encode()).hexdigest()[:KEY_LEN]
 
 
 def dedupe(videos: list[VideoInput]) -> tuple[list[VideoInput], dict[str, list[str]]]:

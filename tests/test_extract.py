@@ -31,7 +31,7 @@ REASONS = {  # bad file -> words its failure row must contain
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every published file."""
     return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+            for p in root.rglob("*") if p.is_file() and p.name not in (".lock", ".input-hashes.json")}
 
 
 @pytest.fixture(scope="module", params=["webdataset", "hdf5"])
@@ -139,6 +139,22 @@ def test_rerun_is_a_noop(mixed_cache):
     report = mmcache.extract([videos], ENCODERS, root, shard_size=5, backend=mmcache.open_cache(root).backend)
     assert report.cached == 13 and report.shards_written == [] and report.fields_added == {}
     assert snapshot(root) == before
+
+
+def test_rerun_does_not_reread_unchanged_videos(tmp_path, clips, monkeypatch):
+    import mmcache.inputs
+
+    videos = tmp_path / "v"
+    shutil.copytree(clips, videos)
+    mmcache.extract([videos], ["logmel"], tmp_path / "c")
+    reads = []
+    real = mmcache.inputs.sha256_file
+    monkeypatch.setattr(mmcache.inputs, "sha256_file", lambda p: reads.append(p.name) or real(p))
+    assert mmcache.extract([videos], ["logmel"], tmp_path / "c").cached == 4
+    assert reads == []
+    make_clip(videos / "ocean.mp4", duration=1.0, variant=3)  # same name, new content and mtime
+    report = mmcache.extract([videos], ["logmel"], tmp_path / "c")
+    assert reads == ["ocean.mp4"] and report.new_ok == 1
 
 
 def test_new_videos_go_to_new_shards_with_every_field(tmp_path, clips):
@@ -274,7 +290,7 @@ def test_an_error_mid_shard_publishes_nothing_and_a_rerun_completes(tmp_path, cl
     with pytest.raises(KeyboardInterrupt):
         mmcache.extract([clips], ["logmel:batch_size=1"], root, shard_size=2)
     published = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    assert published <= {".lock", "manifest.json", "samples/000000.jsonl", "logmel/000000.tar"}
+    assert published <= {".lock", ".input-hashes.json", "manifest.json", "samples/000000.jsonl", "logmel/000000.tar"}
     assert not any(".tmp-" in p for p in published)
     monkeypatch.setattr(FrontEndEncoder, "encode", original)
     mmcache.extract([clips], ["logmel:batch_size=1"], root, shard_size=2)
