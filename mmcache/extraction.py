@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .encoders import Encoder, build_encoder, check_encoder_arg
+from .encoders import Encoder, build_encoder, check_encoder_arg, get_spec
 from .errors import CacheError, DecodeError, FingerprintMismatch, InputError
 from .inputs import dedupe, key_input, resolve_inputs
 from .pipeline import Job, run_encoder
@@ -137,7 +137,7 @@ def _extract_locked(videos, encoder_args, requested, root, backend, shard_size, 
         if name in manifest["fields"]:
             _check_options(name, spec.name, opts, manifest["fields"][name])
     for name, entry in manifest["fields"].items():
-        args.setdefault(name, _arg_from_manifest(name, entry))
+        args.setdefault(name, encoder_arg(name, entry))
     encoders = _Encoders(args, manifest)
 
     existing = {s: read_samples(root / e["path"]) for s, e in sorted(manifest["shards"].items())}
@@ -196,8 +196,10 @@ def _load_hash_memo(root: Path) -> dict:
         return {}
 
 
-def _arg_from_manifest(name: str, entry: dict) -> str:
-    opts = {k: v for k, v in entry["options"].items() if v is not None}
+def encoder_arg(name: str, entry: dict) -> str:
+    """The NAME:k=v,... that rebuilds a field from its manifest entry (options + field name)."""
+    fixed = get_spec(entry["encoder"]).fixed  # a preset's pinned options are not user options
+    opts = {k: v for k, v in entry["options"].items() if v is not None and k not in fixed}
     opts["field"] = name
     return entry["encoder"] + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(opts.items()))
 
