@@ -19,7 +19,6 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check mmcache mmfit tests benchmarks
 
 demo: setup  ## a few ffmpeg-made clips -> extract -> inspect -> verify
 	rm -rf $(DEMO)

@@ -42,7 +42,8 @@ class EncoderSpec:
         """The default time grid as a short text."""
         d = self.defaults
         if "clip_len" in d:
-            return f"clips of {d['clip_len']} @ {d['fps']} fps, stride {d['stride']}"
+            return (f"clips of {d['clip_len'] or 'config.num_frames'} @ {d['fps']} fps, "
+                    f"stride {d['stride'] or 'clip_len'}")
         if "window" in d:
             return f"{d['fps']} steps/s, {d['window']} s windows"
         if "fps" in d:

@@ -48,7 +48,7 @@ def build_text(spec: EncoderSpec, field: str, opts: dict) -> TextEncoder:
     config = from_pretrained(AutoConfig, opts["model"], "config")
     tokenizer = from_pretrained(AutoTokenizer, opts["model"], "tokenizer")
     projected = config.model_type in PROJECTED
-    model = from_pretrained(AutoModel, opts["model"], "model")
+    model = from_pretrained(AutoModel, opts["model"], "model", dtype=torch.float32)  # autocast does the rest
     enc = TextEncoder(field=field, spec=spec, options=opts,
                       input=TextInput(), tokenizer=tokenizer, projected=projected,
                       preprocess={"tokenizer": type(tokenizer).__name__, "max_length": opts["max_length"],

@@ -164,7 +164,13 @@ def build_video(spec: EncoderSpec, field: str, opts: dict) -> VideoEncoder:
                                    "resampler": "ffmpeg scale bicubic"},
                        versions=torch_versions())
     enc.setup(net)
-    enc.dim = dim or _probe_dim(enc, (opts["clip_len"], *crop, 3))
+    try:  # a probe clip checks that the model accepts this clip shape before any video is decoded
+        probed = _probe_dim(enc, (opts["clip_len"], *crop, 3))
+    except RuntimeError as e:
+        raise EncoderError(f"{opts['model']} cannot take clips of {opts['clip_len']} frames at {crop[0]}x{crop[1]} "
+                           f"({str(e).splitlines()[0][:120]}); mvit_v2_s needs exactly 16 frames, s3d about 14 or more"
+                           ) from None
+    enc.dim = dim or probed
     return enc
 
 

@@ -67,6 +67,7 @@ def check_same_fingerprint(field: str, recorded: dict, parts: dict, fingerprint:
     """Raise naming the first differing key when a field would mix two fingerprints."""
     if recorded["fingerprint"] == fingerprint:
         return
+    parts = json.loads(json.dumps(parts))  # tuples -> lists, as recorded
     keys = differing_keys(recorded["fingerprint_parts"], parts) or ["fingerprint"]
     raise FingerprintMismatch(
         f"field {field!r}: fingerprint differs from {where} at {', '.join(keys[:3])} "
