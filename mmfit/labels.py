@@ -1,0 +1,96 @@
+"""Labels joined to cache samples: from a CSV or from the samples index metadata."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class LabelTable:
+    """Per-sample label values (raw strings) and optional split, keyed by cache key."""
+
+    values: dict[str, list[str]]  # key -> label strings (one per label column; or span rows for segments)
+    split: dict[str, str]  # key -> train | val | test (empty when the labels have no split)
+    spans: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)  # segment task
+    unknown: list[str] = field(default_factory=list)  # label ids not in the cache
+    source: str = ""
+
+
+def read_csv(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read labels {path}: {e}") from None
+    if not rows:
+        raise DataError(f"labels {path} has no rows")
+    return rows
+
+
+def _index(samples: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
+    """id -> key and source-stem -> key lookups (ids from the video sheet, else file names)."""
+    by_id, by_stem = {}, {}
+    for s in samples:
+        if s.get("id"):
+            by_id[str(s["id"])] = s["key"]
+        for src in [s["source"], *s.get("aliases", [])]:
+            by_stem.setdefault(Path(src).stem, s["key"])
+            by_stem.setdefault(src, s["key"])
+    return by_id, by_stem
+
+
+def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool = False) -> LabelTable:
+    """Rows with `key` or `id` (an id may also be a video's file name or stem), label columns,
+    an optional `split`; for segments: start, end, label per row."""
+    rows = read_csv(path)
+    cols = set(rows[0])
+    need = ["start", "end", *columns] if segments else columns
+    missing = [c for c in need if c not in cols]
+    if missing or not ({"key", "id"} & cols):
+        raise DataError(f"labels {path} needs columns {'key or id'}, {', '.join(need)} "
+                        f"(has: {', '.join(rows[0])})")
+    by_id, by_stem = _index(samples)
+    keys = {s["key"] for s in samples}
+    table = LabelTable({}, {}, source=str(path))
+    for row in rows:
+        ref = (row.get("key") or "").strip() or (row.get("id") or "").strip()
+        key = ref if ref in keys else by_id.get(ref) or by_stem.get(ref)
+        if key is None:
+            table.unknown.append(ref)
+            continue
+        split = (row.get("split") or "").strip()
+        if split:
+            if split not in SPLITS:
+                raise DataError(f"labels {path}: split {split!r} for {ref}; allowed: {', '.join(SPLITS)}")
+            table.split[key] = split
+        if segments:
+            try:
+                span = (float(row["start"]), float(row["end"]), row[columns[0]].strip())
+            except ValueError:
+                raise DataError(f"labels {path}: bad start/end for {ref}: {row['start']!r}, {row['end']!r}") from None
+            table.spans.setdefault(key, []).append(span)
+            table.values.setdefault(key, [])
+        else:
+            table.values[key] = [(row[c] or "").strip() for c in columns]
+    return table
+
+
+def from_metadata(samples: list[dict], columns: list[str]) -> LabelTable:
+    """Labels carried into the samples index by the video sheet's extra columns."""
+    table = LabelTable({}, {}, source="samples index metadata")
+    for s in samples:
+        meta = s.get("meta") or {}
+        if all(c in meta and str(meta[c]).strip() for c in columns):
+            table.values[s["key"]] = [str(meta[c]).strip() for c in columns]
+            split = str(meta.get("split", "")).strip()
+            if split in SPLITS:
+                table.split[s["key"]] = split
+    if not table.values:
+        raise DataError(f"no labels: pass --labels FILE, or carry column(s) {', '.join(columns)} in the video sheet")
+    return table

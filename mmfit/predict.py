@@ -1,0 +1,104 @@
+"""Use a trained checkpoint: evaluate on a labelled cache, predict on a cache or on raw videos."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from mmcache.cache import open_cache
+from mmcache.extraction import encoder_arg
+from mmcache.store.manifest import check_same_fingerprint
+
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .data import Data, load_data
+from .errors import CheckpointError, DataError
+from .model import build_model
+from .tasks import TASKS
+from .train import device_of, evaluate, predict_rows
+
+
+def config_of(ckpt: dict, **overrides) -> TrainConfig:
+    cfg = dict(ckpt["config"])
+    for k in ("cache", "fields", "label_columns"):
+        if isinstance(cfg.get(k), list):
+            cfg[k] = tuple(cfg[k])
+    return replace(TrainConfig(**cfg), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def check_fields(ckpt: dict, cache_path: str | Path) -> None:
+    """The cache must hold every field the model was trained on, made the same way."""
+    cache = open_cache(cache_path)
+    for name, meta in ckpt["fields"].items():
+        if name not in cache.fields:
+            raise DataError(f"cache {cache_path} has no field {name!r} that the model needs; "
+                            f"available: {', '.join(sorted(cache.fields)) or 'none'}")
+        f = cache.fields[name]
+        check_same_fingerprint(name, meta, f["fingerprint_parts"], f["fingerprint"], f"cache {cache_path}")
+
+
+def _model_and_data(ckpt: dict, cfg: TrainConfig, labelled: bool):
+    norm = {k: (v[0].numpy(), v[1].numpy()) for k, v in ckpt["norm"].items()}
+    data = load_data(cfg, classes=list(ckpt["classes"]), norm=norm, labelled=labelled)
+    task = TASKS[cfg.task](cfg, data)
+    task.state = dict(ckpt["task_state"])
+    model = build_model(cfg, {k: int(v) for k, v in ckpt["dims"].items()}, task.out_dim)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit its config: {str(e)[:200]}") from None
+    return model.to(device_of(cfg)), data, task
+
+
+def evaluate_checkpoint(path, cache, split: str = "test", labels: str | None = None,
+                        batch_size: int | None = None, verify: bool = True) -> dict:
+    ckpt = load_checkpoint(path)
+    check_fields(ckpt, cache)
+    cfg = config_of(ckpt, cache=str(cache), labels=labels, eval_batch_size=batch_size, verify=verify,
+                    fields=tuple(ckpt["fields"]))
+    model, data, task = _model_and_data(ckpt, cfg, labelled=True)
+    rows = data.rows(split) if split != "all" else np.flatnonzero(data.split != "dropped")
+    if not len(rows):
+        raise DataError(f"split {split!r} is empty in {cache} (splits: {data.report.get('splits')})")
+    return evaluate(model, data, rows, task, cfg, device_of(cfg), split)[1]
+
+
+def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> int:
+    ckpt = load_checkpoint(path)
+    check_fields(ckpt, cache)
+    cfg = config_of(ckpt, cache=str(cache), labels=None, verify=verify, fields=tuple(ckpt["fields"]))
+    model, data, task = _model_and_data(ckpt, cfg, labelled=False)
+    rows = np.flatnonzero(data.split != "dropped")
+    _, out = predict_rows(model, data, rows, cfg, device_of(cfg))
+    labels, scores = task.predictions(out)
+    write_predictions(out_csv, data, rows, labels, scores, task.classes, cfg.task)
+    return len(rows)
+
+
+def write_predictions(path: Path, data: Data, rows, labels, scores: np.ndarray, classes, task: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        per_class = task in ("multiclass", "multilabel")
+        w.writerow(["key", "id", "source", "prediction"] + ([f"score_{c}" for c in classes] if per_class else []))
+        for r, label, s in zip(rows, labels, scores, strict=True):
+            extra = [f"{x:.6f}" for x in s] if per_class else []
+            w.writerow([data.keys[r], data.ids[r] or "", data.sources[r], label, *extra])
+
+
+def predict_videos(path, videos: list[str], out_csv: Path, work: Path | None = None) -> int:
+    """Extract exactly the encoders recorded in the checkpoint, then predict (the deploy path)."""
+    import mmcache
+
+    ckpt = load_checkpoint(path)
+    encoders = [encoder_arg(name, meta) for name, meta in ckpt["fields"].items()]
+    work = Path(work) if work else Path(tempfile.mkdtemp(prefix="mmfit-predict-"))
+    mmcache.extract(videos, encoders, work / "cache")
+    return predict_cache(path, work / "cache", out_csv)
+
+
+__all__ = ["evaluate_checkpoint", "predict_cache", "predict_videos"]
