@@ -35,8 +35,8 @@ def clean_errors(fn):
     return wrapper
 
 
-def _csv(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
+def _csv(text: str | None) -> list[str] | None:
+    return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
 
 class EpochProgress:
@@ -100,7 +100,7 @@ def train(
     from .config import build_config, with_fields
     from .report import write_report
 
-    cfg = build_config(config, cache=cache if cache is None or "," not in cache else list(_csv(cache)),
+    cfg = build_config(config, cache=cache if cache is None or "," not in cache else _csv(cache),
                        labels=labels, label_column=label_column, fields=_csv(fields), fusion=fusion, task=task,
                        head=head, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, dropout=dropout,
                        modality_dropout=modality_dropout, monitor=monitor, seed=seed, device=device, out=out_dir,

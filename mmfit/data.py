@@ -303,7 +303,7 @@ def layout(cfg: TrainConfig, data: Data, raw: dict[str, list], names: list[str])
     for i in range(n_rows):
         ref = raw[names[0]][i]
         grid = None
-        if cfg.task == "segment" and ref is not None:
+        if (cfg.align or cfg.task == "segment") and ref is not None:
             grid = ref[1][subsample(len(ref[1]), t)]
         ref_ts.append(grid)
         for n in names:

@@ -242,3 +242,41 @@ def test_yaml_config_is_validated(tmp_path):
     (tmp_path / "c.yaml").write_text("cache: x\nepochz: 3\n")
     with pytest.raises(ConfigError, match="epochz"):
         build_config(tmp_path / "c.yaml")
+
+
+def test_aligned_fields_share_the_first_fields_grid(labelled, tmp_path):
+    data = load_data(cfg(labelled, tmp_path, align=True, fields=["resnet18", "logmel", "minilm-text"]))
+    # resnet18 and logmel both run at 2 steps/s: aligned step for step; text cues cover their halves of the clip
+    assert torch.equal(data.masks["resnet18"], data.masks["logmel"])
+    assert data.masks["minilm-text"].sum() > 0 and data.feats["resnet18"].shape[1] == data.feats["logmel"].shape[1]
+    r = train(cfg(labelled, tmp_path, align=True, fusion="attention", epochs=4))
+    assert r.val["accuracy"] >= 0.5
+
+
+def test_cli_train_eval_predict_sweep(labelled, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmfit.cli import app
+
+    run = CliRunner().invoke
+    res = run(app, ["train", "--cache", str(labelled / "cache"), "--fields", "logmel,resnet18", "--epochs", "3",
+                    "--hidden", "16", "--out", str(tmp_path / "r"), "--unimodal-baselines"])
+    assert res.exit_code == 0, res.output
+    assert "unimodal: logmel" in res.output and "unimodal: resnet18" in res.output
+    assert (tmp_path / "r" / "unimodal-logmel" / "best.pt").is_file()
+    res = run(app, ["eval", "--checkpoint", str(tmp_path / "r" / "best.pt"), "--cache", str(labelled / "cache"),
+                    "--split", "all", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["n"] == 24
+    res = run(app, ["predict", "--checkpoint", str(tmp_path / "r" / "best.pt"), "--cache", str(labelled / "cache"),
+                    "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0 and len((tmp_path / "p.csv").read_text().splitlines()) == 25
+    res = run(app, ["train", "--cache", str(labelled / "cache"), "--monitor", "val/nope", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and res.output.count("error:") == 1 and "Traceback" not in res.output
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: {{cache: {labelled / 'cache'}, fields: [logmel], epochs: 2, hidden: 16}}\n"
+                     f"grid: {{fusion: [concat, gated]}}\nseeds: [0, 1]\nout: {tmp_path / 'sw'}\n")
+    res = run(app, ["sweep", "--config", str(sweep)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
+    assert [r["options"] for r in summary] == [{"fusion": "concat"}, {"fusion": "gated"}]
+    assert all(len(r["scores"]) == 2 for r in summary)
