@@ -75,7 +75,9 @@ class Cache:
 
     def _field(self, name: str) -> dict:
         if name not in self.fields:
-            raise CacheError(f"cache {self.root} has no field {name!r}; available: {', '.join(sorted(self.fields)) or 'none'}")
+            raise CacheError(
+                f"cache {self.root} has no field {name!r}; available: {', '.join(sorted(self.fields)) or 'none'}"
+            )
         return self.fields[name]
 
     def read_field_shard(self, name: str, shard: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -106,8 +108,9 @@ class Cache:
             found.update(self.read_field_shard(name, shard))
         empty = (np.zeros((0, entry["dim"]), np.float32), np.zeros((0, 2)))
         pairs = [found.get(k, empty) for k in keys]
-        return FieldArrays(name, keys, [p[0] for p in pairs], [p[1] for p in pairs],
-                           np.array([k in found for k in keys], bool))
+        return FieldArrays(
+            name, keys, [p[0] for p in pairs], [p[1] for p in pairs], np.array([k in found for k in keys], bool)
+        )
 
     def check_compatible(self, other: Cache) -> None:
         """Refuse to mix caches whose shared fields have different fingerprints."""
@@ -140,8 +143,10 @@ def verify_cache(path: str | Path) -> list[str]:
             ok = {r["key"] for r in rows if r["status"] == "ok"}
             ok_keys[shard] = ok
             if (len(rows), len(ok)) != (entry["count"], entry["ok"]):
-                problems.append(f"{entry['path']}: {len(rows)} rows ({len(ok)} ok), manifest says "
-                                f"{entry['count']} ({entry['ok']} ok)")
+                problems.append(
+                    f"{entry['path']}: {len(rows)} rows ({len(ok)} ok), manifest says "
+                    f"{entry['count']} ({entry['ok']} ok)"
+                )
     for name, field in sorted(cache.fields.items()):
         for shard in cache.shards:
             if shard not in field["files"]:
@@ -174,8 +179,10 @@ def _check_contents(cache: Cache, name: str, field: dict, entry: dict, ok: set[s
     try:
         for key, feats, ts in iter_shard_file(cache.root / entry["path"], cache.backend):
             if feats.ndim != 2 or feats.shape[1] != field["dim"] or str(feats.dtype) != field["dtype"]:
-                problems.append(f"{entry['path']}: sample {key} has {feats.dtype}{feats.shape}, "
-                                f"expected {field['dtype']} (T, {field['dim']})")
+                problems.append(
+                    f"{entry['path']}: sample {key} has {feats.dtype}{feats.shape}, "
+                    f"expected {field['dtype']} (T, {field['dim']})"
+                )
             if ts.shape != (len(feats), 2):
                 problems.append(f"{entry['path']}: sample {key} has timestamps {ts.shape} for {len(feats)} steps")
             keys.append(key)
@@ -184,8 +191,9 @@ def _check_contents(cache: Cache, name: str, field: dict, entry: dict, ok: set[s
         problems.append(str(e))
         return
     if (len(keys), steps) != (entry["count"], entry["steps"]):
-        problems.append(f"{entry['path']}: {len(keys)} samples / {steps} steps, manifest says "
-                        f"{entry['count']} / {entry['steps']}")
+        problems.append(
+            f"{entry['path']}: {len(keys)} samples / {steps} steps, manifest says {entry['count']} / {entry['steps']}"
+        )
     stray = set(keys) - ok
     if stray:
         problems.append(f"{entry['path']}: sample {sorted(stray)[0]} is not an ok sample of its shard")

@@ -16,8 +16,12 @@ from rich.table import Table
 from . import __version__
 from .errors import MMCacheError
 
-app = typer.Typer(help="Decode videos once, run frozen encoders, keep the features in a verifiable cache.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Decode videos once, run frozen encoders, keep the features in a verifiable cache.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 out = Console(width=None if sys.stdout.isatty() else 160)  # pipes and CI logs get full tables
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
@@ -51,19 +55,34 @@ def encoders():
 
     table = Table("name", "modality", "dim", "time grid", "weights", "options", title="mmcache encoders")
     for name, spec in sorted(REGISTRY.items()):
-        table.add_row(name, spec.modality, str(spec.dim or "model"), spec.grid(), spec.weights,
-                      ", ".join(sorted(set(spec.defaults) | {"field"})))
+        table.add_row(
+            name,
+            spec.modality,
+            str(spec.dim or "model"),
+            spec.grid(),
+            spec.weights,
+            ", ".join(sorted(set(spec.defaults) | {"field"})),
+        )
     out.print(table)
-    out.print("Use NAME or NAME:key=value,key=value, e.g. resnet18:fps=8,dtype=bfloat16 "
-              "(options: schemas/encoder-options.schema.json).")
+    out.print(
+        "Use NAME or NAME:key=value,key=value, e.g. resnet18:fps=8,dtype=bfloat16 "
+        "(options: schemas/encoder-options.schema.json)."
+    )
 
 
 class RichProgress:
     """mmcache's Progress callbacks drawn as rich progress bars (on stderr)."""
 
     def __init__(self):
-        self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+        self.bar = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
         self.tasks: dict[str, int] = {}
 
     def start(self, task: str, total: int) -> None:
@@ -82,10 +101,19 @@ class RichProgress:
 @app.command()
 @clean_errors
 def extract(
-    inputs: Annotated[list[Path], typer.Argument(help="Video folders, video files, or a .csv/.tsv video sheet "
-                                                      "(columns: path, optional id, text, any metadata).")],
-    encoder: Annotated[list[str], typer.Option("--encoder", "-e", help="NAME or NAME:key=value,...; repeat for "
-                                                                       "several fields. See `mmcache encoders`.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Video folders, video files, or a .csv/.tsv video sheet "
+            "(columns: path, optional id, text, any metadata)."
+        ),
+    ],
+    encoder: Annotated[
+        list[str],
+        typer.Option(
+            "--encoder", "-e", help="NAME or NAME:key=value,...; repeat for several fields. See `mmcache encoders`."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Cache directory (created; extended if it exists).")],
     fmt: Annotated[str, typer.Option("--format", help="webdataset (tar shards) or hdf5.")] = "webdataset",
     shard_size: Annotated[int, typer.Option(help="Videos per shard.")] = 256,
@@ -97,14 +125,25 @@ def extract(
 
     progress = RichProgress()
     with progress.bar:
-        report = run(inputs, encoder, out_dir, backend=fmt, shard_size=shard_size, timeout=timeout,
-                     strict=False, progress=progress)
-    for source, reason in report.failures:
+        report = run(
+            inputs,
+            encoder,
+            out_dir,
+            backend=fmt,
+            shard_size=shard_size,
+            timeout=timeout,
+            strict=False,
+            progress=progress,
+        )
+    for _source, reason in report.failures:
         err.print(f"[yellow]failed:[/] {reason}", highlight=False, soft_wrap=True)
     added = ", ".join(f"{f} ({n} shards)" for f, n in report.fields_added.items()) or "none"
-    out.print(f"{report.inputs} videos: {report.cached} already cached, {report.new_ok} new ok, "
-              f"{report.new_failed} failed; new shards: {len(report.shards_written)}; fields added: {added}; "
-              f"cache: {report.cache}", highlight=False)
+    out.print(
+        f"{report.inputs} videos: {report.cached} already cached, {report.new_ok} new ok, "
+        f"{report.new_failed} failed; new shards: {len(report.shards_written)}; fields added: {added}; "
+        f"cache: {report.cache}",
+        highlight=False,
+    )
     if strict and report.failures:
         raise typer.Exit(1)
 
@@ -124,13 +163,25 @@ def inspect(
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")
         return
     s = summary["samples"]
-    out.print(f"[bold]{cache}[/]  format v1, {c.backend}, {len(c.shards)} shards, {s['total']} samples "
-              f"({s['ok']} ok, {s['failed']} failed)", highlight=False)
-    table = Table("field", "encoder", "modality", "dim", "dtype", "samples", "missing", "steps", "bytes",
-                  "fingerprint")
+    out.print(
+        f"[bold]{cache}[/]  format v1, {c.backend}, {len(c.shards)} shards, {s['total']} samples "
+        f"({s['ok']} ok, {s['failed']} failed)",
+        highlight=False,
+    )
+    table = Table("field", "encoder", "modality", "dim", "dtype", "samples", "missing", "steps", "bytes", "fingerprint")
     for name, f in summary["fields"].items():
-        table.add_row(name, f["encoder"], f["modality"], str(f["dim"]), f["dtype"], str(f["samples"]),
-                      str(f["missing"]), str(f["steps"]), _human(f["bytes"]), f["fingerprint"][:16])
+        table.add_row(
+            name,
+            f["encoder"],
+            f["modality"],
+            str(f["dim"]),
+            f["dtype"],
+            str(f["samples"]),
+            str(f["missing"]),
+            str(f["steps"]),
+            _human(f["bytes"]),
+            f["fingerprint"][:16],
+        )
     out.print(table)
 
 
@@ -139,14 +190,28 @@ def _summary(c) -> dict:
     fields = {}
     for name, f in sorted(c.fields.items()):
         files = f["files"].values()
-        fields[name] = {"encoder": f["encoder"], "modality": f["modality"], "dim": f["dim"], "dtype": f["dtype"],
-                        "samples": sum(e["count"] for e in files), "missing": sum(len(e["missing"]) for e in files),
-                        "steps": sum(e["steps"] for e in files), "bytes": sum(e["bytes"] for e in files),
-                        "shards": len(f["files"]), "fingerprint": f["fingerprint"]}
-    return {"backend": c.backend, "shards": len(c.shards),
-            "samples": {"total": sum(e["count"] for e in shards), "ok": sum(e["ok"] for e in shards),
-                        "failed": sum(e["failed"] for e in shards)},
-            "fields": fields}
+        fields[name] = {
+            "encoder": f["encoder"],
+            "modality": f["modality"],
+            "dim": f["dim"],
+            "dtype": f["dtype"],
+            "samples": sum(e["count"] for e in files),
+            "missing": sum(len(e["missing"]) for e in files),
+            "steps": sum(e["steps"] for e in files),
+            "bytes": sum(e["bytes"] for e in files),
+            "shards": len(f["files"]),
+            "fingerprint": f["fingerprint"],
+        }
+    return {
+        "backend": c.backend,
+        "shards": len(c.shards),
+        "samples": {
+            "total": sum(e["count"] for e in shards),
+            "ok": sum(e["ok"] for e in shards),
+            "failed": sum(e["failed"] for e in shards),
+        },
+        "fields": fields,
+    }
 
 
 def _human(n: int) -> str:

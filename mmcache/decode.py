@@ -43,8 +43,9 @@ class FFmpegPipe:
         self._cond = threading.Condition()
         self._stderr_done = False
         self._waiting_since: float | None = None
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, bufsize=0)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+        )
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._drain, self._watch)]
         for t in self._threads:
             t.start()
@@ -151,9 +152,15 @@ def _scale_crop(stream, resize: tuple[int, ...] | None, crop: tuple[int, int] | 
     return stream
 
 
-def iter_frames(info: ProbeInfo, rate: Fraction, *, resize: tuple[int, ...] | None = None,
-                crop: tuple[int, int] | None = None, max_frames: int | None = None,
-                timeout: float = 60.0) -> Iterator[tuple[np.ndarray, float]]:
+def iter_frames(
+    info: ProbeInfo,
+    rate: Fraction,
+    *,
+    resize: tuple[int, ...] | None = None,
+    crop: tuple[int, int] | None = None,
+    max_frames: int | None = None,
+    timeout: float = 60.0,
+) -> Iterator[tuple[np.ndarray, float]]:
     """Yield (frame uint8 HxWx3, seconds) on the grid `rate`, streaming one frame at a time.
 
     ffmpeg autorotates, so a phone clip with a 90 degree display matrix comes out portrait; the
@@ -185,8 +192,9 @@ def iter_frames(info: ProbeInfo, rate: Fraction, *, resize: tuple[int, ...] | No
         raise DecodeError(f"{info.path}: no frames decoded")
 
 
-def iter_audio(info: ProbeInfo, sample_rate: int, chunk_seconds: float = 4.0,
-               timeout: float = 60.0) -> Iterator[np.ndarray]:
+def iter_audio(
+    info: ProbeInfo, sample_rate: int, chunk_seconds: float = 4.0, timeout: float = 60.0
+) -> Iterator[np.ndarray]:
     """Yield mono float32 chunks of the first audio stream at `sample_rate`."""
     if info.audio is None:
         raise DecodeError(f"{info.path}: no audio stream")

@@ -10,8 +10,11 @@ def main() -> None:
 
     model = sys.argv[1] if len(sys.argv) > 1 else "resnet18"
     choice = cached_weights_or_random(model)
-    what = "pretrained ImageNet weights (torch hub cache)" if choice == "DEFAULT" else \
-        "RANDOM-INIT weights (pretrained weights are not in the torch hub cache and hubs may be offline)"
+    what = (
+        "pretrained ImageNet weights (torch hub cache)"
+        if choice == "DEFAULT"
+        else "RANDOM-INIT weights (pretrained weights are not in the torch hub cache and hubs may be offline)"
+    )
     print(f"demo vision backbone: {model} with {what}", file=sys.stderr)
     print(choice)
 

@@ -75,8 +75,9 @@ class CacheLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise CacheError(f"cache {self.path.parent} is being written by another mmcache process "
-                             "(wait for it to finish)") from None
+            raise CacheError(
+                f"cache {self.path.parent} is being written by another mmcache process (wait for it to finish)"
+            ) from None
         return self
 
     def __exit__(self, *exc):
@@ -94,9 +95,17 @@ def _prepare_out(out: Path) -> None:
         raise InputError(f"output directory {out} is not writable ({e.strerror or e})") from None
 
 
-def extract(inputs: Sequence[str | Path] | str | Path, encoders: Iterable[str], out: str | Path, *,
-            backend: str = "webdataset", shard_size: int = 256, timeout: float = 120.0,
-            strict: bool = False, progress: Progress | None = None) -> ExtractReport:
+def extract(
+    inputs: Sequence[str | Path] | str | Path,
+    encoders: Iterable[str],
+    out: str | Path,
+    *,
+    backend: str = "webdataset",
+    shard_size: int = 256,
+    timeout: float = 120.0,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> ExtractReport:
     """Extract features of `encoders` ('NAME' or 'NAME:k=v,...') for `inputs` into cache `out`.
 
     Re-running is a no-op; new videos go to new shards; a new encoder is added to every shard.
@@ -156,7 +165,7 @@ def _extract_locked(videos, encoder_args, requested, root, backend, shard_size, 
     start = max((int(s) for s in existing), default=-1) + 1
     for n, i in enumerate(range(0, len(new), shard_size)):
         shard = f"{start + n:06d}"
-        chunk = new[i:i + shard_size]
+        chunk = new[i : i + shard_size]
         rows = _new_shard(root, manifest, shard, chunk, aliases, list(args), encoders, timeout, progress)
         report.shards_written.append(shard)
         for row in rows:
@@ -179,7 +188,8 @@ def _check_options(name: str, encoder: str, opts: dict, recorded: dict) -> None:
     if keys:
         raise FingerprintMismatch(
             f"field {name!r} exists in the cache with different settings at {', '.join(keys[:3])} "
-            f"({value_at(theirs, keys[0])!r} vs {value_at(mine, keys[0])!r}); use another field name (field=NAME)")
+            f"({value_at(theirs, keys[0])!r} vs {value_at(mine, keys[0])!r}); use another field name (field=NAME)"
+        )
 
 
 def _numeric_options(opts: dict) -> dict:
@@ -225,12 +235,19 @@ class _Encoders:
 
 
 def _field_entry(manifest: dict, enc: Encoder) -> dict:
-    return manifest["fields"].setdefault(enc.field, {
-        "encoder": enc.spec.name,
-        "options": {k: v for k, v in enc.options.items() if k != "field"},
-        "modality": enc.spec.modality, "dim": enc.dim, "dtype": enc.store_dtype,
-        "fingerprint": enc.fingerprint(), "fingerprint_parts": enc.fingerprint_parts(), "files": {},
-    })
+    return manifest["fields"].setdefault(
+        enc.field,
+        {
+            "encoder": enc.spec.name,
+            "options": {k: v for k, v in enc.options.items() if k != "field"},
+            "modality": enc.spec.modality,
+            "dim": enc.dim,
+            "dtype": enc.store_dtype,
+            "fingerprint": enc.fingerprint(),
+            "fingerprint_parts": enc.fingerprint_parts(),
+            "files": {},
+        },
+    )
 
 
 def _probe_jobs(videos: list[VideoInput], timeout: float, progress: Progress) -> tuple[list[Job], dict]:
@@ -256,7 +273,7 @@ def _probe_jobs(videos: list[VideoInput], timeout: float, progress: Progress) ->
 def _with_source(reason: str, v: VideoInput) -> str:
     """Failure reasons name the input as the user gave it."""
     path = str(v.path)
-    return v.source + reason[len(path):] if reason.startswith(path) else reason
+    return v.source + reason[len(path) :] if reason.startswith(path) else reason
 
 
 def _writer(root: Path, backend: str, shard: str, enc: Encoder):
@@ -264,8 +281,9 @@ def _writer(root: Path, backend: str, shard: str, enc: Encoder):
     return cls(root / enc.field / f"{shard}{cls.suffix}", enc.dim, enc.store_dtype)
 
 
-def _run_field(root: Path, manifest: dict, shard: str, enc: Encoder, jobs: list[Job], timeout: float,
-               progress: Progress) -> tuple[object, dict, dict]:
+def _run_field(
+    root: Path, manifest: dict, shard: str, enc: Encoder, jobs: list[Job], timeout: float, progress: Progress
+) -> tuple[object, dict, dict]:
     """Encode `jobs` for one field into a temp shard file: (writer, missing, failed)."""
     writer = _writer(root, manifest["backend"], shard, enc)
     missing, failed = {}, {}
@@ -289,8 +307,12 @@ def _publish_field(manifest: dict, enc: Encoder, shard: str, writer, missing: di
     writer.close()
     sha, size = sha256_file(writer.path)
     _field_entry(manifest, enc)["files"][shard] = {
-        "path": f"{enc.field}/{writer.path.name}", "bytes": size, "sha256": sha,
-        "count": len(writer.keys), "steps": writer.steps, "missing": dict(sorted(missing.items())),
+        "path": f"{enc.field}/{writer.path.name}",
+        "bytes": size,
+        "sha256": sha,
+        "count": len(writer.keys),
+        "steps": writer.steps,
+        "missing": dict(sorted(missing.items())),
     }
 
 
@@ -318,9 +340,14 @@ def _new_shard(root, manifest, shard, chunk, aliases, fields, encoders, timeout,
         raise
     data = samples_bytes(rows)
     write_atomic(root / "samples" / f"{shard}.jsonl", data)
-    manifest["shards"][shard] = {"path": f"samples/{shard}.jsonl", "bytes": len(data),
-                                 "sha256": hashlib.sha256(data).hexdigest(), "count": len(rows),
-                                 "ok": len(ok), "failed": len(rows) - len(ok)}
+    manifest["shards"][shard] = {
+        "path": f"samples/{shard}.jsonl",
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "count": len(rows),
+        "ok": len(ok),
+        "failed": len(rows) - len(ok),
+    }
     save_manifest(root, manifest)
     return rows
 
@@ -338,10 +365,18 @@ def _drop_failed(root, manifest, shard, enc, writer, ok, timeout, progress):
 
 
 def _sample_row(v: VideoInput, info, error: str | None, aliases: list[str]) -> dict:
-    row = {"key": v.key, "id": v.id, "source": v.source, "sha256": v.sha256 or None, "bytes": v.bytes,
-           "duration": None if info is None else info.duration,
-           "streams": None if info is None else info.summary(),
-           "status": "failed" if error else "ok", "error": error, "meta": v.meta}
+    row = {
+        "key": v.key,
+        "id": v.id,
+        "source": v.source,
+        "sha256": v.sha256 or None,
+        "bytes": v.bytes,
+        "duration": None if info is None else info.duration,
+        "streams": None if info is None else info.summary(),
+        "status": "failed" if error else "ok",
+        "error": error,
+        "meta": v.meta,
+    }
     if aliases:
         row["aliases"] = aliases
     return row
@@ -352,8 +387,10 @@ def _add_fields(root, manifest, shard, rows, fields, by_key, encoders, timeout, 
     ok_rows = [r for r in rows if r["status"] == "ok"]
     lost = [r["source"] for r in ok_rows if r["key"] not in by_key]
     if lost:
-        raise InputError(f"cannot add {', '.join(fields)} to shard {shard}: {len(lost)} of its videos are not "
-                         f"among the inputs (e.g. {lost[0]}); pass the inputs the cache was made from")
+        raise InputError(
+            f"cannot add {', '.join(fields)} to shard {shard}: {len(lost)} of its videos are not "
+            f"among the inputs (e.g. {lost[0]}); pass the inputs the cache was made from"
+        )
     jobs, failed = _probe_jobs([by_key[r["key"]] for r in ok_rows], timeout, progress)
     for name in fields:
         enc = encoders.get(name)

@@ -12,8 +12,21 @@ from .errors import InputError
 from .store.atomic import sha256_file
 from .types import VideoInput
 
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
-                  ".3gp", ".ogv"}
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".ogv",
+}
 SHEET_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 KEY_LEN = 24  # hex chars of sha256: 96 bits, no dots, no path
 
@@ -32,14 +45,20 @@ def resolve_inputs(inputs: Iterable[str | Path]) -> list[VideoInput]:
         else:
             videos.append(VideoInput(path=path, source=str(item)))
     if not videos:
-        raise InputError(f"no videos found in {', '.join(map(str, inputs))} "
-                         f"(looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise InputError(
+            f"no videos found in {', '.join(map(str, inputs))} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
     return videos
 
 
 def _folder(root: Path) -> list[VideoInput]:
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in VIDEO_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     return [VideoInput(path=p, source=p.relative_to(root).as_posix()) for p in found]
 
 
@@ -60,8 +79,15 @@ def read_sheet(path: Path) -> list[VideoInput]:
         if not rel:
             raise InputError(f"video sheet {path} line {i}: empty path")
         meta = {k: v for k, v in row.items() if k not in ("id", "text") and k is not None}
-        videos.append(VideoInput(path=path.parent / rel, source=rel, id=(row.get("id") or None),
-                                 text=(row.get("text") or None), meta=meta))
+        videos.append(
+            VideoInput(
+                path=path.parent / rel,
+                source=rel,
+                id=(row.get("id") or None),
+                text=(row.get("text") or None),
+                meta=meta,
+            )
+        )
     return videos
 
 

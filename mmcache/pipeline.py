@@ -79,8 +79,9 @@ def _produce(encoder: Encoder, jobs: list[Job], q: queue.Queue, timeout: float, 
     put(_DONE)
 
 
-def run_encoder(encoder: Encoder, jobs: list[Job], timeout: float = 120.0,
-                on_steps: Callable[[int], None] | None = None) -> Iterator[Outcome]:
+def run_encoder(
+    encoder: Encoder, jobs: list[Job], timeout: float = 120.0, on_steps: Callable[[int], None] | None = None
+) -> Iterator[Outcome]:
     """Yield one Outcome per job, in job order."""
     q: queue.Queue = queue.Queue(maxsize=max(2 * encoder.batch_size, 8))
     stop = threading.Event()
@@ -115,7 +116,9 @@ def run_encoder(encoder: Encoder, jobs: list[Job], timeout: float = 120.0,
 def _encode(encoder: Encoder, batch: list, accs: list[_Acc], on_steps) -> None:
     out = encoder.encode([s.payload for _, s in batch])  # (N, D)
     if out.shape != (len(batch), encoder.dim):
-        raise MMCacheError(f"encoder {encoder.field} returned shape {out.shape}, expected ({len(batch)}, {encoder.dim})")
+        raise MMCacheError(
+            f"encoder {encoder.field} returned shape {out.shape}, expected ({len(batch)}, {encoder.dim})"
+        )
     for (i, step), row in zip(batch, out, strict=True):
         accs[i].feats.append(row)
         accs[i].ts.append((step.start, step.end))
@@ -131,8 +134,9 @@ def _finished(jobs: list[Job], accs: list[_Acc], emitted: int):
             break
         job = jobs[emitted]
         if acc.end == "ok" and acc.feats:
-            yield Outcome(job, "ok", np.stack(acc.feats).astype(np.float32),
-                          np.asarray(acc.ts, np.float64).reshape(-1, 2))
+            yield Outcome(
+                job, "ok", np.stack(acc.feats).astype(np.float32), np.asarray(acc.ts, np.float64).reshape(-1, 2)
+            )
         elif acc.end == "ok":
             yield Outcome(job, "failed", reason=f"{job.video.source}: decoded no steps")
         else:

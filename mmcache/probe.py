@@ -87,8 +87,7 @@ def _duration(fmt: dict, streams: list[dict]) -> float:
 
 def probe(path: Path, timeout: float = 60.0) -> ProbeInfo:
     """Read stream info with ffprobe; raise DecodeError naming the file and ffprobe's reason."""
-    cmd = [FFPROBE, "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-           ffmpeg_input(path)]
+    cmd = [FFPROBE, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ffmpeg_input(path)]
     try:
         res = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
@@ -103,11 +102,15 @@ def probe(path: Path, timeout: float = 60.0) -> ProbeInfo:
     v, a = _first(streams, "video"), _first(streams, "audio")
     if v is not None and v.get("disposition", {}).get("attached_pic"):
         v = None  # cover art is not a video
-    audio = None if a is None else {
-        "codec": a.get("codec_name", "?"),
-        "sample_rate": int(a.get("sample_rate") or 0),
-        "channels": int(a.get("channels") or 0),
-    }
+    audio = (
+        None
+        if a is None
+        else {
+            "codec": a.get("codec_name", "?"),
+            "sample_rate": int(a.get("sample_rate") or 0),
+            "channels": int(a.get("channels") or 0),
+        }
+    )
     return ProbeInfo(
         path=Path(path),
         duration=_duration(fmt, streams),
@@ -128,7 +131,7 @@ def ffmpeg_reason(lines: list[str], path: Path, keep: int = 2) -> str:
     out: list[str] = []
     for line in lines:
         line = _LOG_PREFIX.sub("", line.strip())
-        line = line[len(prefix):] if line.startswith(prefix) else line
+        line = line[len(prefix) :] if line.startswith(prefix) else line
         if line and line not in out and not line.startswith(("Stream #", "Input #", "Output #", "Duration:")):
             out.append(line)
     return "; ".join(out[-keep:])

@@ -21,8 +21,9 @@ from .types import AudioInput, ClipInput, FrameInput, Step, TextInput, VideoInpu
 def read_frames(video: VideoInput, info: ProbeInfo, spec: FrameInput, timeout: float) -> Iterator[Step]:
     rate = grid_rate(info, spec.fps, spec.num_frames)
     step = float(1 / rate)
-    for frame, t in iter_frames(info, rate, resize=spec.resize, crop=spec.crop,
-                                max_frames=spec.num_frames, timeout=timeout):
+    for frame, t in iter_frames(
+        info, rate, resize=spec.resize, crop=spec.crop, max_frames=spec.num_frames, timeout=timeout
+    ):
         yield Step(frame, t, t + step)
 
 
@@ -60,7 +61,7 @@ def read_audio(video: VideoInput, info: ProbeInfo, spec: AudioInput, timeout: fl
     for chunk in iter_audio(info, sr, timeout=timeout):
         buf = np.concatenate([buf, chunk])
         while (start := int(round(i * sr / spec.fps))) + win <= offset + len(buf):
-            yield Step(buf[start - offset:start - offset + win].copy(), start / sr, (start + win) / sr)
+            yield Step(buf[start - offset : start - offset + win].copy(), start / sr, (start + win) / sr)
             i += 1
         keep_from = int(round(i * sr / spec.fps)) - offset
         buf, offset = buf[keep_from:], offset + keep_from
@@ -69,8 +70,8 @@ def read_audio(video: VideoInput, info: ProbeInfo, spec: AudioInput, timeout: fl
     # like the fps filter rounds the video's last frame: 2.02 s of audio at 2 steps/s gives 4 steps, not 5
     while (start := int(round(i * sr / spec.fps))) < total and (2 * (total - start) >= win or i == 0):
         seg = np.zeros(win, np.float32)
-        part = buf[start - offset:]
-        seg[:len(part)] = part
+        part = buf[start - offset :]
+        seg[: len(part)] = part
         yield Step(seg, start / sr, total / sr)
         i += 1
     if i == 0:

@@ -36,7 +36,7 @@ def parse_cues(text: str) -> list[Cue]:
             m = _CUE_TIMING.search(line)
             if m:
                 start, end = _seconds(*m.groups()[:4]), _seconds(*m.groups()[4:])
-                body = " ".join(_TAG.sub("", ln).strip() for ln in lines[i + 1:]).strip()
+                body = " ".join(_TAG.sub("", ln).strip() for ln in lines[i + 1 :]).strip()
                 if body:
                     cues.append(Cue(start, max(start, end), body))
                 break

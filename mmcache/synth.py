@@ -26,18 +26,42 @@ class ClipStyle:
 
 
 CLASSES = (
-    ClipStyle("sunrise", "color=c=orange:size={size}:rate={rate}:duration={duration},"
-              "drawbox=x='mod(t*40,iw)':y=ih/3:w=40:h=40:color=yellow:t=fill", 330, "the sun rises over the hills"),
-    ClipStyle("ocean", "color=c=navy:size={size}:rate={rate}:duration={duration},"
-              "drawbox=x=0:y='mod(t*60,ih)':w=iw:h=12:color=white:t=fill", 550, "waves roll onto the beach"),
-    ClipStyle("forest", "testsrc2=size={size}:rate={rate}:duration={duration},hue=h=90:s=0.6", 880,
-              "birds sing among the green trees"),
+    ClipStyle(
+        "sunrise",
+        "color=c=orange:size={size}:rate={rate}:duration={duration},"
+        "drawbox=x='mod(t*40,iw)':y=ih/3:w=40:h=40:color=yellow:t=fill",
+        330,
+        "the sun rises over the hills",
+    ),
+    ClipStyle(
+        "ocean",
+        "color=c=navy:size={size}:rate={rate}:duration={duration},"
+        "drawbox=x=0:y='mod(t*60,ih)':w=iw:h=12:color=white:t=fill",
+        550,
+        "waves roll onto the beach",
+    ),
+    ClipStyle(
+        "forest",
+        "testsrc2=size={size}:rate={rate}:duration={duration},hue=h=90:s=0.6",
+        880,
+        "birds sing among the green trees",
+    ),
 )
 
 
-def make_clip(path: Path, *, duration: float = 2.0, size: str = "160x120", rate: float = 25,
-              style: ClipStyle = CLASSES[0], audio: bool = True, codec: str = "libx264",
-              rotate: int | None = None, subtitles: str | None = None, variant: int = 0) -> Path:
+def make_clip(
+    path: Path,
+    *,
+    duration: float = 2.0,
+    size: str = "160x120",
+    rate: float = 25,
+    style: ClipStyle = CLASSES[0],
+    audio: bool = True,
+    codec: str = "libx264",
+    rotate: int | None = None,
+    subtitles: str | None = None,
+    variant: int = 0,
+) -> Path:
     """Write one clip with ffmpeg; `variant` shifts tone and hue a little so clips differ."""
     path.parent.mkdir(parents=True, exist_ok=True)
     video = style.source.format(size=size, rate=rate, duration=duration)
@@ -45,7 +69,12 @@ def make_clip(path: Path, *, duration: float = 2.0, size: str = "160x120", rate:
         video += f",hue=H={variant * 0.2}"
     args = [FFMPEG, "-v", "error", "-y", "-nostdin", "-f", "lavfi", "-i", video]
     if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency={style.tone_hz + 7 * variant}:duration={duration}:sample_rate=44100"]
+        args += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={style.tone_hz + 7 * variant}:duration={duration}:sample_rate=44100",
+        ]
     args += ["-c:v", codec, "-pix_fmt", "yuv420p", "-g", "25"]
     if audio:
         args += ["-c:a", "aac", "-shortest"]
@@ -73,8 +102,7 @@ def make_labelled_set(out: Path, per_class: int = 2, duration: float = 2.0, size
     for style in CLASSES:
         for i in range(per_class):
             name = f"{style.label}_{i:03d}"
-            make_clip(out / f"{name}.mp4", duration=duration, size=size, style=style,
-                      subtitles=style.words, variant=i)
+            make_clip(out / f"{name}.mp4", duration=duration, size=size, style=style, subtitles=style.words, variant=i)
             rows.append({"path": f"{name}.mp4", "id": name, "label": style.label})
     with open(out / "videos.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["path", "id", "label"])

@@ -29,11 +29,15 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle refusals, zip errors, truncation: all mean "not ours"
-        raise CheckpointError(f"{path} is not a readable mmfit checkpoint (refused to unpickle: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path} is not a readable mmfit checkpoint (refused to unpickle: {str(e).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an mmfit checkpoint (format {ckpt.get('format')!r})"
-                              if isinstance(ckpt, dict) else f"{path} is not an mmfit checkpoint")
+        raise CheckpointError(
+            f"{path} is not an mmfit checkpoint (format {ckpt.get('format')!r})"
+            if isinstance(ckpt, dict)
+            else f"{path} is not an mmfit checkpoint"
+        )
     if ckpt.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not supported (expected {VERSION})")
     for key in ("config", "model", "classes", "fields"):

@@ -15,8 +15,12 @@ from rich.table import Table
 
 from mmcache.errors import MMCacheError
 
-app = typer.Typer(help="Train fusion and head layers on an mmcache feature cache, in seconds.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Train fusion and head layers on an mmcache feature cache, in seconds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
@@ -43,8 +47,14 @@ class EpochProgress:
     """A rich bar over the steps of each epoch and one line per finished epoch."""
 
     def __init__(self, epochs: int, monitor: str):
-        self.bar = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[of]}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+        self.bar = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[of]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.task = self.bar.add_task("train", total=None, epoch=1, of=epochs)
         self.monitor = monitor
 
@@ -53,9 +63,12 @@ class EpochProgress:
 
     def on_epoch(self, row: dict) -> None:
         self.bar.update(self.task, epoch=row["epoch"] + 1, completed=0)
-        err.print(f"epoch {row['epoch']:>3}  train/loss {row['train/loss']:.4f}  val/loss {row['val/loss']:.4f}  "
-                  f"{self.monitor} {row.get(self.monitor, float('nan')):.4f}  ({row['train/epoch_s']:.2f} s, "
-                  f"{row['train/samples_per_s']:.0f} samples/s)", highlight=False)
+        err.print(
+            f"epoch {row['epoch']:>3}  train/loss {row['train/loss']:.4f}  val/loss {row['val/loss']:.4f}  "
+            f"{self.monitor} {row.get(self.monitor, float('nan')):.4f}  ({row['train/epoch_s']:.2f} s, "
+            f"{row['train/samples_per_s']:.0f} samples/s)",
+            highlight=False,
+        )
 
 
 def _run(cfg, resume=None):
@@ -73,7 +86,9 @@ def _run(cfg, resume=None):
 @app.command()
 @clean_errors
 def train(
-    config: Annotated[Path | None, Opt(help="YAML config (schemas/train-config.schema.json); flags override it.")] = None,
+    config: Annotated[
+        Path | None, Opt(help="YAML config (schemas/train-config.schema.json); flags override it.")
+    ] = None,
     cache: Annotated[str | None, Opt(help="Cache directory (several: comma-separated).")] = None,
     labels: Annotated[str | None, Opt(help="Label CSV: id or key, label column(s), optional split.")] = None,
     label_column: Annotated[str | None, Opt(help="Label column (default: label).")] = None,
@@ -100,12 +115,29 @@ def train(
     from .config import build_config, with_fields
     from .report import write_report
 
-    cfg = build_config(config, cache=cache if cache is None or "," not in cache else _csv(cache),
-                       labels=labels, label_column=label_column, fields=_csv(fields), fusion=fusion, task=task,
-                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, dropout=dropout,
-                       modality_dropout=modality_dropout, monitor=monitor, seed=seed, device=device, out=out_dir,
-                       unimodal_baselines=unimodal_baselines or None, tensorboard=tensorboard or None,
-                       verify=None if verify else False)
+    cfg = build_config(
+        config,
+        cache=cache if cache is None or "," not in cache else _csv(cache),
+        labels=labels,
+        label_column=label_column,
+        fields=_csv(fields),
+        fusion=fusion,
+        task=task,
+        head=head,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        hidden=hidden,
+        dropout=dropout,
+        modality_dropout=modality_dropout,
+        monitor=monitor,
+        seed=seed,
+        device=device,
+        out=out_dir,
+        unimodal_baselines=unimodal_baselines or None,
+        tensorboard=tensorboard or None,
+        verify=None if verify else False,
+    )
     result, data, headline = _run(cfg, resume)
     baselines = {}
     if cfg.unimodal_baselines:
@@ -123,11 +155,16 @@ def _print_summary(summary: dict, cfg, headline) -> None:
     keys = MAIN[cfg.task]
     table = Table("model", *[f"val {k}" for k in keys], *[f"test {k}" for k in keys], title=f"mmfit: {cfg.out}")
     for name, s in comparison_rows(summary):
-        vals = [headline(cfg.task, s["val"]).get(k) for k in keys] + [headline(cfg.task, s["test"]).get(k) for k in keys]
+        vals = [headline(cfg.task, s["val"]).get(k) for k in keys] + [
+            headline(cfg.task, s["test"]).get(k) for k in keys
+        ]
         table.add_row(name, *["n/a" if v is None else f"{v:.4f}" for v in vals])
     out.print(table)
-    out.print(f"best epoch {summary['best_epoch']} ({summary['monitor']} = {summary['best_score']:.4f}); "
-              f"report: {Path(cfg.out) / 'report.md'}", highlight=False)
+    out.print(
+        f"best epoch {summary['best_epoch']} ({summary['monitor']} = {summary['best_score']:.4f}); "
+        f"report: {Path(cfg.out) / 'report.md'}",
+        highlight=False,
+    )
 
 
 @app.command("eval")
@@ -159,8 +196,10 @@ def evaluate(
 @clean_errors
 def predict(
     checkpoint: Annotated[Path, Opt(help="best.pt of a run.")],
-    videos: Annotated[list[str] | None, typer.Argument(help="Raw videos or folders: extracted with exactly the "
-                                                            "checkpoint's encoders first.")] = None,
+    videos: Annotated[
+        list[str] | None,
+        typer.Argument(help="Raw videos or folders: extracted with exactly the checkpoint's encoders first."),
+    ] = None,
     cache: Annotated[str | None, Opt(help="Predict on this cache instead of raw videos.")] = None,
     out_csv: Annotated[Path, Opt("--out", help="Predictions CSV.")] = Path("predictions.csv"),
     work: Annotated[Path | None, Opt(help="Where raw-video features are cached (default: a temp dir).")] = None,
@@ -180,9 +219,15 @@ def sweep(config: Annotated[Path, Opt(help="Sweep YAML (schemas/sweep-config.sch
     """Grid or random search over a few options x seeds; prints a ranked table."""
     from .sweep import load_sweep, run_sweep
 
-    rows = run_sweep(load_sweep(config), on_trial=lambda r: err.print(
-        f"trial {r['trial']} {r['options']}: {r['monitor']} {r['mean']:.4f} ± {r['std']:.4f}", highlight=False))
+    rows = run_sweep(
+        load_sweep(config),
+        on_trial=lambda r: err.print(
+            f"trial {r['trial']} {r['options']}: {r['monitor']} {r['mean']:.4f} ± {r['std']:.4f}", highlight=False
+        ),
+    )
     table = Table("trial", "options", "monitor", "mean", "std", title="sweep")
     for r in sorted(rows, key=lambda r: r["mean"], reverse=True):
-        table.add_row(str(r["trial"]), json.dumps(r["options"]), str(r["monitor"]), f"{r['mean']:.4f}", f"{r['std']:.4f}")
+        table.add_row(
+            str(r["trial"]), json.dumps(r["options"]), str(r["monitor"]), f"{r['mean']:.4f}", f"{r['std']:.4f}"
+        )
     out.print(table)

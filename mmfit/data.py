@@ -60,9 +60,12 @@ class Data:
             return
         order = rows if generator is None else rows[torch.randperm(len(rows), generator=generator).numpy()]
         for i in range(0, len(order), batch_size):
-            idx = torch.as_tensor(order[i:i + batch_size])
-            yield self.make_batch(idx, {f: self.feats[f][idx] for f in self.field_names},
-                                  {f: self.masks[f][idx] for f in self.field_names})
+            idx = torch.as_tensor(order[i : i + batch_size])
+            yield self.make_batch(
+                idx,
+                {f: self.feats[f][idx] for f in self.field_names},
+                {f: self.masks[f][idx] for f in self.field_names},
+            )
 
     def make_batch(self, idx: torch.Tensor, feats: dict, masks: dict) -> Batch:
         out = {}
@@ -102,8 +105,10 @@ def open_caches(cfg: TrainConfig) -> list[Cache]:
         if cfg.verify:
             problems = verify_cache(path)
             if problems:
-                raise CacheError(f"cache {path} fails verification ({problems[0]}); fix or re-extract it, "
-                                 "or pass --no-verify to train on it anyway (not recommended)")
+                raise CacheError(
+                    f"cache {path} fails verification ({problems[0]}); fix or re-extract it, "
+                    "or pass --no-verify to train on it anyway (not recommended)"
+                )
         for other in opened:
             other.check_compatible(cache)
         opened.append(cache)
@@ -121,8 +126,9 @@ def choose_fields(cfg: TrainConfig, cache_list: list[Cache]) -> list[str]:
     return wanted
 
 
-def load_data(cfg: TrainConfig, classes: list[str] | None = None, norm: dict | None = None,
-              labelled: bool = True) -> Data:
+def load_data(
+    cfg: TrainConfig, classes: list[str] | None = None, norm: dict | None = None, labelled: bool = True
+) -> Data:
     """Features, targets and splits for `cfg`. A checkpoint's `classes` and `norm` are reused when
     given (eval/predict); with `labelled=False` every ok sample is loaded, as the test split."""
     training = classes is None  # eval/predict reuse a checkpoint's vocabulary
@@ -142,23 +148,41 @@ def load_data(cfg: TrainConfig, classes: list[str] | None = None, norm: dict | N
         classes, y = TARGETS[cfg.task](cfg, table, rows, classes)
     else:
         table, rows = LabelTable({}, {}), samples
-        y = torch.full((len(rows), cfg.max_steps), -1) if cfg.task == "segment" else torch.zeros(len(rows), dtype=torch.long)
-    data = Data(keys=[s["key"] for s in rows], ids=[s.get("id") for s in rows],
-                sources=[s["source"] for s in rows], y=y, split=np.array([""] * len(rows), dtype=object),
-                classes=list(classes or []), field_names=names, dims={n: cache_list[0].fields[n]["dim"] for n in names},
-                fingerprints={n: cache_list[0].fields[n]["fingerprint"] for n in names},
-                field_meta={n: {k: cache_list[0].fields[n][k] for k in FIELD_META} for n in names})
+        y = (
+            torch.full((len(rows), cfg.max_steps), -1)
+            if cfg.task == "segment"
+            else torch.zeros(len(rows), dtype=torch.long)
+        )
+    data = Data(
+        keys=[s["key"] for s in rows],
+        ids=[s.get("id") for s in rows],
+        sources=[s["source"] for s in rows],
+        y=y,
+        split=np.array([""] * len(rows), dtype=object),
+        classes=list(classes or []),
+        field_names=names,
+        dims={n: cache_list[0].fields[n]["dim"] for n in names},
+        fingerprints={n: cache_list[0].fields[n]["fingerprint"] for n in names},
+        field_meta={n: {k: cache_list[0].fields[n][k] for k in FIELD_META} for n in names},
+    )
     if cfg.task == "segment":
         data.spans = [table.spans.get(s["key"], []) for s in rows]
-    data.report = {"samples": len(samples), "labelled": len(rows) if labelled else 0,
-                   "unlabelled": len(samples) - len(rows) if labelled else len(samples),
-                   "unknown_label_ids": table.unknown[:50], "unknown_label_count": len(table.unknown)}
+    data.report = {
+        "samples": len(samples),
+        "labelled": len(rows) if labelled else 0,
+        "unlabelled": len(samples) - len(rows) if labelled else len(samples),
+        "unknown_label_ids": table.unknown[:50],
+        "unknown_label_count": len(table.unknown),
+    }
     if labelled:
         _assign_splits(cfg, data, table, training=training)
     else:
         data.split[:] = "test"
-    if _padded_bytes(cfg, data, cache_list) > cfg.memory_budget_gb * 2**30 and cfg.streaming != "never" \
-            or cfg.streaming == "always":
+    if (
+        _padded_bytes(cfg, data, cache_list) > cfg.memory_budget_gb * 2**30
+        and cfg.streaming != "never"
+        or cfg.streaming == "always"
+    ):
         from .stream import StreamSource
 
         data.source = StreamSource(cfg, data, rows)
@@ -250,7 +274,9 @@ def _assign_splits(cfg: TrainConfig, data: Data, table: LabelTable, training: bo
     if cfg.task == "multiclass":
         train = set(data.y[data.rows("train")].tolist())
         for split in ("val", "test"):
-            absent = sorted({data.classes[c] for c in data.y[data.rows(split)].tolist()} - {data.classes[c] for c in train})
+            absent = sorted(
+                {data.classes[c] for c in data.y[data.rows(split)].tolist()} - {data.classes[c] for c in train}
+            )
             if absent:
                 raise DataError(f"class {absent[0]!r} is in the {split} split but not in train")
     if not len(data.rows("train")):
@@ -261,7 +287,7 @@ def _random_split(cfg: TrainConfig, data: Data) -> np.ndarray:
     """Seeded split; stratified by class for multiclass (each class split in the same fractions)."""
     rng = np.random.default_rng(cfg.seed)
     out = np.array(["train"] * len(data.keys), dtype=object)
-    groups = (data.y.numpy() if cfg.task == "multiclass" else np.zeros(len(data.keys), int))
+    groups = data.y.numpy() if cfg.task == "multiclass" else np.zeros(len(data.keys), int)
     for g in np.unique(groups):
         rows = np.flatnonzero(groups == g)
         rows = rows[rng.permutation(len(rows))]
@@ -269,12 +295,14 @@ def _random_split(cfg: TrainConfig, data: Data) -> np.ndarray:
         if len(rows) >= 3:
             n_val, n_test = max(n_val, 1 if cfg.val_fraction else 0), max(n_test, 1 if cfg.test_fraction else 0)
         out[rows[:n_val]] = "val"
-        out[rows[n_val:n_val + n_test]] = "test"
+        out[rows[n_val : n_val + n_test]] = "test"
     return out
 
 
 def _padded_bytes(cfg: TrainConfig, data: Data, cache_list: list[Cache]) -> int:
-    steps = {n: max((e["steps"] for c in cache_list for e in c.fields[n]["files"].values()), default=0) for n in data.dims}
+    steps = {
+        n: max((e["steps"] for c in cache_list for e in c.fields[n]["files"].values()), default=0) for n in data.dims
+    }
     return sum(len(data.keys) * min(cfg.max_steps, max(steps[n], 1)) * d * 2 for n, d in data.dims.items())
 
 
@@ -313,24 +341,25 @@ def layout(cfg: TrainConfig, data: Data, raw: dict[str, list], names: list[str])
             f, ts = item
             if grid is not None:
                 f, ok = align(grid, ts, f)
-                feats[n][i, :len(f)], masks[n][i, :len(f)] = f, ok
+                feats[n][i, : len(f)], masks[n][i, : len(f)] = f, ok
             else:
                 keep = subsample(len(f), t)
-                feats[n][i, :len(keep)], masks[n][i, :len(keep)] = f[keep], True
+                feats[n][i, : len(keep)], masks[n][i, : len(keep)] = f[keep], True
     return feats, masks, ref_ts
 
 
-def segment_targets(spans: list[tuple[float, float, str]], grid: np.ndarray | None, classes: list[str],
-                    t: int) -> torch.Tensor:
+def segment_targets(
+    spans: list[tuple[float, float, str]], grid: np.ndarray | None, classes: list[str], t: int
+) -> torch.Tensor:
     """Per-step class on the reference grid: the span holding the step's midpoint, else background."""
     y = torch.full((t,), -1, dtype=torch.long)
     if grid is None:
         return y
     mid = grid.mean(axis=1)
-    y[:len(mid)] = 0
+    y[: len(mid)] = 0
     for start, end, label in spans:
         inside = torch.as_tensor((mid >= start) & (mid < end))
-        y[:len(mid)][inside] = classes.index(label)
+        y[: len(mid)][inside] = classes.index(label)
     return y
 
 
@@ -339,10 +368,12 @@ def _load_features(cfg: TrainConfig, data: Data, rows: list[dict]) -> None:
     data.feats = {n: torch.from_numpy(a) for n, a in feats.items()}
     data.masks = {n: torch.from_numpy(m) for n, m in masks.items()}
     if cfg.task == "segment":
-        data.y = torch.stack([segment_targets(data.spans[i], ref_ts[i], data.classes, cfg.max_steps)
-                              for i in range(len(rows))])
-    data.report["missing"] = {n: {s: int((~data.masks[n][data.rows(s)].any(1)).sum()) for s in SPLITS}
-                              for n in data.field_names}
+        data.y = torch.stack(
+            [segment_targets(data.spans[i], ref_ts[i], data.classes, cfg.max_steps) for i in range(len(rows))]
+        )
+    data.report["missing"] = {
+        n: {s: int((~data.masks[n][data.rows(s)].any(1)).sum()) for s in SPLITS} for n in data.field_names
+    }
 
 
 def _check_present(data: Data) -> None:

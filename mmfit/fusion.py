@@ -100,8 +100,9 @@ class _Tokens(nn.Module):
 
 
 def _layer(hidden: int, heads: int, dropout: float) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True,
-                                      activation="gelu")
+    return nn.TransformerEncoderLayer(
+        hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True, activation="gelu"
+    )
 
 
 class AttentionFusion(nn.Module):
@@ -135,8 +136,9 @@ class BottleneckFusion(nn.Module):
         super().__init__()
         self.tokens = _Tokens(dims, hidden)
         self.bottleneck = nn.Parameter(torch.randn(1, bottleneck_tokens, hidden) * 0.02)
-        self.layers = nn.ModuleList(nn.ModuleDict({n: _layer(hidden, heads, dropout) for n in sorted(dims)})
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({n: _layer(hidden, heads, dropout) for n in sorted(dims)}) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(hidden)
         self.out_dim = hidden
 
@@ -168,7 +170,9 @@ class PerceiverFusion(nn.Module):
         super().__init__()
         self.tokens = _Tokens(dims, hidden)
         self.latents = nn.Parameter(torch.randn(1, latents, hidden) * 0.02)
-        self.cross = nn.ModuleList(nn.MultiheadAttention(hidden, heads, dropout, batch_first=True) for _ in range(layers))
+        self.cross = nn.ModuleList(
+            nn.MultiheadAttention(hidden, heads, dropout, batch_first=True) for _ in range(layers)
+        )
         self.cross_norm = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
         self.self_attn = nn.ModuleList(_layer(hidden, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)

@@ -53,8 +53,7 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
     need = ["start", "end", *columns] if segments else columns
     missing = [c for c in need if c not in cols]
     if missing or not ({"key", "id"} & cols):
-        raise DataError(f"labels {path} needs columns {'key or id'}, {', '.join(need)} "
-                        f"(has: {', '.join(rows[0])})")
+        raise DataError(f"labels {path} needs columns {'key or id'}, {', '.join(need)} (has: {', '.join(rows[0])})")
     by_id, by_stem = _index(samples)
     keys = {s["key"] for s in samples}
     table = LabelTable({}, {}, source=str(path))

@@ -31,8 +31,14 @@ def drop_modalities(masks: dict[str, torch.Tensor], p: float) -> dict[str, torch
 class FusionModel(nn.Module):
     """feats/masks dicts -> logits (B, C), or (B, T, C) per step for segment tagging."""
 
-    def __init__(self, fusion: nn.Module, head: nn.Module | None, modality_dropout: float = 0.0,
-                 per_step: bool = False, temporal: nn.Module | None = None):
+    def __init__(
+        self,
+        fusion: nn.Module,
+        head: nn.Module | None,
+        modality_dropout: float = 0.0,
+        per_step: bool = False,
+        temporal: nn.Module | None = None,
+    ):
         super().__init__()
         self.fusion, self.head, self.temporal = fusion, head, temporal
         self.modality_dropout, self.per_step = modality_dropout, per_step
@@ -60,9 +66,16 @@ class FusionModel(nn.Module):
 
 def build_model(cfg: TrainConfig, dims: dict[str, int], out_dim: int) -> FusionModel:
     head_factory = functools.partial(make_head, cfg.head, out_dim=out_dim, hidden=cfg.hidden, dropout=cfg.dropout)
-    fusion = FUSIONS[cfg.fusion](dims, hidden=cfg.hidden, heads=cfg.heads, layers=cfg.layers, latents=cfg.latents,
-                                 bottleneck_tokens=cfg.bottleneck_tokens, dropout=cfg.dropout,
-                                 head_factory=lambda d: head_factory(d))
+    fusion = FUSIONS[cfg.fusion](
+        dims,
+        hidden=cfg.hidden,
+        heads=cfg.heads,
+        layers=cfg.layers,
+        latents=cfg.latents,
+        bottleneck_tokens=cfg.bottleneck_tokens,
+        dropout=cfg.dropout,
+        head_factory=lambda d: head_factory(d),
+    )
     head = None if fusion.produces_logits else head_factory(fusion.out_dim)
     temporal = None
     if cfg.task == "segment":

@@ -35,8 +35,10 @@ def check_fields(ckpt: dict, cache_path: str | Path) -> None:
     cache = open_cache(cache_path)
     for name, meta in ckpt["fields"].items():
         if name not in cache.fields:
-            raise DataError(f"cache {cache_path} has no field {name!r} that the model needs; "
-                            f"available: {', '.join(sorted(cache.fields)) or 'none'}")
+            raise DataError(
+                f"cache {cache_path} has no field {name!r} that the model needs; "
+                f"available: {', '.join(sorted(cache.fields)) or 'none'}"
+            )
         f = cache.fields[name]
         check_same_fingerprint(name, meta, f["fingerprint_parts"], f["fingerprint"], f"cache {cache_path}")
 
@@ -54,12 +56,14 @@ def _model_and_data(ckpt: dict, cfg: TrainConfig, labelled: bool):
     return model.to(device_of(cfg)), data, task
 
 
-def evaluate_checkpoint(path, cache, split: str = "test", labels: str | None = None,
-                        batch_size: int | None = None, verify: bool = True) -> dict:
+def evaluate_checkpoint(
+    path, cache, split: str = "test", labels: str | None = None, batch_size: int | None = None, verify: bool = True
+) -> dict:
     ckpt = load_checkpoint(path)
     check_fields(ckpt, cache)
-    cfg = config_of(ckpt, cache=str(cache), labels=labels, eval_batch_size=batch_size, verify=verify,
-                    fields=tuple(ckpt["fields"]))
+    cfg = config_of(
+        ckpt, cache=str(cache), labels=labels, eval_batch_size=batch_size, verify=verify, fields=tuple(ckpt["fields"])
+    )
     model, data, task = _model_and_data(ckpt, cfg, labelled=True)
     rows = data.rows(split) if split != "all" else np.flatnonzero(data.split != "dropped")
     if not len(rows):

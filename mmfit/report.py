@@ -11,8 +11,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-MAIN = {"multiclass": ("accuracy", "macro_f1"), "multilabel": ("mAP", "micro_f1"),
-        "regression": ("mae", "rmse"), "segment": ("segment_f1", "frame_accuracy")}
+MAIN = {
+    "multiclass": ("accuracy", "macro_f1"),
+    "multilabel": ("mAP", "micro_f1"),
+    "regression": ("mae", "rmse"),
+    "segment": ("segment_f1", "frame_accuracy"),
+}
 
 
 def headline(task: str, metrics: dict | None) -> dict:
@@ -40,14 +44,26 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     size = max(3.5, 0.45 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(cm, cmap="Blues")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true",
-           title="confusion (test)" if cm.sum() else "confusion")
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion (test)" if cm.sum() else "confusion",
+    )
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set_yticklabels(classes)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                int(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+                fontsize=8,
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -58,9 +74,17 @@ def write_report(result, data, cfg, baselines: dict | None = None) -> dict:
     out = Path(result.out)
     final = result.test or result.val
     summary = {
-        "task": cfg.task, "fusion": cfg.fusion, "fields": data.field_names, "monitor": result.monitor,
-        "best_epoch": result.best_epoch, "best_score": result.best_score, "epochs_run": len(result.history),
-        "data": data.report, "val": result.val, "test": result.test, "classes": data.classes,
+        "task": cfg.task,
+        "fusion": cfg.fusion,
+        "fields": data.field_names,
+        "monitor": result.monitor,
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "epochs_run": len(result.history),
+        "data": data.report,
+        "val": result.val,
+        "test": result.test,
+        "classes": data.classes,
         "baselines": baselines or {},
     }
     (out / "report.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -80,30 +104,51 @@ def comparison_rows(summary: dict) -> list[tuple[str, dict]]:
 def markdown(summary: dict, cfg) -> str:
     task = summary["task"]
     keys = MAIN[task]
-    lines = [f"# mmfit report: {cfg.out}", "",
-             f"Task **{task}**, fusion **{summary['fusion']}**, fields {', '.join(summary['fields'])}. "
-             f"Best epoch {summary['best_epoch']} of {summary['epochs_run']} by `{summary['monitor']}` = "
-             f"{summary['best_score']:.4f}; best weights restored.", "", "## Results", "",
-             "| model | " + " | ".join(f"val {k}" for k in keys) + " | " + " | ".join(f"test {k}" for k in keys) + " |",
-             "|---" * (1 + 2 * len(keys)) + "|"]
+    lines = [
+        f"# mmfit report: {cfg.out}",
+        "",
+        f"Task **{task}**, fusion **{summary['fusion']}**, fields {', '.join(summary['fields'])}. "
+        f"Best epoch {summary['best_epoch']} of {summary['epochs_run']} by `{summary['monitor']}` = "
+        f"{summary['best_score']:.4f}; best weights restored.",
+        "",
+        "## Results",
+        "",
+        "| model | " + " | ".join(f"val {k}" for k in keys) + " | " + " | ".join(f"test {k}" for k in keys) + " |",
+        "|---" * (1 + 2 * len(keys)) + "|",
+    ]
     for name, s in comparison_rows(summary):
         vals = [_fmt((s["val"] or {}).get(k)) for k in keys] + [_fmt((s["test"] or {}).get(k)) for k in keys]
         lines.append(f"| {name} | " + " | ".join(vals) + " |")
     d = summary["data"]
-    lines += ["", "## Data", "", f"- samples in cache (ok): {d.get('samples')}, labelled: {d.get('labelled')}, "
-              f"unlabelled: {d.get('unlabelled')}", f"- splits: {d.get('splits')}",
-              f"- label ids not in the cache: {d.get('unknown_label_count', 0)}"
-              + (f" (e.g. {', '.join(d['unknown_label_ids'][:5])})" if d.get("unknown_label_ids") else "")]
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"- samples in cache (ok): {d.get('samples')}, labelled: {d.get('labelled')}, "
+        f"unlabelled: {d.get('unlabelled')}",
+        f"- splits: {d.get('splits')}",
+        f"- label ids not in the cache: {d.get('unknown_label_count', 0)}"
+        + (f" (e.g. {', '.join(d['unknown_label_ids'][:5])})" if d.get("unknown_label_ids") else ""),
+    ]
     for name, counts in (d.get("missing") or {}).items():
         lines.append(f"- field {name}: samples without it (masked, never zero-filled): {counts}")
     final = summary["test"] or summary["val"]
     if final and "per_class" in final:
-        lines += ["", "## Per class (" + ("test" if summary["test"] else "val") + ")", "",
-                  "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Per class (" + ("test" if summary["test"] else "val") + ")",
+            "",
+            "| class | precision | recall | f1 | support |",
+            "|---|---|---|---|---|",
+        ]
         for c, m in final["per_class"].items():
-            lines.append(f"| {c} | {_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} | {_fmt(m.get('f1'))} | "
-                         f"{m.get('support')} |")
-    lines += ["", "![curves](curves.png)"] + (["", "![confusion](confusion.png)"] if final and "confusion" in final else [])
+            lines.append(
+                f"| {c} | {_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} | {_fmt(m.get('f1'))} | "
+                f"{m.get('support')} |"
+            )
+    lines += ["", "![curves](curves.png)"] + (
+        ["", "![confusion](confusion.png)"] if final and "confusion" in final else []
+    )
     return "\n".join(lines) + "\n"
 
 

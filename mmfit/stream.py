@@ -24,8 +24,9 @@ class StreamSource:
         self.groups = list(groups.values())  # row indices per (cache, shard)
         data.report["streaming"] = {"shards": len(self.groups)}
 
-    def batches(self, data: Data, rows: np.ndarray, batch_size: int,
-                generator: torch.Generator | None) -> Iterator[Batch]:
+    def batches(
+        self, data: Data, rows: np.ndarray, batch_size: int, generator: torch.Generator | None
+    ) -> Iterator[Batch]:
         wanted = set(rows.tolist())
         order = range(len(self.groups)) if generator is None else torch.randperm(len(self.groups), generator=generator)
         for g in order:
@@ -34,11 +35,17 @@ class StreamSource:
                 continue
             feats, masks, ref_ts = field_arrays(self.cfg, data, [self.rows[i] for i in idx], data.field_names)
             if self.cfg.task == "segment":
-                data.y[idx] = torch.stack([segment_targets(data.spans[i], ref_ts[j], data.classes, self.cfg.max_steps)
-                                           for j, i in enumerate(idx)])
+                data.y[idx] = torch.stack(
+                    [
+                        segment_targets(data.spans[i], ref_ts[j], data.classes, self.cfg.max_steps)
+                        for j, i in enumerate(idx)
+                    ]
+                )
             local = np.arange(len(idx)) if generator is None else torch.randperm(len(idx), generator=generator).numpy()
             for s in range(0, len(local), batch_size):
-                part = local[s:s + batch_size]
-                yield data.make_batch(torch.as_tensor(idx[part]),
-                                      {n: torch.from_numpy(feats[n][part]) for n in data.field_names},
-                                      {n: torch.from_numpy(masks[n][part]) for n in data.field_names})
+                part = local[s : s + batch_size]
+                yield data.make_batch(
+                    torch.as_tensor(idx[part]),
+                    {n: torch.from_numpy(feats[n][part]) for n in data.field_names},
+                    {n: torch.from_numpy(masks[n][part]) for n in data.field_names},
+                )

@@ -52,8 +52,15 @@ def run_sweep(spec: dict, on_trial=None) -> list[dict]:
             scores.append(result.best_score)
             if result.test:
                 tests.append({k: v for k, v in result.test.items() if isinstance(v, int | float)})
-        row = {"trial": i, "options": opts, "monitor": monitor, "mean": float(np.mean(scores)),
-               "std": float(np.std(scores)), "scores": scores, "test": tests}
+        row = {
+            "trial": i,
+            "options": opts,
+            "monitor": monitor,
+            "mean": float(np.mean(scores)),
+            "std": float(np.std(scores)),
+            "scores": scores,
+            "test": tests,
+        }
         rows.append(row)
         if on_trial:
             on_trial(row)

@@ -83,8 +83,9 @@ class Multilabel(Task):
 
     def predictions(self, out):
         on = out > np.asarray(self.state["thresholds"])
-        return ["|".join(c for c, b in zip(self.classes, row, strict=True) if b) for row in on], \
-            torch.from_numpy(out).sigmoid().numpy()
+        return ["|".join(c for c, b in zip(self.classes, row, strict=True) if b) for row in on], torch.from_numpy(
+            out
+        ).sigmoid().numpy()
 
 
 class Regression(Task):
@@ -142,5 +143,8 @@ def higher_is_better(key: str) -> bool:
 
 def scalar_keys(metrics: dict, prefix: str) -> dict[str, float]:
     """Top-level numeric metrics as {'val/accuracy': 0.9, ...} (nested reports are left out)."""
-    return {f"{prefix}/{k}": float(v) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and k not in NOT_METRICS}
+    return {
+        f"{prefix}/{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k not in NOT_METRICS
+    }

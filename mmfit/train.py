@@ -99,8 +99,13 @@ def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, data: Data | None = None, on_epoch: Callable[[dict], None] | None = None,
-                 on_step: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: Data | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ):
         seed_everything(cfg.seed)
         self.cfg, self.on_epoch, self.on_step = cfg, on_epoch, on_step
         self.data = data if data is not None else load_data(cfg)
@@ -113,10 +118,15 @@ class Trainer:
         self.monitor = self.task.monitor if cfg.monitor == "auto" else cfg.monitor
         self._check_monitor()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = (torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adamw"
-                    else torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
+        self.opt = (
+            torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if cfg.optimizer == "adamw"
+            else torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        )
         self.steps_per_epoch = math.ceil(len(self.train_rows) / cfg.batch_size)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.steps_per_epoch * cfg.epochs, cfg.warmup))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lr_lambda(self.steps_per_epoch * cfg.epochs, cfg.warmup)
+        )
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.out = Path(cfg.out)
         self.history: list[dict] = []
@@ -134,17 +144,34 @@ class Trainer:
 
     def _payload(self, weights: dict) -> dict:
         d = self.data
-        return {"config": self.cfg.to_dict(), "model": weights, "classes": d.classes, "fields": d.field_meta,
-                "dims": d.dims, "norm": {k: [torch.from_numpy(m), torch.from_numpy(s)] for k, (m, s) in d.norm.items()},
-                "task_state": self.task.state, "epoch": self.epoch, "monitor": self.monitor,
-                "best_score": self.best_score, "best_loss": self.best_loss, "best_epoch": self.best_epoch,
-                "history": self.history}
+        return {
+            "config": self.cfg.to_dict(),
+            "model": weights,
+            "classes": d.classes,
+            "fields": d.field_meta,
+            "dims": d.dims,
+            "norm": {k: [torch.from_numpy(m), torch.from_numpy(s)] for k, (m, s) in d.norm.items()},
+            "task_state": self.task.state,
+            "epoch": self.epoch,
+            "monitor": self.monitor,
+            "best_score": self.best_score,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+        }
 
     def _save_last(self) -> None:
         state = self._payload(self.model.state_dict())
-        state.update({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                      "generator": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
-                      "best_state": self.best_state, "bad_epochs": self.bad_epochs})
+        state.update(
+            {
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "generator": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "best_state": self.best_state,
+                "bad_epochs": self.bad_epochs,
+            }
+        )
         save_checkpoint(self.out / "last.pt", state)
 
     def resume(self, path: str | Path) -> None:
@@ -154,15 +181,21 @@ class Trainer:
         mine, theirs = self.cfg.to_dict(), dict(ckpt["config"])
         differ = [k for k in mine if k not in ("epochs", "out") and mine[k] != theirs.get(k)]
         if differ:
-            raise CheckpointError(f"{path} was trained with a different config ({differ[0]}: {theirs.get(differ[0])!r}"
-                                  f" vs {mine[differ[0]]!r})")
+            raise CheckpointError(
+                f"{path} was trained with a different config ({differ[0]}: {theirs.get(differ[0])!r}"
+                f" vs {mine[differ[0]]!r})"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         self.gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         self.history, self.epoch = list(ckpt["history"]), int(ckpt["epoch"])
-        self.best_score, self.best_loss, self.best_epoch = ckpt["best_score"], ckpt["best_loss"], int(ckpt["best_epoch"])
+        self.best_score, self.best_loss, self.best_epoch = (
+            ckpt["best_score"],
+            ckpt["best_loss"],
+            int(ckpt["best_epoch"]),
+        )
         self.best_state, self.bad_epochs = ckpt["best_state"], int(ckpt["bad_epochs"])
         self.task.state = dict(ckpt["task_state"])
 
@@ -176,8 +209,10 @@ class Trainer:
             with autocast(self.cfg, self.device):
                 loss = self.task.loss(self.model(feats, masks), y)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {i + 1}; "
-                                    "lower the learning rate, enable grad_clip, or check the features")
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {self.epoch + 1}, step {i + 1}; "
+                    "lower the learning rate, enable grad_clip, or check the features"
+                )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip:
@@ -189,8 +224,13 @@ class Trainer:
                 self.on_step(i + 1, self.steps_per_epoch)
             tick = time.perf_counter()
         wall = time.perf_counter() - t0
-        return {"train/loss": total / max(n, 1), "train/samples_per_s": n / wall, "train/epoch_s": wall,
-                "train/data_share": t_data / wall, "lr": self.sched.get_last_lr()[0]}
+        return {
+            "train/loss": total / max(n, 1),
+            "train/samples_per_s": n / wall,
+            "train/epoch_s": wall,
+            "train/data_share": t_data / wall,
+            "lr": self.sched.get_last_lr()[0],
+        }
 
     def fit(self, resume: str | Path | None = None) -> RunResult:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -231,8 +271,11 @@ class Trainer:
         score, loss = row[self.monitor], row["val/loss"]
         sign = 1 if higher_is_better(self.monitor) else -1
         # ties on the monitor (common with accuracy on small val sets) go to the lower val loss
-        better = self.best_score is None or sign * score > sign * self.best_score or \
-            (score == self.best_score and loss < self.best_loss)
+        better = (
+            self.best_score is None
+            or sign * score > sign * self.best_score
+            or (score == self.best_score and loss < self.best_loss)
+        )
         if better:
             self.best_score, self.best_loss, self.best_epoch, self.bad_epochs = score, loss, self.epoch, 0
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -245,12 +288,24 @@ class Trainer:
         self.task.finish(y, out)
         _, val = evaluate(self.model, self.data, self.val_rows, self.task, self.cfg, self.device, "val")
         test_rows = self.data.rows("test")
-        test = evaluate(self.model, self.data, test_rows, self.task, self.cfg, self.device, "test")[1] \
-            if len(test_rows) else None
+        test = (
+            evaluate(self.model, self.data, test_rows, self.task, self.cfg, self.device, "test")[1]
+            if len(test_rows)
+            else None
+        )
         save_checkpoint(self.out / "best.pt", self._payload(self.best_state))
         self._save_last()
-        return RunResult(self.out, self.monitor, self.best_epoch, float(self.best_score), self.history, val, test,
-                         self.model, self.task)
+        return RunResult(
+            self.out,
+            self.monitor,
+            self.best_epoch,
+            float(self.best_score),
+            self.history,
+            val,
+            test,
+            self.model,
+            self.task,
+        )
 
 
 def train(cfg: TrainConfig, data: Data | None = None, resume: str | Path | None = None, **callbacks) -> RunResult:

@@ -39,7 +39,7 @@ def real_videos() -> list[Path]:
 def clips(tmp_path_factory) -> Path:
     """A folder of short clips of three classes, with sidecar subtitles on some."""
     d = tmp_path_factory.mktemp("clips")
-    for i, style in enumerate(CLASSES):
+    for _i, style in enumerate(CLASSES):
         make_clip(d / f"{style.label}.mp4", duration=2.0, style=style, subtitles=style.words)
     make_clip(d / "silent.mp4", duration=1.5, audio=False)
     return d
@@ -50,8 +50,13 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     """Each kind of bad input the issue names."""
     d = tmp_path_factory.mktemp("bad")
     good = make_clip(d / "_good.mp4", duration=2.0)
-    files = {"zero": d / "zero_bytes.mp4", "random": d / "random_bytes.mp4", "truncated": d / "no_moov.mp4",
-             "text": d / "text_file.mp4", "audio_only": d / "audio_only.mp4"}
+    files = {
+        "zero": d / "zero_bytes.mp4",
+        "random": d / "random_bytes.mp4",
+        "truncated": d / "no_moov.mp4",
+        "text": d / "text_file.mp4",
+        "audio_only": d / "audio_only.mp4",
+    }
     files["zero"].write_bytes(b"")
     files["random"].write_bytes(os.urandom(50_000))
     data = good.read_bytes()

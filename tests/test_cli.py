@@ -51,16 +51,25 @@ def test_failures_exit_0_unless_strict(tmp_path, clips, bad_files):
     assert res.exit_code == 1 and "zero_bytes.mp4: empty file" in res.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["extract", "nowhere/", "-e", "logmel", "--out", "c"], "input nowhere does not exist"),
-    (["extract", "{clip}", "-e", "resnet19", "--out", "c"], "unknown encoder 'resnet19'; known: "),
-    (["extract", "{clip}", "-e", "logmel:fps=-1", "--out", "c"], "option fps=-1 is invalid"),
-    (["extract", "{clip}", "-e", "logmel:colour=red", "--out", "c"], "unknown option 'colour'; allowed: batch_size"),
-    (["extract", "{clip}", "-e", "resnet18:dtype=float8", "--out", "c"], "'float8' is not one of"),
-    (["extract", "{clip}", "-e", "logmel", "--out", "/proc/forbidden"], "output directory /proc/forbidden is not writable"),
-    (["extract", "{clip}", "-e", "logmel", "--out", "c", "--format", "zip"], "unknown format 'zip'"),
-    (["inspect", "nowhere"], "is not an mmcache cache"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["extract", "nowhere/", "-e", "logmel", "--out", "c"], "input nowhere does not exist"),
+        (["extract", "{clip}", "-e", "resnet19", "--out", "c"], "unknown encoder 'resnet19'; known: "),
+        (["extract", "{clip}", "-e", "logmel:fps=-1", "--out", "c"], "option fps=-1 is invalid"),
+        (
+            ["extract", "{clip}", "-e", "logmel:colour=red", "--out", "c"],
+            "unknown option 'colour'; allowed: batch_size",
+        ),
+        (["extract", "{clip}", "-e", "resnet18:dtype=float8", "--out", "c"], "'float8' is not one of"),
+        (
+            ["extract", "{clip}", "-e", "logmel", "--out", "/proc/forbidden"],
+            "output directory /proc/forbidden is not writable",
+        ),
+        (["extract", "{clip}", "-e", "logmel", "--out", "c", "--format", "zip"], "unknown format 'zip'"),
+        (["inspect", "nowhere"], "is not an mmcache cache"),
+    ],
+)
 def test_user_errors_are_one_clear_line_and_exit_1(tmp_path, clips, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     res = run(*[a.format(clip=clips / "ocean.mp4") for a in args])

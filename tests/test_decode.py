@@ -50,8 +50,19 @@ def test_num_frames_spreads_exactly_n_frames(tmp_path):
 
 def test_variable_frame_rate_uses_real_timestamps(tmp_path):
     vfr = tmp_path / "vfr.mkv"  # frames at 0, 0.1, ..., then a 2 s gap: a header fps would lie
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=3", "-vf", "select='not(between(t,0.5,2.5))'",
-           "-fps_mode", "vfr", "-c:v", "libx264", str(vfr))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=10:duration=3",
+        "-vf",
+        "select='not(between(t,0.5,2.5))'",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        str(vfr),
+    )
     steps = frames(vfr, fps=2.0, resize=(32,), crop=(32, 32))
     assert steps[0].start == pytest.approx(0.0)
     assert steps[-1].start >= 2.5  # the grid covers the real timeline, across the gap
@@ -59,9 +70,19 @@ def test_variable_frame_rate_uses_real_timestamps(tmp_path):
 
 def test_rotation_gives_portrait_frames_with_the_right_pixels(tmp_path):
     land = tmp_path / "land.mp4"  # left half red, right half blue, lossless
-    ffmpeg("-f", "lavfi", "-i", "color=c=red:size=160x120:duration=1:rate=10,"
-           "drawbox=x=80:y=0:w=80:h=120:color=blue:t=fill", "-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0",
-           str(land))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=160x120:duration=1:rate=10,drawbox=x=80:y=0:w=80:h=120:color=blue:t=fill",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv444p",
+        "-qp",
+        "0",
+        str(land),
+    )
     rot = tmp_path / "rot90.mp4"
     ffmpeg("-i", str(land), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(rot))
     info = probe(rot)
@@ -91,8 +112,11 @@ def test_clip_windows_follow_clip_len_and_stride(tmp_path):
 
 def test_short_video_gives_one_padded_clip(tmp_path):
     clip = make_clip(tmp_path / "a.mp4", duration=0.5)
-    steps = list(read_clips(VideoInput(clip, "a"), probe(clip), ClipInput(fps=4, clip_len=8, stride=8,
-                                                                           resize=(32,), crop=(32, 32)), 30))
+    steps = list(
+        read_clips(
+            VideoInput(clip, "a"), probe(clip), ClipInput(fps=4, clip_len=8, stride=8, resize=(32,), crop=(32, 32)), 30
+        )
+    )
     assert len(steps) == 1 and steps[0].payload.shape == (8, 32, 32, 3)
 
 
@@ -118,8 +142,9 @@ def test_no_audio_stream_is_absent_not_failed(tmp_path):
         list(read_audio(VideoInput(clip, "s"), probe(clip), AudioInput(), 30))
 
 
-@pytest.mark.parametrize("name", ["with space.mp4", "ünï cødé 视频.mp4", "-leading-dash.mp4", "semi;colon $(x).mp4",
-                                  "a:b.mp4"])
+@pytest.mark.parametrize(
+    "name", ["with space.mp4", "ünï cødé 视频.mp4", "-leading-dash.mp4", "semi;colon $(x).mp4", "a:b.mp4"]
+)
 def test_awkward_names_are_plain_arguments(tmp_path, name):
     src = make_clip(tmp_path / "src.mp4", duration=1.0)
     odd = tmp_path / name

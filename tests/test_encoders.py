@@ -9,8 +9,11 @@ from mmcache.encoders import REGISTRY, build_encoder, check_encoder_arg, get_spe
 from mmcache.encoders.base import parse_encoder_arg
 from mmcache.errors import EncoderError
 
-OFFLINE_EXTRA = {"torchvision-image": ",weights=random", "torchvision-video": ",weights=random",
-                 "hf-text": ",model=sentence-transformers/all-MiniLM-L6-v2"}
+OFFLINE_EXTRA = {
+    "torchvision-image": ",weights=random",
+    "torchvision-video": ",weights=random",
+    "hf-text": ",model=sentence-transformers/all-MiniLM-L6-v2",
+}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -22,18 +25,22 @@ def test_every_spec_is_complete(name):
     check_encoder_arg(name)  # defaults validate against the schema
 
 
-@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "torchvision-image", "logmel", "mfcc", "minilm-text",
-                                  "hf-text"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "efficientnet_b0", "torchvision-image", "logmel", "mfcc", "minilm-text", "hf-text"]
+)
 def test_offline_specs_build_and_encode(name):
     spec = get_spec(name)
-    extra = ",weights=random" if "weights" in spec.defaults and name not in OFFLINE_EXTRA else OFFLINE_EXTRA.get(name, "")
+    extra = (
+        ",weights=random" if "weights" in spec.defaults and name not in OFFLINE_EXTRA else OFFLINE_EXTRA.get(name, "")
+    )
     enc = build_encoder(name + ":batch_size=2" + extra)
     if spec.dim:
         assert enc.dim == spec.dim
-    payload = {"frames": np.zeros((*enc.input.crop, 3), np.uint8) if hasattr(enc.input, "crop") else None,
-               "audio": np.zeros(int(getattr(enc.input, "window", 1) * getattr(enc.input, "sample_rate", 1)),
-                                 np.float32),
-               "text": "a sentence"}[enc.input.kind]
+    payload = {
+        "frames": np.zeros((*enc.input.crop, 3), np.uint8) if hasattr(enc.input, "crop") else None,
+        "audio": np.zeros(int(getattr(enc.input, "window", 1) * getattr(enc.input, "sample_rate", 1)), np.float32),
+        "text": "a sentence",
+    }[enc.input.kind]
     out = enc.encode([payload, payload])
     assert out.shape == (2, enc.dim) and out.dtype == np.float32 and np.isfinite(out).all()
     assert len(enc.fingerprint()) == 64
@@ -41,7 +48,9 @@ def test_offline_specs_build_and_encode(name):
 
 def test_option_syntax():
     assert parse_encoder_arg("resnet18:fps=2, dtype=bfloat16,channels_last=true,weights=/a/b.pth") == (
-        "resnet18", {"fps": 2, "dtype": "bfloat16", "channels_last": True, "weights": "/a/b.pth"})
+        "resnet18",
+        {"fps": 2, "dtype": "bfloat16", "channels_last": True, "weights": "/a/b.pth"},
+    )
     with pytest.raises(EncoderError, match="not key=value"):
         parse_encoder_arg("resnet18:fps")
 

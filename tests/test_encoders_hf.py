@@ -21,10 +21,22 @@ transformers = pytest.importorskip("transformers")
 
 DURATION = 2.0
 LAYERS = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
-TEXT = {**LAYERS, "vocab_size": 99, "max_position_embeddings": 32, "bos_token_id": 1, "eos_token_id": 2,
-        "pad_token_id": 0}
-CONV = {"conv_dim": (32, 32, 32), "conv_stride": (5, 4, 4), "conv_kernel": (10, 4, 4), "num_conv_pos_embeddings": 16,
-        "num_conv_pos_embedding_groups": 2, "vocab_size": 12}
+TEXT = {
+    **LAYERS,
+    "vocab_size": 99,
+    "max_position_embeddings": 32,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+CONV = {
+    "conv_dim": (32, 32, 32),
+    "conv_stride": (5, 4, 4),
+    "conv_kernel": (10, 4, 4),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "vocab_size": 12,
+}
 
 
 def minilm_dir() -> Path:
@@ -37,8 +49,7 @@ def minilm_dir() -> Path:
 
 def _clip():
     t = transformers
-    cfg = t.CLIPConfig(text_config=TEXT, vision_config={**LAYERS, "image_size": 32, "patch_size": 8},
-                       projection_dim=16)
+    cfg = t.CLIPConfig(text_config=TEXT, vision_config={**LAYERS, "image_size": 32, "patch_size": 8}, projection_dim=16)
     proc = t.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return t.CLIPModel(cfg), proc, 16
 
@@ -51,8 +62,9 @@ def _siglip():
 
 def _dinov2():
     t = transformers
-    cfg = t.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=1, image_size=32,
-                         patch_size=8)
+    cfg = t.Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=1, image_size=32, patch_size=8
+    )
     proc = t.BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
     return t.Dinov2Model(cfg), proc, 32
 
@@ -88,10 +100,23 @@ def _hubert():
 
 def _whisper():
     t = transformers
-    cfg = t.WhisperConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                          decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=16,
-                          max_source_positions=100, max_target_positions=32, vocab_size=100, pad_token_id=0,
-                          bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    cfg = t.WhisperConfig(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        num_mel_bins=16,
+        max_source_positions=100,
+        max_target_positions=32,
+        vocab_size=100,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     return t.WhisperModel(cfg), t.WhisperFeatureExtractor(feature_size=16, chunk_length=2), 32  # 2 s input
 
 
@@ -101,8 +126,18 @@ def _bert():
     return t.BertModel(t.BertConfig(**{**LAYERS, "vocab_size": tok.vocab_size})), tok, 32
 
 
-MAKERS = {"clip": _clip, "siglip": _siglip, "dinov2": _dinov2, "vit": _vit, "videomae": _videomae, "ast": _ast,
-          "wav2vec2": _wav2vec2, "hubert": _hubert, "whisper": _whisper, "bert": _bert}
+MAKERS = {
+    "clip": _clip,
+    "siglip": _siglip,
+    "dinov2": _dinov2,
+    "vit": _vit,
+    "videomae": _videomae,
+    "ast": _ast,
+    "wav2vec2": _wav2vec2,
+    "hubert": _hubert,
+    "whisper": _whisper,
+    "bert": _bert,
+}
 CASES = {  # model -> (encoder, options, grid kind)
     "clip": ("hf-image", "fps=2", "frames"),
     "siglip": ("hf-image", "fps=2", "frames"),
@@ -203,7 +238,7 @@ def _reference_inputs(rng, resize, crop):
     h, w = (resize[0], resize[0]) if len(resize) == 1 else resize
     img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     top, left = (h - crop[0]) // 2, (w - crop[1]) // 2
-    return img, img[top:top + crop[0], left:left + crop[1]]
+    return img, img[top : top + crop[0], left : left + crop[1]]
 
 
 @pytest.mark.parametrize("name", ["clip", "siglip", "dinov2", "vit"])
@@ -274,8 +309,11 @@ def test_minilm_text_cues(tmp_path):
     minilm_dir()  # skip when the package is absent
     words = make_clip(tmp_path / "words.mp4", duration=DURATION, size="96x72", subtitles="the sun rises")
     similar = make_clip(tmp_path / "similar.mp4", duration=3.0, size="96x72", style=CLASSES[1])
-    cues = [(0.0, 0.8, "A dog is running across the park."), (0.8, 2.1, "A puppy runs through the green grass."),
-            (2.1, 3.0, "The quarterly tax report is due on Friday.")]
+    cues = [
+        (0.0, 0.8, "A dog is running across the park."),
+        (0.8, 2.1, "A puppy runs through the green grass."),
+        (2.1, 3.0, "The quarterly tax report is due on Friday."),
+    ]
     similar.with_suffix(".srt").write_text(srt(cues))
     report = mmcache.extract([words, similar], ["minilm-text"], tmp_path / "cache")
     assert report.new_ok == 2, report.failures

@@ -40,9 +40,11 @@ def test_video_model_dims_and_clip_grid(model, small_clip, tmp_path):
     grid, dim, crop = VIDEO_CASES[model]
     opts = ",".join(f"{k}={v}" for k, v in grid.items())
     # float32: random-init s3d gives features near 1e-6, which float16 storage flushes to zero
-    report = mmcache.extract([small_clip], [f"torchvision-video:model={model},weights=random,{opts},batch_size=2"
-                              ",store_dtype=float32"],
-                             tmp_path / "cache")
+    report = mmcache.extract(
+        [small_clip],
+        [f"torchvision-video:model={model},weights=random,{opts},batch_size=2,store_dtype=float32"],
+        tmp_path / "cache",
+    )
     assert report.new_ok == 1, report.failures
     cache = open_cache(tmp_path / "cache")
     entry = cache.fields[model]

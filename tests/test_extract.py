@@ -30,8 +30,11 @@ REASONS = {  # bad file -> words its failure row must contain
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every published file."""
-    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file() and p.name not in (".lock", ".input-hashes.json")}
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in (".lock", ".input-hashes.json")
+    }
 
 
 @pytest.fixture(scope="module", params=["webdataset", "hdf5"])
@@ -90,7 +93,7 @@ def test_stock_readers_read_every_field(mixed_cache):
                     n += entry["count"]
             assert n > 0
         return
-    for name, field in cache.fields.items():
+    for _name, field in cache.fields.items():
         n = 0
         for entry in field["files"].values():
             if entry["count"] == 0:
@@ -122,9 +125,10 @@ def test_missing_modalities_are_flagged_not_failed(mixed_cache):
     cache = mmcache.open_cache(root)
     by_source = {r["source"]: r["key"] for r in cache.samples("ok")}
     missing = {k: v for e in cache.fields["logmel"]["files"].values() for k, v in e["missing"].items()}
-    assert missing == {by_source["silent.mp4"]: "no audio stream",
-                       **{by_source[n]: "no audio stream" for n in ("carphone_distorted.mp4", "carphone_pristine.mp4",
-                                                                    "bikes.mp4")}}
+    assert missing == {
+        by_source["silent.mp4"]: "no audio stream",
+        **{by_source[n]: "no audio stream" for n in ("carphone_distorted.mp4", "carphone_pristine.mp4", "bikes.mp4")},
+    }
     text = cache.load_field("minilm-text")
     with_text = {k for k, p in zip(text.keys, text.present, strict=True) if p}
     assert with_text == {by_source[n] for n in ("sunrise.mp4", "ocean.mp4", "forest.mp4")}
@@ -167,8 +171,9 @@ def test_new_videos_go_to_new_shards_with_every_field(tmp_path, clips):
     report = mmcache.extract([videos], ["logmel"], root, shard_size=10)  # resnet18 is rebuilt from the manifest
     assert report.shards_written == ["000001"] and report.new_ok == 1
     after = snapshot(root)
-    assert {k: v for k, v in after.items() if k in before and k != "manifest.json"} == \
-           {k: v for k, v in before.items() if k != "manifest.json"}
+    assert {k: v for k, v in after.items() if k in before and k != "manifest.json"} == {
+        k: v for k, v in before.items() if k != "manifest.json"
+    }
     assert {"resnet18/000001.tar", "logmel/000001.tar", "samples/000001.jsonl"} <= set(after)
     assert mmcache.verify_cache(root) == []
 
@@ -215,8 +220,7 @@ def test_float32_is_opt_in_and_recorded(tmp_path, clips):
     cache = mmcache.open_cache(root)
     assert cache.fields["logmel"]["dtype"] == "float32" and cache.fields["mfcc"]["dtype"] == "float16"
     assert cache.load_field("logmel").feats[0].dtype == np.float32
-    assert cache.fields["logmel"]["fingerprint"] != \
-        mmcache.open_cache(root).fields["mfcc"]["fingerprint"]
+    assert cache.fields["logmel"]["fingerprint"] != mmcache.open_cache(root).fields["mfcc"]["fingerprint"]
 
 
 def test_changed_options_under_one_field_name_are_refused(tmp_path, clips):

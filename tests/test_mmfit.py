@@ -38,19 +38,45 @@ def labelled(tmp_path_factory):
 
 
 def cfg(labelled, tmp_path, **kw):
-    base = {"cache": str(labelled / "cache"), "out": str(tmp_path / "run"), "epochs": 8, "batch_size": 8,
-            "hidden": 32, "seed": 0}
+    base = {
+        "cache": str(labelled / "cache"),
+        "out": str(tmp_path / "run"),
+        "epochs": 8,
+        "batch_size": 8,
+        "hidden": 32,
+        "seed": 0,
+    }
     return build_config(**{**base, **kw})
 
 
 def test_concat_linear_matches_logistic_regression(labelled, tmp_path):
-    c = cfg(labelled, tmp_path, fusion="concat", head="linear", dropout=0.0, epochs=60, lr=0.01, weight_decay=0.0,
-            val_fraction=0.25, test_fraction=0.25, patience=60)
+    c = cfg(
+        labelled,
+        tmp_path,
+        fusion="concat",
+        head="linear",
+        dropout=0.0,
+        epochs=60,
+        lr=0.01,
+        weight_decay=0.0,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        patience=60,
+    )
     result = train(c)
     data = load_data(c)
-    x = np.concatenate([np.stack([(f.float() * m.unsqueeze(-1)).sum(0).numpy() / max(m.sum().item(), 1)
-                                  for f, m in zip(data.feats[n], data.masks[n], strict=True)])
-                        for n in data.field_names], 1)  # mean-pooled features, the same rows
+    x = np.concatenate(
+        [
+            np.stack(
+                [
+                    (f.float() * m.unsqueeze(-1)).sum(0).numpy() / max(m.sum().item(), 1)
+                    for f, m in zip(data.feats[n], data.masks[n], strict=True)
+                ]
+            )
+            for n in data.field_names
+        ],
+        1,
+    )  # mean-pooled features, the same rows
     y = data.y.numpy()
     tr, te = data.rows("train"), data.rows("test")
     scaler = StandardScaler().fit(x[tr])
@@ -137,8 +163,11 @@ def test_labels_csv_join_reports_unknown_ids_and_unlabelled(labelled, tmp_path):
 
 
 def test_class_only_in_test_is_an_error(labelled, tmp_path):
-    rows = [(f"{c}_{i:03d}", c, "train" if c != "forest" else "test") for c in ("sunrise", "ocean", "forest")
-            for i in range(8)]
+    rows = [
+        (f"{c}_{i:03d}", c, "train" if c != "forest" else "test")
+        for c in ("sunrise", "ocean", "forest")
+        for i in range(8)
+    ]
     rows = [(i, c, "val" if i.endswith("7") and c != "forest" else s) for i, c, s in rows]
     c = cfg(labelled, tmp_path, labels=_labels_csv(tmp_path / "l.csv", rows, ("id", "label", "split")))
     with pytest.raises(DataError, match="class 'forest' is in the test split but not in train"):
@@ -195,8 +224,11 @@ def test_cache_failing_verification_is_refused(labelled, tmp_path):
 def test_checkpoint_records_fields_and_predicts_raw_videos(labelled, tmp_path):
     train(cfg(labelled, tmp_path))
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert sorted(ckpt["fields"]) == ["logmel", "minilm-text", "resnet18"] and ckpt["classes"] == ["forest", "ocean",
-                                                                                                   "sunrise"]
+    assert sorted(ckpt["fields"]) == ["logmel", "minilm-text", "resnet18"] and ckpt["classes"] == [
+        "forest",
+        "ocean",
+        "sunrise",
+    ]
     videos = [labelled / "videos" / "ocean_000.mp4", labelled / "videos" / "forest_001.mp4"]
     n = predict_videos(tmp_path / "run" / "best.pt", [str(v) for v in videos], tmp_path / "p.csv", tmp_path / "work")
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
@@ -221,8 +253,10 @@ def test_mixing_caches_with_different_fingerprints_is_refused(labelled, tmp_path
 
 def test_multilabel_regression_and_segment_tasks(labelled, tmp_path):
     ids = [f"{c}_{i:03d}" for c in ("sunrise", "ocean", "forest") for i in range(8)]
-    ml = _labels_csv(tmp_path / "ml.csv", [(i, "water" if i.startswith("ocean") else "sky|warm" if i.startswith("sun")
-                                            else "green") for i in ids])
+    ml = _labels_csv(
+        tmp_path / "ml.csv",
+        [(i, "water" if i.startswith("ocean") else "sky|warm" if i.startswith("sun") else "green") for i in ids],
+    )
     r = train(cfg(labelled, tmp_path / "ml", task="multilabel", labels=ml))
     assert r.val["mAP"] > 0.8 and len(r.task.state["thresholds"]) == 4
     reg = _labels_csv(tmp_path / "reg.csv", [(i, {"s": 1.0, "o": 2.0, "f": 3.0}[i[0]]) for i in ids])
@@ -230,8 +264,18 @@ def test_multilabel_regression_and_segment_tasks(labelled, tmp_path):
     assert r.val["mae"] < 0.6
     seg = [(i, 0.0, 0.75, i.split("_")[0]) for i in ids]  # first half of each clip is its class, then background
     seg_csv = _labels_csv(tmp_path / "seg.csv", seg, ("id", "start", "end", "label"))
-    r = train(cfg(labelled, tmp_path / "seg", task="segment", labels=seg_csv, fields=["resnet18", "logmel"],
-                  fusion="attention", epochs=15, lr=3e-3))
+    r = train(
+        cfg(
+            labelled,
+            tmp_path / "seg",
+            task="segment",
+            labels=seg_csv,
+            fields=["resnet18", "logmel"],
+            fusion="attention",
+            epochs=15,
+            lr=3e-3,
+        )
+    )
     assert r.val["frame_accuracy"] > 0.6 and "segment_f1" in r.val
 
 
@@ -259,22 +303,60 @@ def test_cli_train_eval_predict_sweep(labelled, tmp_path):
     from mmfit.cli import app
 
     run = CliRunner().invoke
-    res = run(app, ["train", "--cache", str(labelled / "cache"), "--fields", "logmel,resnet18", "--epochs", "3",
-                    "--hidden", "16", "--out", str(tmp_path / "r"), "--unimodal-baselines"])
+    res = run(
+        app,
+        [
+            "train",
+            "--cache",
+            str(labelled / "cache"),
+            "--fields",
+            "logmel,resnet18",
+            "--epochs",
+            "3",
+            "--hidden",
+            "16",
+            "--out",
+            str(tmp_path / "r"),
+            "--unimodal-baselines",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "unimodal: logmel" in res.output and "unimodal: resnet18" in res.output
     assert (tmp_path / "r" / "unimodal-logmel" / "best.pt").is_file()
-    res = run(app, ["eval", "--checkpoint", str(tmp_path / "r" / "best.pt"), "--cache", str(labelled / "cache"),
-                    "--split", "all", "--json"])
+    res = run(
+        app,
+        [
+            "eval",
+            "--checkpoint",
+            str(tmp_path / "r" / "best.pt"),
+            "--cache",
+            str(labelled / "cache"),
+            "--split",
+            "all",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0 and json.loads(res.output)["n"] == 24
-    res = run(app, ["predict", "--checkpoint", str(tmp_path / "r" / "best.pt"), "--cache", str(labelled / "cache"),
-                    "--out", str(tmp_path / "p.csv")])
+    res = run(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "r" / "best.pt"),
+            "--cache",
+            str(labelled / "cache"),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ],
+    )
     assert res.exit_code == 0 and len((tmp_path / "p.csv").read_text().splitlines()) == 25
     res = run(app, ["train", "--cache", str(labelled / "cache"), "--monitor", "val/nope", "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and res.output.count("error:") == 1 and "Traceback" not in res.output
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(f"base: {{cache: {labelled / 'cache'}, fields: [logmel], epochs: 2, hidden: 16}}\n"
-                     f"grid: {{fusion: [concat, gated]}}\nseeds: [0, 1]\nout: {tmp_path / 'sw'}\n")
+    sweep.write_text(
+        f"base: {{cache: {labelled / 'cache'}, fields: [logmel], epochs: 2, hidden: 16}}\n"
+        f"grid: {{fusion: [concat, gated]}}\nseeds: [0, 1]\nout: {tmp_path / 'sw'}\n"
+    )
     res = run(app, ["sweep", "--config", str(sweep)])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "sw" / "summary.json").read_text())

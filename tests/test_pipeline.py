@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ffmpeg
 
 from mmcache.encoders import build_encoder
 from mmcache.pipeline import Job, run_encoder
@@ -11,8 +12,6 @@ from mmcache.probe import probe
 from mmcache.readers import read_text
 from mmcache.synth import make_clip
 from mmcache.types import TextInput, VideoInput
-
-from conftest import ffmpeg
 
 
 def jobs_for(paths):
@@ -49,8 +48,21 @@ def test_a_video_failing_mid_decode_does_not_stop_the_others(tmp_path, clips):
 def test_embedded_subtitle_stream_gives_cues(tmp_path):
     clip = make_clip(tmp_path / "a.mp4", duration=2.0, subtitles="hello from the sidecar")
     mkv = tmp_path / "embedded.mkv"
-    ffmpeg("-i", str(clip), "-i", str(clip.with_suffix(".srt")), "-map", "0", "-map", "1", "-c", "copy",
-           "-c:s", "srt", str(mkv))
+    ffmpeg(
+        "-i",
+        str(clip),
+        "-i",
+        str(clip.with_suffix(".srt")),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c",
+        "copy",
+        "-c:s",
+        "srt",
+        str(mkv),
+    )
     info = probe(mkv)
     assert info.subtitles == ["subrip"]
     steps = list(read_text(VideoInput(mkv, "embedded.mkv"), info, TextInput(), 30))

@@ -20,8 +20,10 @@ KEYS = ["aa11bb22cc33dd44ee55ff66", "0123456789abcdef01234567"]
 
 def samples(seed=0):
     rng = np.random.default_rng(seed)
-    return [(k, rng.normal(size=(n, 8)).astype(np.float16), np.arange(2 * n, dtype=np.float64).reshape(n, 2))
-            for k, n in zip(KEYS, (3, 5), strict=True)]
+    return [
+        (k, rng.normal(size=(n, 8)).astype(np.float16), np.arange(2 * n, dtype=np.float64).reshape(n, 2))
+        for k, n in zip(KEYS, (3, 5), strict=True)
+    ]
 
 
 def write(writer_cls, path):

@@ -32,7 +32,9 @@ def test_vtt_short_timestamps_and_cue_ids():
 
 
 def test_broken_timing_is_repaired_not_fatal():
-    broken = "1\n00:00:05,000 --> 00:00:04,000\nbackwards\n\n2\nnot a time\nlost\n\n3\n00:00:01,000 --> 00:00:02,000\nok\n"
+    broken = (
+        "1\n00:00:05,000 --> 00:00:04,000\nbackwards\n\n2\nnot a time\nlost\n\n3\n00:00:01,000 --> 00:00:02,000\nok\n"
+    )
     cues = parse_cues(broken)
     assert [(c.start, c.end, c.text) for c in cues] == [(1.0, 2.0, "ok"), (5.0, 5.0, "backwards")]
 

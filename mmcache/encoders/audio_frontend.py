@@ -44,30 +44,65 @@ def build_logmel(spec: EncoderSpec, field: str, opts: dict) -> FrontEndEncoder:
     sr = opts["sample_rate"]
     args = {**_stft_args(sr), "n_mels": opts["n_mels"], "power": 2.0}
     module = torchaudio.transforms.MelSpectrogram(sample_rate=sr, **args)
-    return _finish(spec, field, opts, module, opts["n_mels"], {"transform": "MelSpectrogram", **args,
-                                                                 "log": "ln(x+1e-6)", "pool": "mean"}, True)
+    return _finish(
+        spec,
+        field,
+        opts,
+        module,
+        opts["n_mels"],
+        {"transform": "MelSpectrogram", **args, "log": "ln(x+1e-6)", "pool": "mean"},
+        True,
+    )
 
 
 def build_mfcc(spec: EncoderSpec, field: str, opts: dict) -> FrontEndEncoder:
     sr = opts["sample_rate"]
     melkwargs = {**_stft_args(sr), "n_mels": opts["n_mels"]}
     module = torchaudio.transforms.MFCC(sample_rate=sr, n_mfcc=opts["n_mfcc"], melkwargs=melkwargs)
-    return _finish(spec, field, opts, module, opts["n_mfcc"], {"transform": "MFCC", **melkwargs,
-                                                                 "n_mfcc": opts["n_mfcc"], "pool": "mean"}, False)
+    return _finish(
+        spec,
+        field,
+        opts,
+        module,
+        opts["n_mfcc"],
+        {"transform": "MFCC", **melkwargs, "n_mfcc": opts["n_mfcc"], "pool": "mean"},
+        False,
+    )
 
 
 def _finish(spec, field, opts, module, dim, preprocess, log) -> FrontEndEncoder:
     grid = AudioInput(sample_rate=opts["sample_rate"], fps=opts["fps"], window=opts["window"])
-    enc = FrontEndEncoder(field=field, spec=spec, options=opts, input=grid, dim=dim, log=log,
-                          preprocess=preprocess,
-                          versions={"torch": torch.__version__, "torchaudio": torchaudio.__version__})
+    enc = FrontEndEncoder(
+        field=field,
+        spec=spec,
+        options=opts,
+        input=grid,
+        dim=dim,
+        log=log,
+        preprocess=preprocess,
+        versions={"torch": torch.__version__, "torchaudio": torchaudio.__version__},
+    )
     enc.setup(module)
     return enc
 
 
 SPECS = {
-    "logmel": EncoderSpec("logmel", "audio-frontend", "audio", build_logmel,
-                          {**AUDIO_DEFAULTS, "n_mels": 64}, "log-mel spectrogram, mean per window", 64),
-    "mfcc": EncoderSpec("mfcc", "audio-frontend", "audio", build_mfcc,
-                        {**AUDIO_DEFAULTS, "n_mels": 64, "n_mfcc": 20}, "MFCC, mean per window", 20),
+    "logmel": EncoderSpec(
+        "logmel",
+        "audio-frontend",
+        "audio",
+        build_logmel,
+        {**AUDIO_DEFAULTS, "n_mels": 64},
+        "log-mel spectrogram, mean per window",
+        64,
+    ),
+    "mfcc": EncoderSpec(
+        "mfcc",
+        "audio-frontend",
+        "audio",
+        build_mfcc,
+        {**AUDIO_DEFAULTS, "n_mels": 64, "n_mfcc": 20},
+        "MFCC, mean per window",
+        20,
+    ),
 }

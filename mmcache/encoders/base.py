@@ -42,8 +42,9 @@ class EncoderSpec:
         """The default time grid as a short text."""
         d = self.defaults
         if "clip_len" in d:
-            return (f"clips of {d['clip_len'] or 'config.num_frames'} @ {d['fps']} fps, "
-                    f"stride {d['stride'] or 'clip_len'}")
+            return (
+                f"clips of {d['clip_len'] or 'config.num_frames'} @ {d['fps']} fps, stride {d['stride'] or 'clip_len'}"
+            )
         if "window" in d:
             return f"{d['fps']} steps/s, {d['window']} s windows"
         if "fps" in d:
@@ -90,8 +91,12 @@ class Encoder:
             "preprocess": self.preprocess,
             "weights_sha256": self.weights_sha256,
             "dim": self.dim,
-            "versions": {"ffmpeg": ffmpeg_version(), "numpy": np.__version__,
-                         "python": platform.python_version()[:4].rstrip("."), **self.versions},
+            "versions": {
+                "ffmpeg": ffmpeg_version(),
+                "numpy": np.__version__,
+                "python": platform.python_version()[:4].rstrip("."),
+                **self.versions,
+            },
         }
 
     def fingerprint(self) -> str:
@@ -141,8 +146,9 @@ def resolve_options(spec: EncoderSpec, given: dict) -> dict:
     allowed = spec.defaults
     unknown = sorted(set(given) - set(allowed) - {"field"})
     if unknown:
-        raise EncoderError(f"encoder {spec.name}: unknown option {unknown[0]!r}; "
-                           f"allowed: {', '.join(sorted(allowed))}, field")
+        raise EncoderError(
+            f"encoder {spec.name}: unknown option {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}, field"
+        )
     schema = load_schema("encoder-options")["properties"]
     import jsonschema
 
@@ -151,8 +157,9 @@ def resolve_options(spec: EncoderSpec, given: dict) -> dict:
             jsonschema.validate(value, schema[key])
         except jsonschema.ValidationError as e:
             hint = e.schema.get("enum") or e.schema.get("pattern") or e.schema.get("type")
-            raise EncoderError(f"encoder {spec.name}: option {key}={value!r} is invalid: {e.message}"
-                               f" (allowed: {hint})") from None
+            raise EncoderError(
+                f"encoder {spec.name}: option {key}={value!r} is invalid: {e.message} (allowed: {hint})"
+            ) from None
     opts = {**allowed, **given, **spec.fixed}
     if "num_frames" in given:
         opts["fps"] = None

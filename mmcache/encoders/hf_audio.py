@@ -23,8 +23,15 @@ from .base import COMMON_DEFAULTS, EncoderSpec
 from .hf_common import from_pretrained, hf_versions
 from .torch_common import TorchEncoder
 
-AUDIO_DEFAULTS = {**COMMON_DEFAULTS, "model": "MIT/ast-finetuned-audioset-10-10-0.4593", "sample_rate": None,
-                  "fps": 1.0, "window": 1.0, "dtype": "float32", "batch_size": 16}  # sample_rate None: extractor's
+AUDIO_DEFAULTS = {
+    **COMMON_DEFAULTS,
+    "model": "MIT/ast-finetuned-audioset-10-10-0.4593",
+    "sample_rate": None,
+    "fps": 1.0,
+    "window": 1.0,
+    "dtype": "float32",
+    "batch_size": 16,
+}  # sample_rate None: extractor's
 
 
 def _pooler_output(module, batch: dict) -> torch.Tensor:
@@ -66,8 +73,12 @@ FAMILIES = {  # by config.model_type
     "audio-spectrogram-transformer": AudioFamily("pooler_output", max_seconds=_ast_seconds),
     "wav2vec2": AudioFamily("frame-mean"),
     "hubert": AudioFamily("frame-mean"),
-    "whisper": AudioFamily("real-frame-mean", encoder_only=True, extractor_kwargs={"return_attention_mask": True},
-                           max_seconds=_whisper_seconds),
+    "whisper": AudioFamily(
+        "real-frame-mean",
+        encoder_only=True,
+        extractor_kwargs={"return_attention_mask": True},
+        max_seconds=_whisper_seconds,
+    ),
 }
 
 
@@ -77,8 +88,12 @@ class HFAudioEncoder(TorchEncoder):
     family: AudioFamily | None = None
 
     def encode(self, payloads: list) -> np.ndarray:
-        batch = self.extractor([np.asarray(p, np.float32) for p in payloads], sampling_rate=self.input.sample_rate,
-                               return_tensors="pt", **self.family.extractor_kwargs)
+        batch = self.extractor(
+            [np.asarray(p, np.float32) for p in payloads],
+            sampling_rate=self.input.sample_rate,
+            return_tensors="pt",
+            **self.family.extractor_kwargs,
+        )
         return self.run({k: v.to(self.device) for k, v in batch.items()})
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -87,8 +102,11 @@ class HFAudioEncoder(TorchEncoder):
 
 def _extractor_numerics(fe) -> dict:
     """The feature extractor's scalar settings (arrays such as mel filters follow from them)."""
-    return {k: v for k, v in sorted(fe.to_dict().items())
-            if isinstance(v, bool | int | float | str) and not (isinstance(v, float) and not np.isfinite(v))}
+    return {
+        k: v
+        for k, v in sorted(fe.to_dict().items())
+        if isinstance(v, bool | int | float | str) and not (isinstance(v, float) and not np.isfinite(v))
+    }
 
 
 def build_audio(spec: EncoderSpec, field: str, opts: dict) -> HFAudioEncoder:
@@ -97,39 +115,65 @@ def build_audio(spec: EncoderSpec, field: str, opts: dict) -> HFAudioEncoder:
     config = from_pretrained(AutoConfig, opts["model"], "config")
     family = FAMILIES.get(config.model_type)
     if family is None:
-        raise EncoderError(f"{spec.name}: model {opts['model']!r} is a {config.model_type!r} model; "
-                           f"supported model types: {', '.join(sorted(FAMILIES))}")
+        raise EncoderError(
+            f"{spec.name}: model {opts['model']!r} is a {config.model_type!r} model; "
+            f"supported model types: {', '.join(sorted(FAMILIES))}"
+        )
     fe = from_pretrained(AutoFeatureExtractor, opts["model"], "feature extractor")
     sr = int(fe.sampling_rate)
     if opts["sample_rate"] not in (None, sr):
-        raise EncoderError(f"{spec.name}: model {opts['model']!r} takes {sr} Hz audio, not sample_rate="
-                           f"{opts['sample_rate']} (omit sample_rate: audio is resampled to {sr} Hz)")
+        raise EncoderError(
+            f"{spec.name}: model {opts['model']!r} takes {sr} Hz audio, not sample_rate="
+            f"{opts['sample_rate']} (omit sample_rate: audio is resampled to {sr} Hz)"
+        )
     longest = family.max_seconds(fe) if family.max_seconds else None
     if longest is not None and opts["window"] > longest + 1e-9:
-        raise EncoderError(f"{spec.name}: window={opts['window']} s is longer than the {longest:g} s of audio "
-                           f"model {opts['model']!r} takes per input; use window<={longest:g}")
+        raise EncoderError(
+            f"{spec.name}: window={opts['window']} s is longer than the {longest:g} s of audio "
+            f"model {opts['model']!r} takes per input; use window<={longest:g}"
+        )
     with torch.random.fork_rng(devices=[]):  # weights a checkpoint lacks are initialised the same each time
         torch.manual_seed(0)
         model = from_pretrained(AutoModel, opts["model"], "model", dtype=torch.float32)
     module = model.get_encoder() if family.encoder_only else model
     grid = AudioInput(sample_rate=sr, fps=opts["fps"], window=opts["window"])
-    enc = HFAudioEncoder(field=field, spec=spec, options=opts, input=grid, extractor=fe, family=family,
-                         preprocess={"feature_extractor": type(fe).__name__, "model_type": config.model_type,
-                                     "pool": family.pool, "encoder_only": family.encoder_only,
-                                     "extractor": _extractor_numerics(fe)},
-                         versions=hf_versions())
+    enc = HFAudioEncoder(
+        field=field,
+        spec=spec,
+        options=opts,
+        input=grid,
+        extractor=fe,
+        family=family,
+        preprocess={
+            "feature_extractor": type(fe).__name__,
+            "model_type": config.model_type,
+            "pool": family.pool,
+            "encoder_only": family.encoder_only,
+            "extractor": _extractor_numerics(fe),
+        },
+        versions=hf_versions(),
+    )
     enc.setup(module)
     try:
         enc.dim = int(enc.encode([np.zeros(int(round(opts["window"] * sr)), np.float32)]).shape[1])
     except (RuntimeError, ValueError) as e:
-        raise EncoderError(f"{spec.name}: model {opts['model']!r} cannot encode a {opts['window']} s window "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
+        raise EncoderError(
+            f"{spec.name}: model {opts['model']!r} cannot encode a {opts['window']} s window "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from None
     return enc
 
 
 SPECS = {
-    "hf-audio": EncoderSpec("hf-audio", "transformers-audio", "audio", build_audio, AUDIO_DEFAULTS,
-                            "transformers audio model (model=ID|DIR), per window: AST pooler output, "
-                            "Wav2Vec2/HuBERT frame mean, Whisper encoder mean over real audio", None,
-                            "hub id or local dir (from_pretrained)"),
+    "hf-audio": EncoderSpec(
+        "hf-audio",
+        "transformers-audio",
+        "audio",
+        build_audio,
+        AUDIO_DEFAULTS,
+        "transformers audio model (model=ID|DIR), per window: AST pooler output, "
+        "Wav2Vec2/HuBERT frame mean, Whisper encoder mean over real audio",
+        None,
+        "hub id or local dir (from_pretrained)",
+    ),
 }

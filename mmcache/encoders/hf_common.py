@@ -39,7 +39,8 @@ def from_pretrained(loader, model: str, what: str, **kwargs):
         raise EncoderError(
             f"cannot load {what} for {model!r}: {str(e).splitlines()[0][:300]}. Model hubs may be "
             "unreachable: on a connected machine run `hf download ID --local-dir DIR` "
-            "(or `save_pretrained(DIR)`), copy DIR here and pass model=DIR") from None
+            "(or `save_pretrained(DIR)`), copy DIR here and pass model=DIR"
+        ) from None
 
 
 def hf_versions() -> dict:

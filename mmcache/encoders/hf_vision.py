@@ -22,10 +22,23 @@ from .base import COMMON_DEFAULTS, EncoderSpec
 from .hf_common import from_pretrained, hf_versions
 from .torch_common import TorchEncoder
 
-IMAGE_DEFAULTS = {**COMMON_DEFAULTS, "model": "openai/clip-vit-base-patch32", "fps": 1.0, "num_frames": None,
-                  "dtype": "float32", "normalize": False}
-VIDEO_DEFAULTS = {**COMMON_DEFAULTS, "model": "MCG-NJU/videomae-base", "fps": 8.0, "clip_len": None,
-                  "stride": None, "dtype": "float32", "batch_size": 4}  # clip_len None: config.num_frames
+IMAGE_DEFAULTS = {
+    **COMMON_DEFAULTS,
+    "model": "openai/clip-vit-base-patch32",
+    "fps": 1.0,
+    "num_frames": None,
+    "dtype": "float32",
+    "normalize": False,
+}
+VIDEO_DEFAULTS = {
+    **COMMON_DEFAULTS,
+    "model": "MCG-NJU/videomae-base",
+    "fps": 8.0,
+    "clip_len": None,
+    "stride": None,
+    "dtype": "float32",
+    "batch_size": 4,
+}  # clip_len None: config.num_frames
 PROJECTED = {"clip", "siglip"}  # model types whose image features come from get_image_features
 
 
@@ -75,8 +88,10 @@ def frame_geometry(processor, config) -> tuple[tuple[int, ...], tuple[int, int]]
     if resize is None:
         n = _config_image_size(config)
         if n is None:
-            raise EncoderError(f"cannot tell the input size of {type(processor).__name__} (size={size}); "
-                               "it needs size.shortest_edge or size.height/width")
+            raise EncoderError(
+                f"cannot tell the input size of {type(processor).__name__} (size={size}); "
+                "it needs size.shortest_edge or size.height/width"
+            )
         resize = (n, n)
     crop = (int(ch), int(cw)) if ch and cw else resize if len(resize) == 2 else (resize[0], resize[0])
     return resize, crop
@@ -142,8 +157,10 @@ def _pooled_or_cls(model, model_id: str, crop: tuple[int, int]) -> str:
         with torch.inference_mode():
             out = model.eval()(pixel_values=torch.zeros(1, 3, *crop))
     except (RuntimeError, ValueError, TypeError) as e:
-        raise EncoderError(f"hf-image: model {model_id!r} cannot encode a {crop} image "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
+        raise EncoderError(
+            f"hf-image: model {model_id!r} cannot encode a {crop} image "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from None
     return "pooler_output" if getattr(out, "pooler_output", None) is not None else "cls"
 
 
@@ -152,18 +169,29 @@ def _probe(enc: TorchEncoder, shape: tuple) -> int:
     try:
         out = enc.encode([np.zeros(shape, np.uint8)])
     except (RuntimeError, ValueError, TypeError, AttributeError) as e:
-        raise EncoderError(f"{enc.spec.name}: model {enc.options['model']!r} cannot encode a {shape} uint8 input "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
+        raise EncoderError(
+            f"{enc.spec.name}: model {enc.options['model']!r} cannot encode a {shape} uint8 input "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from None
     if out.ndim != 2:
-        raise EncoderError(f"{enc.spec.name}: model {enc.options['model']!r} gives {out.shape[1:]} features per "
-                           "step, not a vector")
+        raise EncoderError(
+            f"{enc.spec.name}: model {enc.options['model']!r} gives {out.shape[1:]} features per step, not a vector"
+        )
     return int(out.shape[1])
 
 
 def _preprocess(processor, config, resize, crop, mean, std, pool) -> dict:
-    return {"processor": type(processor).__name__, "model_type": config.model_type, "resize": resize, "crop": crop,
-            "mean": mean, "std": std, "pool": pool, "resampler": "ffmpeg scale bicubic",
-            "processor_resample": str(getattr(processor, "resample", None))}
+    return {
+        "processor": type(processor).__name__,
+        "model_type": config.model_type,
+        "resize": resize,
+        "crop": crop,
+        "mean": mean,
+        "std": std,
+        "pool": pool,
+        "resampler": "ffmpeg scale bicubic",
+        "processor_resample": str(getattr(processor, "resample", None)),
+    }
 
 
 def build_image(spec: EncoderSpec, field: str, opts: dict) -> HFImageEncoder:
@@ -172,9 +200,17 @@ def build_image(spec: EncoderSpec, field: str, opts: dict) -> HFImageEncoder:
     mean, std = normalisation(processor)
     pool = "projection" if config.model_type in PROJECTED else _pooled_or_cls(model, opts["model"], crop)
     grid = FrameInput(fps=opts["fps"], num_frames=opts["num_frames"], resize=resize, crop=crop)
-    enc = HFImageEncoder(field=field, spec=spec, options=opts, input=grid, mean=mean, std=std, pool=pool,
-                         preprocess=_preprocess(processor, config, resize, crop, mean, std, pool),
-                         versions=hf_versions())
+    enc = HFImageEncoder(
+        field=field,
+        spec=spec,
+        options=opts,
+        input=grid,
+        mean=mean,
+        std=std,
+        pool=pool,
+        preprocess=_preprocess(processor, config, resize, crop, mean, std, pool),
+        versions=hf_versions(),
+    )
     enc.setup(model)
     enc.dim = _probe(enc, (*crop, 3))
     return enc
@@ -187,15 +223,25 @@ def build_video(spec: EncoderSpec, field: str, opts: dict) -> HFVideoEncoder:
     if clip_len is None:
         raise EncoderError(f"{spec.name}: model {opts['model']!r} has no config.num_frames; pass clip_len=N")
     if num_frames and clip_len != num_frames:
-        raise EncoderError(f"{spec.name}: model {opts['model']!r} takes clips of exactly {num_frames} frames "
-                           f"(config.num_frames), not clip_len={clip_len}")
+        raise EncoderError(
+            f"{spec.name}: model {opts['model']!r} takes clips of exactly {num_frames} frames "
+            f"(config.num_frames), not clip_len={clip_len}"
+        )
     resize, crop = frame_geometry(processor, config)
     mean, std = normalisation(processor)
     # options keep None (as given): the resolved clip_len/stride are in the input spec, so in the fingerprint
     grid = ClipInput(fps=opts["fps"], clip_len=clip_len, stride=opts["stride"] or clip_len, resize=resize, crop=crop)
-    enc = HFVideoEncoder(field=field, spec=spec, options=opts, input=grid, mean=mean, std=std, pool="token-mean",
-                         preprocess=_preprocess(processor, config, resize, crop, mean, std, "token-mean"),
-                         versions=hf_versions())
+    enc = HFVideoEncoder(
+        field=field,
+        spec=spec,
+        options=opts,
+        input=grid,
+        mean=mean,
+        std=std,
+        pool="token-mean",
+        preprocess=_preprocess(processor, config, resize, crop, mean, std, "token-mean"),
+        versions=hf_versions(),
+    )
     enc.setup(model)
     enc.dim = _probe(enc, (clip_len, *crop, 3))
     return enc
@@ -204,10 +250,26 @@ def build_video(spec: EncoderSpec, field: str, opts: dict) -> HFVideoEncoder:
 WEIGHTS = "hub id or local dir (from_pretrained)"
 
 SPECS = {
-    "hf-image": EncoderSpec("hf-image", "transformers-image", "vision", build_image, IMAGE_DEFAULTS,
-                            "transformers image model (model=ID|DIR), per frame: CLIP/SigLIP projected image "
-                            "features, DINOv2/ViT pooler output or CLS token", None, WEIGHTS),
-    "hf-video": EncoderSpec("hf-video", "transformers-video", "vision", build_video, VIDEO_DEFAULTS,
-                            "transformers video model (model=ID|DIR), per clip: VideoMAE mean over tokens "
-                            "(clip_len defaults to config.num_frames)", None, WEIGHTS),
+    "hf-image": EncoderSpec(
+        "hf-image",
+        "transformers-image",
+        "vision",
+        build_image,
+        IMAGE_DEFAULTS,
+        "transformers image model (model=ID|DIR), per frame: CLIP/SigLIP projected image "
+        "features, DINOv2/ViT pooler output or CLS token",
+        None,
+        WEIGHTS,
+    ),
+    "hf-video": EncoderSpec(
+        "hf-video",
+        "transformers-video",
+        "vision",
+        build_video,
+        VIDEO_DEFAULTS,
+        "transformers video model (model=ID|DIR), per clip: VideoMAE mean over tokens "
+        "(clip_len defaults to config.num_frames)",
+        None,
+        WEIGHTS,
+    ),
 }

@@ -86,8 +86,11 @@ class TorchEncoder(Encoder):
         self.module = module
 
     def run(self, *args, **kwargs) -> np.ndarray:
-        ctx = (torch.autocast(torch.device(self.device).type, dtype=self.autocast)
-               if self.autocast != torch.float32 else contextlib.nullcontext())
+        ctx = (
+            torch.autocast(torch.device(self.device).type, dtype=self.autocast)
+            if self.autocast != torch.float32
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode(), ctx:
             out = self.forward(*args, **kwargs)
         return out.float().cpu().numpy()

@@ -30,10 +30,25 @@ from .torch_common import (
 
 VIDEO_MODELS = ("r3d_18", "r2plus1d_18", "mc3_18", "s3d", "mvit_v2_s", "swin3d_t")
 HEADS = {"s3d": "classifier"}  # heads that are not a final nn.Linear
-IMAGE_DEFAULTS = {**COMMON_DEFAULTS, "model": "resnet50", "weights": "DEFAULT", "fps": 1.0,
-                  "num_frames": None, "dtype": "float32", "channels_last": False}
-VIDEO_DEFAULTS = {**COMMON_DEFAULTS, "model": "r3d_18", "weights": "DEFAULT", "fps": 16.0,
-                  "clip_len": 16, "stride": 16, "dtype": "float32", "batch_size": 4}
+IMAGE_DEFAULTS = {
+    **COMMON_DEFAULTS,
+    "model": "resnet50",
+    "weights": "DEFAULT",
+    "fps": 1.0,
+    "num_frames": None,
+    "dtype": "float32",
+    "channels_last": False,
+}
+VIDEO_DEFAULTS = {
+    **COMMON_DEFAULTS,
+    "model": "r3d_18",
+    "weights": "DEFAULT",
+    "fps": 16.0,
+    "clip_len": 16,
+    "stride": 16,
+    "dtype": "float32",
+    "batch_size": 4,
+}
 
 
 def _weights_enum(model: str):
@@ -46,8 +61,10 @@ def _weights_enum(model: str):
 def _named_weights(model: str, name: str):
     enum = _weights_enum(model)
     if enum is None:
-        raise EncoderError(f"torchvision model {model!r} has no published weights; use weights=random "
-                           "or weights=/path/to/state_dict.pth")
+        raise EncoderError(
+            f"torchvision model {model!r} has no published weights; use weights=random "
+            "or weights=/path/to/state_dict.pth"
+        )
     if name == "DEFAULT":
         return enum.DEFAULT
     try:
@@ -62,7 +79,9 @@ def cached_weights_or_random(model: str) -> str:
     enum = _weights_enum(model)
     if enum is None:
         return "random"
-    return "DEFAULT" if (Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.DEFAULT.url).name).is_file() else "random"
+    return (
+        "DEFAULT" if (Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.DEFAULT.url).name).is_file() else "random"
+    )
 
 
 def _ensure_downloaded(weights) -> None:
@@ -77,7 +96,8 @@ def _ensure_downloaded(weights) -> None:
         raise EncoderError(
             f"weights {weights} are not in the torch hub cache and could not be downloaded ({e}). "
             f"Copy {Path(weights.url).name} from a connected machine to {target}, "
-            "or pass weights=/path/to/state_dict.pth, or weights=random") from None
+            "or pass weights=/path/to/state_dict.pth, or weights=random"
+        ) from None
 
 
 def build_model(model: str, weights: str) -> tuple[torch.nn.Module, object]:
@@ -142,10 +162,16 @@ def build_image(spec: EncoderSpec, field: str, opts: dict) -> ImageEncoder:
     dim = drop_classifier(net)
     resize, crop, mean, std = _transforms(entry, (256,), (224, 224))
     grid = FrameInput(fps=opts["fps"], num_frames=opts["num_frames"], resize=resize, crop=crop)
-    enc = ImageEncoder(field=field, spec=spec, options=opts, input=grid, mean=mean, std=std,
-                       preprocess={"resize": resize, "crop": crop, "mean": mean, "std": std,
-                                   "resampler": "ffmpeg scale bicubic"},
-                       versions=torch_versions())
+    enc = ImageEncoder(
+        field=field,
+        spec=spec,
+        options=opts,
+        input=grid,
+        mean=mean,
+        std=std,
+        preprocess={"resize": resize, "crop": crop, "mean": mean, "std": std, "resampler": "ffmpeg scale bicubic"},
+        versions=torch_versions(),
+    )
     enc.setup(net)
     enc.dim = dim or _probe_dim(enc, (*crop, 3))
     return enc
@@ -153,23 +179,31 @@ def build_image(spec: EncoderSpec, field: str, opts: dict) -> ImageEncoder:
 
 def build_video(spec: EncoderSpec, field: str, opts: dict) -> VideoEncoder:
     if opts["model"] not in VIDEO_MODELS:
-        raise EncoderError(f"option model={opts['model']!r} is not a torchvision video model; "
-                           f"allowed: {', '.join(VIDEO_MODELS)}")
+        raise EncoderError(
+            f"option model={opts['model']!r} is not a torchvision video model; allowed: {', '.join(VIDEO_MODELS)}"
+        )
     net, entry = build_model(opts["model"], opts["weights"])
     dim = drop_classifier(net, HEADS.get(opts["model"]))
     resize, crop, mean, std = _transforms(entry, (128, 171), (112, 112))
     grid = ClipInput(fps=opts["fps"], clip_len=opts["clip_len"], stride=opts["stride"], resize=resize, crop=crop)
-    enc = VideoEncoder(field=field, spec=spec, options=opts, input=grid, mean=mean, std=std,
-                       preprocess={"resize": resize, "crop": crop, "mean": mean, "std": std,
-                                   "resampler": "ffmpeg scale bicubic"},
-                       versions=torch_versions())
+    enc = VideoEncoder(
+        field=field,
+        spec=spec,
+        options=opts,
+        input=grid,
+        mean=mean,
+        std=std,
+        preprocess={"resize": resize, "crop": crop, "mean": mean, "std": std, "resampler": "ffmpeg scale bicubic"},
+        versions=torch_versions(),
+    )
     enc.setup(net)
     try:  # a probe clip checks that the model accepts this clip shape before any video is decoded
         probed = _probe_dim(enc, (opts["clip_len"], *crop, 3))
     except RuntimeError as e:
-        raise EncoderError(f"{opts['model']} cannot take clips of {opts['clip_len']} frames at {crop[0]}x{crop[1]} "
-                           f"({str(e).splitlines()[0][:120]}); mvit_v2_s needs exactly 16 frames, s3d about 14 or more"
-                           ) from None
+        raise EncoderError(
+            f"{opts['model']} cannot take clips of {opts['clip_len']} frames at {crop[0]}x{crop[1]} "
+            f"({str(e).splitlines()[0][:120]}); mvit_v2_s needs exactly 16 frames, s3d about 14 or more"
+        ) from None
     enc.dim = dim or probed
     return enc
 
@@ -177,24 +211,38 @@ def build_video(spec: EncoderSpec, field: str, opts: dict) -> VideoEncoder:
 WEIGHTS_SOURCE = "torchvision weights (DEFAULT), state-dict file, or random"
 
 
-def _spec(name: str, family: str, build, defaults: dict, model: str | None, dim: int | None,
-          what: str) -> EncoderSpec:
+def _spec(name: str, family: str, build, defaults: dict, model: str | None, dim: int | None, what: str) -> EncoderSpec:
     """A generic entry (model is an option) or a preset (model pinned)."""
     if model is None:
         return EncoderSpec(name, family, "vision", build, defaults, what, dim, WEIGHTS_SOURCE)
     preset = {k: v for k, v in defaults.items() if k != "model"}
-    return EncoderSpec(name, family, "vision", build, preset, f"torchvision {model}", dim,
-                       WEIGHTS_SOURCE, fixed={"model": model})
+    return EncoderSpec(
+        name, family, "vision", build, preset, f"torchvision {model}", dim, WEIGHTS_SOURCE, fixed={"model": model}
+    )
 
 
 def image_spec(name: str, model: str | None = None, dim: int | None = None) -> EncoderSpec:
-    return _spec(name, "torchvision-image", build_image, IMAGE_DEFAULTS, model, dim,
-                 "any torchvision image classifier (model=NAME), per frame")
+    return _spec(
+        name,
+        "torchvision-image",
+        build_image,
+        IMAGE_DEFAULTS,
+        model,
+        dim,
+        "any torchvision image classifier (model=NAME), per frame",
+    )
 
 
 def video_spec(name: str, model: str | None = None, dim: int | None = None) -> EncoderSpec:
-    return _spec(name, "torchvision-video", build_video, VIDEO_DEFAULTS, model, dim,
-                 f"torchvision video model (model={'|'.join(VIDEO_MODELS)}), per clip")
+    return _spec(
+        name,
+        "torchvision-video",
+        build_video,
+        VIDEO_DEFAULTS,
+        model,
+        dim,
+        f"torchvision video model (model={'|'.join(VIDEO_MODELS)}), per clip",
+    )
 
 
 SPECS = {

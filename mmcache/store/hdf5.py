@@ -30,10 +30,12 @@ class H5ShardWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.f = h5py.File(self.tmp, "w")
         chunks = (CHUNK_ROWS, dim)
-        self.feats = self.f.create_dataset("feats", (0, dim), dtype, maxshape=(None, dim), chunks=chunks,
-                                           track_times=False)
-        self.ts = self.f.create_dataset("ts", (0, 2), "float64", maxshape=(None, 2), chunks=(CHUNK_ROWS, 2),
-                                        track_times=False)
+        self.feats = self.f.create_dataset(
+            "feats", (0, dim), dtype, maxshape=(None, dim), chunks=chunks, track_times=False
+        )
+        self.ts = self.f.create_dataset(
+            "ts", (0, 2), "float64", maxshape=(None, 2), chunks=(CHUNK_ROWS, 2), track_times=False
+        )
         self.keys: list[str] = []
         self.offsets = [0]
         self.steps = 0
@@ -42,7 +44,7 @@ class H5ShardWriter:
         n = len(feats)
         for ds, arr in ((self.feats, feats), (self.ts, ts)):
             ds.resize(self.steps + n, axis=0)
-            ds[self.steps:self.steps + n] = arr
+            ds[self.steps : self.steps + n] = arr
         self.steps += n
         self.keys.append(key)
         self.offsets.append(self.steps)
@@ -75,8 +77,9 @@ def iter_h5(path: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
             offsets = np.asarray(f["offsets"][()], np.int64)
             keys = [k.decode("ascii") for k in f["keys"][()]]
             if feats.dtype.kind not in ALLOWED_KINDS or len(offsets) != len(keys) + 1:
-                raise CacheError(f"{path}: malformed HDF5 shard (dtype {feats.dtype}, "
-                                 f"{len(offsets)} offsets for {len(keys)} keys)")
+                raise CacheError(
+                    f"{path}: malformed HDF5 shard (dtype {feats.dtype}, {len(offsets)} offsets for {len(keys)} keys)"
+                )
             if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(feats) or len(ts) != len(feats):
                 raise CacheError(f"{path}: offsets do not cover feats ({offsets[-1]} vs {len(feats)} rows)")
             for i, key in enumerate(keys):

@@ -15,8 +15,14 @@ BACKENDS = ("webdataset", "hdf5")
 
 
 def new_manifest(backend: str) -> dict:
-    return {"format": "mmcache", "format_version": 1, "backend": backend,
-            "mmcache_version": __version__, "shards": {}, "fields": {}}
+    return {
+        "format": "mmcache",
+        "format_version": 1,
+        "backend": backend,
+        "mmcache_version": __version__,
+        "shards": {},
+        "fields": {},
+    }
 
 
 def load_manifest(root: Path) -> dict | None:
@@ -72,7 +78,8 @@ def check_same_fingerprint(field: str, recorded: dict, parts: dict, fingerprint:
     raise FingerprintMismatch(
         f"field {field!r}: fingerprint differs from {where} at {', '.join(keys[:3])} "
         f"({value_at(recorded['fingerprint_parts'], keys[0])!r} vs {value_at(parts, keys[0])!r}); "
-        "use another field name (field=NAME) or a new cache")
+        "use another field name (field=NAME) or a new cache"
+    )
 
 
 def value_at(parts: dict, dotted: str):
@@ -89,8 +96,7 @@ def read_samples(path: Path) -> list[dict]:
 
     from ..schema import load_schema
 
-    schema = {**load_schema("cache-manifest")["$defs"]["sample"],
-              "$defs": load_schema("cache-manifest")["$defs"]}
+    schema = {**load_schema("cache-manifest")["$defs"]["sample"], "$defs": load_schema("cache-manifest")["$defs"]}
     rows = []
     try:
         lines = Path(path).read_text("utf-8").splitlines()
