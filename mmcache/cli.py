@@ -119,6 +119,9 @@ def extract(
     shard_size: Annotated[int, typer.Option(help="Videos per shard.")] = 256,
     timeout: Annotated[float, typer.Option(help="Seconds a decode may stall before ffmpeg is killed.")] = 120.0,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any video failed (the cache is still written).")] = False,
+    dask: Annotated[
+        str | None, typer.Option(help="Compute on a dask cluster: a scheduler address (tcp://host:8786) or local:N.")
+    ] = None,
 ):
     """Extract features into a cache. Re-running is a no-op; new videos and new encoders are added."""
     from .extraction import extract as run
@@ -134,7 +137,14 @@ def extract(
             timeout=timeout,
             strict=False,
             progress=progress,
+            dask=dask,
         )
+    _print_report(report)
+    if strict and report.failures:
+        raise typer.Exit(1)
+
+
+def _print_report(report) -> None:
     for _source, reason in report.failures:
         err.print(f"[yellow]failed:[/] {reason}", highlight=False, soft_wrap=True)
     added = ", ".join(f"{f} ({n} shards)" for f, n in report.fields_added.items()) or "none"
@@ -144,8 +154,50 @@ def extract(
         f"cache: {report.cache}",
         highlight=False,
     )
-    if strict and report.failures:
-        raise typer.Exit(1)
+
+
+@app.command()
+@clean_errors
+def plan(
+    inputs: Annotated[list[Path], typer.Argument(help="As for extract.")],
+    encoder: Annotated[list[str], typer.Option("--encoder", "-e", help="As for extract.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Cache directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="webdataset or hdf5.")] = "webdataset",
+    shard_size: Annotated[int, typer.Option(help="Videos per shard.")] = 256,
+):
+    """Plan an extraction as shard tasks in <cache>/plan/ (for Snakemake: then run-shard each, then finalize)."""
+    from .extraction import plan_to_dir
+
+    shards = plan_to_dir(inputs, encoder, out_dir, backend=fmt, shard_size=shard_size)
+    out.print(
+        f"{len(shards)} shard task(s) planned in {out_dir / 'plan'}: {' '.join(shards) or 'nothing to do'}",
+        highlight=False,
+    )
+
+
+@app.command("run-shard")
+@clean_errors
+def run_shard(
+    cache: Annotated[Path, typer.Argument(help="Cache directory holding a plan.")],
+    shard: Annotated[str, typer.Argument(help="Shard name, e.g. 000003.")],
+    timeout: Annotated[float, typer.Option(help="Seconds a decode may stall before ffmpeg is killed.")] = 120.0,
+):
+    """Run one planned shard task; writes its files and <cache>/parts/SHARD.json (a done shard is a no-op)."""
+    from .extraction import run_planned_shard
+
+    progress = RichProgress()
+    with progress.bar:
+        part = run_planned_shard(cache, shard, timeout, progress)
+    out.print(f"shard {shard}: {len(part['fields'])} field file(s) published", highlight=False)
+
+
+@app.command()
+@clean_errors
+def finalize(cache: Annotated[Path, typer.Argument(help="Cache directory holding a plan and finished parts.")]):
+    """Record every planned shard in the manifest (written last) and remove the plan."""
+    from .extraction import finalize as run
+
+    _print_report(run(cache))
 
 
 @app.command()

@@ -36,8 +36,16 @@ from .store.manifest import (
 HASH_MEMO = ".input-hashes.json"
 PLAN_DIR, PARTS_DIR = "plan", "parts"
 
-__all__ = ["CacheLock", "ExtractReport", "Progress", "encoder_arg", "extract", "finalize", "plan_to_dir",
-           "run_planned_shard"]
+__all__ = [
+    "CacheLock",
+    "ExtractReport",
+    "Progress",
+    "encoder_arg",
+    "extract",
+    "finalize",
+    "plan_to_dir",
+    "run_planned_shard",
+]
 
 
 @dataclass
@@ -74,8 +82,9 @@ class CacheLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise CacheError(f"cache {self.path.parent} is being written by another mmcache process "
-                             "(wait for it to finish)") from None
+            raise CacheError(
+                f"cache {self.path.parent} is being written by another mmcache process (wait for it to finish)"
+            ) from None
         return self
 
     def __exit__(self, *exc):
@@ -117,9 +126,18 @@ def _checked(inputs, encoders, out, backend, shard_size):
     return videos, encoders, requested, root
 
 
-def extract(inputs: Sequence[str | Path] | str | Path, encoders: Iterable[str], out: str | Path, *,
-            backend: str = "webdataset", shard_size: int = 256, timeout: float = 120.0, strict: bool = False,
-            progress: Progress | None = None, dask: str | None = None) -> ExtractReport:
+def extract(
+    inputs: Sequence[str | Path] | str | Path,
+    encoders: Iterable[str],
+    out: str | Path,
+    *,
+    backend: str = "webdataset",
+    shard_size: int = 256,
+    timeout: float = 120.0,
+    strict: bool = False,
+    progress: Progress | None = None,
+    dask: str | None = None,
+) -> ExtractReport:
     """Extract features of `encoders` ('NAME' or 'NAME:k=v,...') for `inputs` into cache `out`.
 
     Re-running is a no-op; new videos go to new shards; a new encoder is added to every shard.
@@ -183,9 +201,12 @@ def make_plan(videos, encoder_args, requested, root, backend, shard_size, progre
     new = [v for v in videos if v.key not in known]
     start = max((int(s) for s in existing), default=-1) + 1
     for n, i in enumerate(range(0, len(new), shard_size)):
-        chunk = new[i:i + shard_size]
-        tasks.append(Task(f"{start + n:06d}", "new", list(args), chunk,
-                          {v.key: aliases[v.key] for v in chunk if v.key in aliases}))
+        chunk = new[i : i + shard_size]
+        tasks.append(
+            Task(
+                f"{start + n:06d}", "new", list(args), chunk, {v.key: aliases[v.key] for v in chunk if v.key in aliases}
+            )
+        )
     return Plan(manifest, args, tasks, report)
 
 
@@ -193,8 +214,10 @@ def _shard_videos(shard: str, rows: list[dict], fields: list[str], by_key: dict)
     ok_rows = [r for r in rows if r["status"] == "ok"]
     lost = [r["source"] for r in ok_rows if r["key"] not in by_key]
     if lost:
-        raise InputError(f"cannot add {', '.join(fields)} to shard {shard}: {len(lost)} of its videos are not "
-                         f"among the inputs (e.g. {lost[0]}); pass the inputs the cache was made from")
+        raise InputError(
+            f"cannot add {', '.join(fields)} to shard {shard}: {len(lost)} of its videos are not "
+            f"among the inputs (e.g. {lost[0]}); pass the inputs the cache was made from"
+        )
     return [by_key[r["key"]] for r in ok_rows]
 
 
@@ -205,7 +228,8 @@ def _check_options(name: str, encoder: str, opts: dict, recorded: dict) -> None:
     if keys:
         raise FingerprintMismatch(
             f"field {name!r} exists in the cache with different settings at {', '.join(keys[:3])} "
-            f"({value_at(theirs, keys[0])!r} vs {value_at(mine, keys[0])!r}); use another field name (field=NAME)")
+            f"({value_at(theirs, keys[0])!r} vs {value_at(mine, keys[0])!r}); use another field name (field=NAME)"
+        )
 
 
 def _numeric_options(opts: dict) -> dict:
@@ -237,8 +261,9 @@ def _fmt(v) -> str:
 # -- the same work split across processes (Snakemake): plan, run each shard, finalize ------------
 
 
-def plan_to_dir(inputs, encoders, out, *, backend: str = "webdataset", shard_size: int = 256,
-                progress: Progress | None = None) -> list[str]:
+def plan_to_dir(
+    inputs, encoders, out, *, backend: str = "webdataset", shard_size: int = 256, progress: Progress | None = None
+) -> list[str]:
     """Write <cache>/plan/<shard>.json for every shard task; returns the shard names (may be none)."""
     progress = progress or Progress()
     videos, encoders, requested, root = _checked(inputs, encoders, out, backend, shard_size)
@@ -266,8 +291,14 @@ def run_planned_shard(cache: str | Path, shard: str, timeout: float = 120.0, pro
             return done
         body = json.loads(path.read_text("utf-8"))
         manifest = load_manifest(root) or new_manifest(body["backend"])
-        part = run_task(root, body["backend"], Task.from_json(body["task"]), Encoders(body["args"], manifest["fields"]),
-                        timeout, progress)
+        part = run_task(
+            root,
+            body["backend"],
+            Task.from_json(body["task"]),
+            Encoders(body["args"], manifest["fields"]),
+            timeout,
+            progress,
+        )
         write_part(root, part)
         return part
 
@@ -283,8 +314,10 @@ def finalize(cache: str | Path) -> ExtractReport:
         parts = {s: read_part(root, s) for s in shards}
         missing = [s for s, p in parts.items() if p is None]
         if missing:
-            raise CacheError(f"cannot finalize {root}: shard(s) {', '.join(missing[:5])} have not finished "
-                             "(run `mmcache run-shard` for them)")
+            raise CacheError(
+                f"cannot finalize {root}: shard(s) {', '.join(missing[:5])} have not finished "
+                "(run `mmcache run-shard` for them)"
+            )
         first = json.loads((root / PLAN_DIR / f"{shards[0]}.json").read_text()) if shards else {}
         manifest = load_manifest(root) or new_manifest(first.get("backend", "webdataset"))
         report = ExtractReport(cache=root)
@@ -292,6 +325,7 @@ def finalize(cache: str | Path) -> ExtractReport:
             task = Task.from_json(json.loads((root / PLAN_DIR / f"{s}.json").read_text("utf-8"))["task"])
             apply_part(manifest, parts[s])
             report.record(task, parts[s])
+        report.inputs = report.new_ok + report.new_failed
         save_manifest(root, manifest)
         shutil.rmtree(root / PARTS_DIR, ignore_errors=True)
         shutil.rmtree(root / PLAN_DIR, ignore_errors=True)

@@ -46,8 +46,13 @@ class Task:
 
     def to_json(self) -> dict:
         videos = [{**asdict(v), "path": str(Path(v.path).absolute())} for v in self.videos]
-        return {"shard": self.shard, "kind": self.kind, "fields": self.fields, "videos": videos,
-                "aliases": self.aliases}
+        return {
+            "shard": self.shard,
+            "kind": self.kind,
+            "fields": self.fields,
+            "videos": videos,
+            "aliases": self.aliases,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> Task:
@@ -65,17 +70,24 @@ class Encoders:
         if name not in self.built:
             enc = build_encoder(self.args[name])
             if name in self.recorded:
-                check_same_fingerprint(name, self.recorded[name], enc.fingerprint_parts(), enc.fingerprint(),
-                                       "the cache")
+                check_same_fingerprint(
+                    name, self.recorded[name], enc.fingerprint_parts(), enc.fingerprint(), "the cache"
+                )
             self.built[name] = enc
         return self.built[name]
 
 
 def field_header(enc: Encoder) -> dict:
     """A field's manifest entry without its files."""
-    return {"encoder": enc.spec.name, "options": {k: v for k, v in enc.options.items() if k != "field"},
-            "modality": enc.spec.modality, "dim": enc.dim, "dtype": enc.store_dtype,
-            "fingerprint": enc.fingerprint(), "fingerprint_parts": json.loads(json.dumps(enc.fingerprint_parts()))}
+    return {
+        "encoder": enc.spec.name,
+        "options": {k: v for k, v in enc.options.items() if k != "field"},
+        "modality": enc.spec.modality,
+        "dim": enc.dim,
+        "dtype": enc.store_dtype,
+        "fingerprint": enc.fingerprint(),
+        "fingerprint_parts": json.loads(json.dumps(enc.fingerprint_parts())),
+    }
 
 
 def apply_part(manifest: dict, part: dict) -> None:
@@ -83,8 +95,9 @@ def apply_part(manifest: dict, part: dict) -> None:
     for name, f in part["fields"].items():
         entry = manifest["fields"].setdefault(name, {**f["header"], "files": {}})
         if entry["fingerprint"] != f["header"]["fingerprint"]:
-            check_same_fingerprint(name, entry, f["header"]["fingerprint_parts"], f["header"]["fingerprint"],
-                                   f"part {part['shard']}")
+            check_same_fingerprint(
+                name, entry, f["header"]["fingerprint_parts"], f["header"]["fingerprint"], f"part {part['shard']}"
+            )
         entry["files"][part["shard"]] = f["file"]
     if part["samples"] is not None:
         manifest["shards"][part["shard"]] = part["samples"]
@@ -127,7 +140,7 @@ def probe_jobs(videos: list[VideoInput], timeout: float, progress: Progress) -> 
 def with_source(reason: str, v: VideoInput) -> str:
     """Failure reasons name the input as the user gave it."""
     path = str(v.path)
-    return v.source + reason[len(path):] if reason.startswith(path) else reason
+    return v.source + reason[len(path) :] if reason.startswith(path) else reason
 
 
 def _writer(root: Path, backend: str, shard: str, enc: Encoder):
@@ -159,17 +172,32 @@ def _encode_field(root, backend, shard, enc, jobs, timeout, progress, outcomes: 
 def _publish(enc: Encoder, writer, missing: dict) -> dict:
     writer.close()
     sha, size = sha256_file(writer.path)
-    return {"header": field_header(enc),
-            "file": {"path": f"{enc.field}/{writer.path.name}", "bytes": size, "sha256": sha,
-                     "count": len(writer.keys), "steps": writer.steps, "missing": dict(sorted(missing.items()))}}
+    return {
+        "header": field_header(enc),
+        "file": {
+            "path": f"{enc.field}/{writer.path.name}",
+            "bytes": size,
+            "sha256": sha,
+            "count": len(writer.keys),
+            "steps": writer.steps,
+            "missing": dict(sorted(missing.items())),
+        },
+    }
 
 
 def _local(enc: Encoder, jobs: list[Job], timeout: float) -> Iterator[Outcome]:
     return run_encoder(enc, jobs, timeout=timeout)
 
 
-def run_task(root: Path, backend: str, task: Task, encoders: Encoders, timeout: float = 120.0,
-             progress: Progress | None = None, outcomes: Outcomes = _local) -> dict:
+def run_task(
+    root: Path,
+    backend: str,
+    task: Task,
+    encoders: Encoders,
+    timeout: float = 120.0,
+    progress: Progress | None = None,
+    outcomes: Outcomes = _local,
+) -> dict:
     progress = progress or Progress()
     run = _new_shard if task.kind == "new" else _add_fields
     return run(root, backend, task, encoders, timeout, progress, outcomes)
@@ -182,8 +210,9 @@ def _new_shard(root, backend, task, encoders, timeout, progress, outcomes) -> di
     try:
         for name in task.fields:
             enc = encoders.get(name)
-            writer, missing, field_failed = _encode_field(root, backend, task.shard, enc, jobs, timeout, progress,
-                                                          outcomes)
+            writer, missing, field_failed = _encode_field(
+                root, backend, task.shard, enc, jobs, timeout, progress, outcomes
+            )
             written.append((enc, writer, missing))
             if field_failed:  # a video that fails any field fails the sample in every field
                 failed.update(field_failed)
@@ -201,10 +230,20 @@ def _new_shard(root, backend, task, encoders, timeout, progress, outcomes) -> di
         raise
     data = samples_bytes(rows)
     write_atomic(root / "samples" / f"{task.shard}.jsonl", data)
-    samples = {"path": f"samples/{task.shard}.jsonl", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-               "count": len(rows), "ok": len(ok), "failed": len(rows) - len(ok)}
-    return {"shard": task.shard, "samples": samples, "fields": fields,
-            "failures": [[r["source"], r["error"]] for r in rows if r["status"] == "failed"]}
+    samples = {
+        "path": f"samples/{task.shard}.jsonl",
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "count": len(rows),
+        "ok": len(ok),
+        "failed": len(rows) - len(ok),
+    }
+    return {
+        "shard": task.shard,
+        "samples": samples,
+        "fields": fields,
+        "failures": [[r["source"], r["error"]] for r in rows if r["status"] == "failed"],
+    }
 
 
 def _drop_failed(root, backend, shard, enc, writer, ok):
@@ -220,10 +259,18 @@ def _drop_failed(root, backend, shard, enc, writer, ok):
 
 
 def sample_row(v: VideoInput, info, error: str | None, aliases: list[str]) -> dict:
-    row = {"key": v.key, "id": v.id, "source": v.source, "sha256": v.sha256 or None, "bytes": v.bytes,
-           "duration": None if info is None else info.duration,
-           "streams": None if info is None else info.summary(),
-           "status": "failed" if error else "ok", "error": error, "meta": v.meta}
+    row = {
+        "key": v.key,
+        "id": v.id,
+        "source": v.source,
+        "sha256": v.sha256 or None,
+        "bytes": v.bytes,
+        "duration": None if info is None else info.duration,
+        "streams": None if info is None else info.summary(),
+        "status": "failed" if error else "ok",
+        "error": error,
+        "meta": v.meta,
+    }
     if aliases:
         row["aliases"] = aliases
     return row
@@ -235,8 +282,7 @@ def _add_fields(root, backend, task, encoders, timeout, progress, outcomes) -> d
     fields = {}
     for name in task.fields:
         enc = encoders.get(name)
-        writer, missing, field_failed = _encode_field(root, backend, task.shard, enc, jobs, timeout, progress,
-                                                      outcomes)
+        writer, missing, field_failed = _encode_field(root, backend, task.shard, enc, jobs, timeout, progress, outcomes)
         missing.update(failed)
         missing.update(field_failed)  # the sample stays ok in other fields; this field says why
         fields[name] = _publish(enc, writer, missing)
