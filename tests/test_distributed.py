@@ -20,8 +20,11 @@ from mmcache.synth import CLASSES, make_clip
 
 def files(root: Path) -> dict[str, bytes]:
     skip = (".lock", ".input-hashes.json")
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(skip)}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(skip)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +60,14 @@ def test_planned_shards_in_any_order_give_the_same_cache(tmp_path, videos, local
 def test_dask_local_cluster_gives_the_same_cache(tmp_path, videos, local_cache):
     root = tmp_path / "cache"
     mmcache.extract([videos], ["logmel", "mfcc:fps=2"], root, shard_size=2, dask="local:2")
-    assert not (root / ".staging").exists() and mmcache.verify_cache(root) == []
-    mine, theirs = files(root), files(local_cache)
-    assert mine.keys() == theirs.keys()
-    assert {k: v for k, v in mine.items() if k.startswith(("samples/", "logmel/"))} == \
-        {k: v for k, v in theirs.items() if k.startswith(("samples/", "logmel/"))}
-    # dask encodes one video per batch: a matmul-based front end (MFCC's DCT) may round differently from
-    # batches that span videos, so those features agree to float16 precision rather than bit for bit
-    a, b = mmcache.open_cache(root).load_field("mfcc"), mmcache.open_cache(local_cache).load_field("mfcc")
-    for x, y in zip(a.feats, b.feats, strict=True):
-        assert np.allclose(x.astype(np.float32), y.astype(np.float32), rtol=2e-3, atol=1e-3)
+    assert not (root / ".staging").exists()
+    assert files(root) == files(local_cache)  # one video per batch on dask, batches across videos locally
 
 
 def test_dask_worker_killed_mid_task_is_rerun_elsewhere(tmp_path, videos):
     from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
     client = Client(cluster)
     killed = []
 
@@ -89,8 +83,9 @@ def test_dask_worker_killed_mid_task_is_rerun_elsewhere(tmp_path, videos):
     killer = threading.Thread(target=kill_one_worker_once_work_started, daemon=True)
     killer.start()
     try:
-        mmcache.extract([videos], [FAST_RESNET, "logmel"], tmp_path / "cache", shard_size=3,
-                        dask=cluster.scheduler_address)
+        mmcache.extract(
+            [videos], [FAST_RESNET, "logmel"], tmp_path / "cache", shard_size=3, dask=cluster.scheduler_address
+        )
     finally:
         killer.join(timeout=10)
         client.close()
@@ -104,5 +99,6 @@ def test_dask_worker_killed_mid_task_is_rerun_elsewhere(tmp_path, videos):
         assert fa.keys == fb.keys
         for x, y in zip(fa.feats, fb.feats, strict=True):
             assert np.allclose(x.astype(np.float32), y.astype(np.float32), atol=2e-3)
-    assert (tmp_path / "cache" / "logmel" / "000000.tar").read_bytes() == \
-        (tmp_path / "local" / "logmel" / "000000.tar").read_bytes()
+    assert (tmp_path / "cache" / "logmel" / "000000.tar").read_bytes() == (
+        tmp_path / "local" / "logmel" / "000000.tar"
+    ).read_bytes()

@@ -29,7 +29,9 @@ class FrontEndEncoder(TorchEncoder):
         return self.run(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = self.module(x)  # (N, bins, frames)
+        # (N, 1, samples): torchaudio's MFCC clamps dB to top_db below the max of each item's (C, F, T)
+        # block; without the channel axis that max would span the whole batch, coupling videos
+        spec = self.module(x.unsqueeze(1)).squeeze(1)  # (N, bins, frames)
         if self.log:
             spec = torch.log(spec + 1e-6)
         return spec.mean(dim=-1)  # (N, bins)
@@ -65,7 +67,7 @@ def build_mfcc(spec: EncoderSpec, field: str, opts: dict) -> FrontEndEncoder:
         opts,
         module,
         opts["n_mfcc"],
-        {"transform": "MFCC", **melkwargs, "n_mfcc": opts["n_mfcc"], "pool": "mean"},
+        {"transform": "MFCC", **melkwargs, "n_mfcc": opts["n_mfcc"], "pool": "mean", "top_db_scope": "per item"},
         False,
     )
 
