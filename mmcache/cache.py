@@ -1,5 +1,8 @@
 """Reading a cache: `open_cache(path)` to iterate samples or load one field as arrays, and
-`verify_cache(path)` to recompute every size, hash and count the manifest records."""
+`verify_cache(path)` to recompute every size, hash and count the manifest records.
+
+`path` is a directory, or a remote location (http(s):// URL or `pipe:` command, see remote.py)
+read through the same relative paths of the validated manifest."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CacheError, FingerprintMismatch
-from .store.atomic import sha256_file
+from .remote import LocalSource, Missing, Scan, Source, source_for
 from .store.hdf5 import iter_h5
-from .store.manifest import check_same_fingerprint, load_manifest, read_samples
+from .store.manifest import check_same_fingerprint, load_manifest, parse_samples
 from .store.tar import iter_tar
 
 READERS = {"webdataset": iter_tar, "hdf5": iter_h5}
@@ -47,10 +50,13 @@ class FieldArrays:
 
 
 class Cache:
-    """A published cache: only what manifest.json lists exists."""
+    """A published cache: only what manifest.json lists exists. `root` is the directory (a Path) or
+    the URL as given; `source` reads the listed files from either."""
 
-    def __init__(self, root: Path, manifest: dict):
+    def __init__(self, root: Path | str, manifest: dict, source: Source | None = None):
         self.root, self.manifest = root, manifest
+        self.source = source or LocalSource(Path(root))
+        self._rows: dict[str, list[dict]] = {}  # samples index per shard (listed files never change)
 
     @property
     def backend(self) -> str:
@@ -68,10 +74,15 @@ class Cache:
         """Samples index rows of every shard in order (each row gains 'shard')."""
         rows = []
         for shard in self.shards:
-            for row in read_samples(self.root / self.manifest["shards"][shard]["path"]):
+            for row in self._shard_rows(shard):
                 if status is None or row["status"] == status:
                     rows.append({**row, "shard": shard})
         return rows
+
+    def _shard_rows(self, shard: str) -> list[dict]:
+        if shard not in self._rows:
+            self._rows[shard] = self.source.samples(self.manifest["shards"][shard])
+        return self._rows[shard]
 
     def _field(self, name: str) -> dict:
         if name not in self.fields:
@@ -84,7 +95,7 @@ class Cache:
         entry = self._field(name)["files"].get(shard)
         if entry is None:
             raise CacheError(f"field {name!r} has no file for shard {shard} (incomplete extraction: re-run extract)")
-        return {k: (f, t) for k, f, t in iter_shard_file(self.root / entry["path"], self.backend)}
+        return {k: (f, t) for k, f, t in self.source.iter_file(entry, self.backend)}
 
     def iter_samples(self, fields: Sequence[str] | None = None) -> Iterator[dict]:
         """Ok samples with {field: (feats, ts) or None}, one shard in memory at a time."""
@@ -93,7 +104,7 @@ class Cache:
             self._field(name)
         for shard in self.shards:
             data = {name: self.read_field_shard(name, shard) for name in fields}
-            for row in read_samples(self.root / self.manifest["shards"][shard]["path"]):
+            for row in self._shard_rows(shard):
                 if row["status"] == "ok":
                     yield {**row, "shard": shard, **{name: data[name].get(row["key"]) for name in fields}}
 
@@ -120,23 +131,30 @@ class Cache:
 
 
 def open_cache(path: str | Path) -> Cache:
-    root = Path(path)
-    manifest = load_manifest(root)
+    """A cache directory, or a remote one: `http(s)://host/cache/` or `pipe:CMD ... {path} ...`."""
+    source = source_for(path)
+    if isinstance(source, LocalSource):
+        root = source.root
+        manifest = load_manifest(root)
+    else:
+        root, manifest = path, source.manifest()
     if manifest is None:
         raise CacheError(f"{root} is not an mmcache cache (no manifest.json)")
-    return Cache(root, manifest)
+    return Cache(root, manifest, source)
 
 
 def verify_cache(path: str | Path) -> list[str]:
-    """Every problem found, each naming the file; an empty list means the cache is intact."""
+    """Every problem found, each naming the file; an empty list means the cache is intact. A remote
+    cache is read once, file by file (tar shards streamed, HDF5 shards through a temp file)."""
     cache = open_cache(path)
     problems: list[str] = []
     ok_keys: dict[str, set[str]] = {}
     for shard in cache.shards:
         entry = cache.manifest["shards"][shard]
-        if _check_file(cache.root, entry, problems):
+        scan = _check_file(cache, entry, None, problems)
+        if scan is not None:
             try:
-                rows = read_samples(cache.root / entry["path"])
+                rows = parse_samples(scan.data, cache.source.label(entry["path"]))
             except CacheError as e:
                 problems.append(str(e))
                 continue
@@ -154,41 +172,46 @@ def verify_cache(path: str | Path) -> list[str]:
         for shard, entry in sorted(field["files"].items()):
             if shard not in cache.manifest["shards"]:
                 problems.append(f"{entry['path']}: shard {shard} is not in the manifest's shards")
-            elif _check_file(cache.root, entry, problems):
-                _check_contents(cache, name, field, entry, ok_keys.get(shard, set()), problems)
+                continue
+            scan = _check_file(cache, entry, cache.backend, problems)
+            if scan is not None:
+                _check_contents(scan, field, entry, ok_keys.get(shard, set()), problems)
     return problems
 
 
-def _check_file(root: Path, entry: dict, problems: list[str]) -> bool:
-    path = root / entry["path"]
-    if not path.is_file():
-        problems.append(f"{entry['path']}: missing")
-        return False
-    sha, size = sha256_file(path)
-    if size != entry["bytes"]:
-        problems.append(f"{entry['path']}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
-        return False
-    if sha != entry["sha256"]:
-        problems.append(f"{entry['path']}: sha256 mismatch (content changed or corrupt)")
-        return False
-    return True
-
-
-def _check_contents(cache: Cache, name: str, field: dict, entry: dict, ok: set[str], problems: list[str]) -> None:
-    keys, steps = [], 0
+def _check_file(cache: Cache, entry: dict, backend: str | None, problems: list[str]) -> Scan | None:
+    """Read a listed file once; the scan when its size and sha256 match the manifest."""
     try:
-        for key, feats, ts in iter_shard_file(cache.root / entry["path"], cache.backend):
-            if feats.ndim != 2 or feats.shape[1] != field["dim"] or str(feats.dtype) != field["dtype"]:
-                problems.append(
-                    f"{entry['path']}: sample {key} has {feats.dtype}{feats.shape}, "
-                    f"expected {field['dtype']} (T, {field['dim']})"
-                )
-            if ts.shape != (len(feats), 2):
-                problems.append(f"{entry['path']}: sample {key} has timestamps {ts.shape} for {len(feats)} steps")
-            keys.append(key)
-            steps += len(feats)
+        scan = cache.source.scan(entry, backend)
+    except Missing:
+        problems.append(f"{entry['path']}: missing")
+        return None
     except CacheError as e:
-        problems.append(str(e))
+        problems.append(f"{entry['path']}: cannot read ({e})")
+        return None
+    if scan.size != entry["bytes"]:
+        problems.append(f"{entry['path']}: {scan.size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+        return None
+    if scan.sha256 != entry["sha256"]:
+        problems.append(f"{entry['path']}: sha256 mismatch (content changed or corrupt)")
+        return None
+    return scan
+
+
+def _check_contents(scan: Scan, field: dict, entry: dict, ok: set[str], problems: list[str]) -> None:
+    keys, steps = [], 0
+    for key, dtype, shape, ts_shape in scan.records or []:
+        n = shape[0] if shape else 0
+        if len(shape) != 2 or shape[1] != field["dim"] or dtype != field["dtype"]:
+            problems.append(
+                f"{entry['path']}: sample {key} has {dtype}{shape}, expected {field['dtype']} (T, {field['dim']})"
+            )
+        if ts_shape != (n, 2):
+            problems.append(f"{entry['path']}: sample {key} has timestamps {ts_shape} for {n} steps")
+        keys.append(key)
+        steps += n
+    if scan.error is not None:
+        problems.append(scan.error)
         return
     if (len(keys), steps) != (entry["count"], entry["steps"]):
         problems.append(

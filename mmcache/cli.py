@@ -203,7 +203,7 @@ def finalize(cache: Annotated[Path, typer.Argument(help="Cache directory holding
 @app.command()
 @clean_errors
 def inspect(
-    cache: Annotated[Path, typer.Argument(help="Cache directory.")],
+    cache: Annotated[str, typer.Argument(help="Cache directory, http(s):// URL, or pipe:CMD with {path}.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """Fields, dims, dtypes, samples ok/failed, bytes and fingerprints of a cache."""
@@ -276,7 +276,7 @@ def _human(n: int) -> str:
 
 @app.command()
 @clean_errors
-def verify(cache: Annotated[Path, typer.Argument(help="Cache directory.")]):
+def verify(cache: Annotated[str, typer.Argument(help="Cache directory, http(s):// URL, or pipe:CMD with {path}.")]):
     """Recompute every file's size, sha256, sample and step counts; exit 1 naming each bad file."""
     from .cache import verify_cache
 
@@ -286,3 +286,151 @@ def verify(cache: Annotated[Path, typer.Argument(help="Cache directory.")]):
     if problems:
         raise typer.Exit(1)
     out.print(f"ok: {cache} verified (sizes, sha256, counts)", highlight=False)
+
+
+# -- sharing: stats, merge, diff --------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def stats(
+    cache: Annotated[str, typer.Argument(help="Cache directory (or a URL: then the stats are only printed).")],
+    field: Annotated[
+        list[str] | None, typer.Option("--field", "-f", help="Field to measure; repeat for several (default: all).")
+    ] = None,
+    record: Annotated[
+        bool, typer.Option(help="Record them in the manifest under fields.<f>.stats (--no-record: only print).")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full per-dimension stats as JSON.")] = False,
+):
+    """Per-dimension mean/std of every stored step of a field (out of core, float64), for normalisation."""
+    from .remote import is_url
+    from .sharing import compute_stats, record_stats
+
+    changed: list[str] = []
+    recorded = record and not is_url(cache)
+    if recorded:
+        result, changed = record_stats(cache, field)
+    else:
+        result = compute_stats(cache, field)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+    else:
+        table = Table("field", "dim", "steps", "mean (avg over dims)", "std (avg)", "std (min)", "std (max)")
+        for name, st in result.items():
+            if st is None:
+                table.add_row(name, "", "0", "no steps", "", "", "")
+                continue
+            mean, std = st["mean"], st["std"]
+            table.add_row(
+                name,
+                str(len(mean)),
+                str(st["steps"]),
+                f"{sum(mean) / len(mean):.4g}",
+                f"{sum(std) / len(std):.4g}",
+                f"{min(std):.4g}",
+                f"{max(std):.4g}",
+            )
+        out.print(table)
+    for name in changed:
+        err.print(f"[yellow]not recorded:[/] field {name} changed while it was measured; run stats again")
+    done = [n for n, st in result.items() if st is not None and n not in changed]
+    if recorded:
+        err.print(f"recorded stats of {', '.join(done) or 'no field'} in {Path(cache) / 'manifest.json'}")
+    elif record:
+        err.print("not recorded: a remote cache is read-only (run stats where the cache lives)")
+
+
+@app.command()
+@clean_errors
+def merge(
+    inputs: Annotated[list[str], typer.Argument(help="Caches to merge (directories or URLs), in priority order.")],
+    out_dir: Annotated[str, typer.Option("--out", "-o", help="New cache directory for the union.")],
+    allow_partial: Annotated[
+        bool,
+        typer.Option(help="Leave out fields that only some inputs have (default: refuse; a field needs every shard)."),
+    ] = False,
+):
+    """Union of several caches' samples (deduplicated by key) in a new cache; fingerprints must agree."""
+    from .sharing import merge_caches
+
+    progress = RichProgress()
+    with progress.bar:
+        report = merge_caches(inputs, out_dir, allow_partial=allow_partial, progress=progress)
+    for name, holders in report.dropped_fields.items():
+        err.print(
+            f"[yellow]dropped field:[/] {name} (only in {', '.join(holders)}; add it back with "
+            f"`mmcache extract VIDEOS -e ENCODER:field={name} --out {out_dir}`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.meta_conflicts:
+        err.print(
+            f"[yellow]note:[/] {len(report.meta_conflicts)} duplicate sample(s) had different metadata in the "
+            f"inputs (first: {report.meta_conflicts[0]}); the first input's row was kept",
+            highlight=False,
+        )
+    out.print(
+        f"merged {len(report.inputs)} caches into {out_dir}: {report.samples} samples ({report.ok} ok, "
+        f"{report.failed} failed), {report.duplicates} duplicate row(s) dropped, {report.shards} shards; "
+        f"fields: {', '.join(report.fields) or 'none'}; files copied {report.copied}, rewritten {report.rewritten}",
+        highlight=False,
+    )
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="First cache (directory or URL).")],
+    b: Annotated[str, typer.Argument(help="Second cache.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Samples listed per group in the text output.")] = 20,
+):
+    """Fields, fingerprint keys and samples that differ between two caches. Exit 0 when they hold the
+    same fields and samples, 1 when they differ, 2 on trouble (like diff)."""
+    from .sharing import diff_caches
+
+    try:
+        d = diff_caches(a, b)
+    except MMCacheError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(d, indent=1) + "\n")
+    else:
+        _print_diff(d, limit)
+    raise typer.Exit(0 if d["identical"] else 1)
+
+
+def _print_diff(d: dict, limit: int) -> None:
+    a, b = d["a"], d["b"]
+    p = functools.partial(out.print, highlight=False, soft_wrap=True)
+    if d["identical"]:
+        p(f"same fields and samples: {a} and {b} ({len(d['fields']['same'])} fields, {d['samples']['common']} samples)")
+        return
+    f = d["fields"]
+    for side, where in (("only_a", a), ("only_b", b)):
+        if f[side]:
+            p(f"fields only in {where}: {', '.join(f[side])}")
+    for name, keys in f["differ"].items():
+        shown = ", ".join(f"{k['key']} ({k['a']!r} vs {k['b']!r})" for k in keys[:5])
+        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+        p(f"field {name}: fingerprint differs at {shown}{more}")
+    s = d["samples"]
+    for side, where in (("only_a", a), ("only_b", b)):
+        rows = s[side]
+        if rows:
+            p(f"{len(rows)} sample(s) only in {where}:")
+            for r in rows[:limit]:
+                p(f"  {r['key']}  {r['source']}  ({r['status']})")
+            if len(rows) > limit:
+                p(f"  ... and {len(rows) - limit} more (--json lists all)")
+    if s["status_differs"]:
+        p(f"{len(s['status_differs'])} sample(s) with a different status:")
+        for r in s["status_differs"][:limit]:
+            p(f"  {r['key']}  {r['source']}  ({r['a']} in {a}, {r['b']} in {b})")
+    for name, sides in d["data"].items():
+        p(
+            f"field {name}: data only in {a} for {len(sides['only_a'])} sample(s), "
+            f"only in {b} for {len(sides['only_b'])}"
+        )
+    p(f"{s['common']} sample(s) in both; fields in both and made the same way: {', '.join(f['same']) or 'none'}")

@@ -9,7 +9,6 @@ same work across processes for Snakemake; `dask=` computes features on a dask cl
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from .errors import CacheError, DecodeError, FingerprintMismatch, InputError
 from .inputs import dedupe, key_input, resolve_inputs
 from .shards import Encoders, Progress, Task, apply_part, read_part, run_task, write_part
 from .store.atomic import remove_stale_temps, write_atomic
+from .store.lock import CacheLock
 from .store.manifest import (
     BACKENDS,
     differing_keys,
@@ -68,28 +68,6 @@ class ExtractReport:
         self.new_ok += part["samples"]["ok"]
         self.new_failed += part["samples"]["failed"]
         self.failures += [tuple(f) for f in part["failures"]]
-
-
-class CacheLock:
-    """An exclusive flock: a second writer refuses at once; a crash releases it."""
-
-    def __init__(self, root: Path, name: str = ".lock"):
-        self.path = root / name
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise CacheError(
-                f"cache {self.path.parent} is being written by another mmcache process (wait for it to finish)"
-            ) from None
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
 
 
 @dataclass

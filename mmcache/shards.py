@@ -18,13 +18,11 @@ from .encoders import Encoder, build_encoder
 from .errors import CacheError, DecodeError
 from .pipeline import Job, Outcome, run_encoder
 from .probe import probe
+from .store import WRITERS
 from .store.atomic import sha256_file, write_atomic
-from .store.hdf5 import H5ShardWriter
 from .store.manifest import check_same_fingerprint, dumps, samples_bytes
-from .store.tar import TarShardWriter
 from .types import VideoInput
 
-WRITERS = {"webdataset": TarShardWriter, "hdf5": H5ShardWriter}
 Outcomes = Callable[[Encoder, list[Job], float], Iterator[Outcome]]
 
 
@@ -124,7 +122,9 @@ def probe_jobs(videos: list[VideoInput], timeout: float, progress: Progress) -> 
     for v in videos:
         try:
             if not v.sha256:
-                raise DecodeError(f"{v.source}: file missing or unreadable")
+                # a named pipe or device is never read (hashing it would block): say so
+                odd = v.path.exists() and not v.path.is_file()
+                raise DecodeError(f"{v.source}: {'not a regular file' if odd else 'file missing or unreadable'}")
             if v.bytes == 0:
                 raise DecodeError(f"{v.source}: empty file (0 bytes)")
             info = probe(v.path, timeout=timeout)

@@ -32,7 +32,7 @@ class TrainConfig:
     modality_dropout: float = 0.0  # chance to hide a whole modality of a training sample
     max_steps: int = 32  # time steps kept per field (uniformly subsampled when longer)
     align: bool = False  # resample every field onto the first field's time grid (always on for segment)
-    normalize: bool = True  # per-field standardisation with train-split statistics
+    normalize: bool = True  # per-field standardisation: the cache's `mmcache stats` if recorded, else train split
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.01

@@ -192,7 +192,9 @@ def load_data(
     if norm is not None:
         data.norm = norm
     elif cfg.normalize:
-        data.norm = _train_stats(data)
+        cached = _cache_stats(cache_list, names)
+        data.norm = cached if cached is not None else _train_stats(data)
+        data.report["norm"] = "cache" if cached is not None else "train"
     return data
 
 
@@ -386,6 +388,27 @@ def _check_present(data: Data) -> None:
         data.split[np.flatnonzero(none.numpy())] = "dropped"
         if not len(keep):
             raise DataError("no labelled sample has data in any requested field")
+
+
+def _cache_stats(cache_list: list[Cache], names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Per-field mean/std recorded by `mmcache stats` (all stored steps of the cache, float64), pooled
+    over several caches by step counts; None unless every field has fresh stats in every cache, in
+    which case the train split's statistics are computed instead (`_train_stats`)."""
+    from mmcache.sharing import fresh_stats
+
+    out = {}
+    for n in names:
+        found = [fresh_stats(c.fields[n]) for c in cache_list]
+        if any(st is None or not st["steps"] for st in found):
+            return None
+        steps = np.array([st["steps"] for st in found], np.float64)[:, None]
+        means = np.array([st["mean"] for st in found], np.float64)
+        stds = np.array([st["std"] for st in found], np.float64)
+        mean = (steps * means).sum(0) / steps.sum()
+        var = (steps * (stds**2 + means**2)).sum(0) / steps.sum() - mean**2
+        std = np.sqrt(np.maximum(var, 0)) + 1e-6
+        out[n] = (mean.astype(np.float32), std.astype(np.float32))
+    return out
 
 
 def _train_stats(data: Data) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -14,8 +14,8 @@ from conftest import FAST_RESNET
 
 import mmcache
 from mmcache.errors import CacheError, DecodeError, FingerprintMismatch
-from mmcache.extraction import CacheLock
 from mmcache.schema import schema_errors
+from mmcache.store.lock import CacheLock
 from mmcache.synth import make_clip
 
 ENCODERS = [FAST_RESNET, "logmel:fps=2,window=0.5", "minilm-text"]

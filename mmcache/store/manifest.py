@@ -30,20 +30,25 @@ def load_manifest(root: Path) -> dict | None:
     path = Path(root) / MANIFEST
     if not path.is_file():
         return None
+    return parse_manifest(path.read_bytes(), str(path))
+
+
+def parse_manifest(data: bytes, where: str) -> dict:
+    """Validate manifest bytes (from a file or a URL) against the schema and the path rules."""
     try:
-        manifest = json.loads(path.read_text("utf-8"))
+        manifest = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"{path}: not valid JSON ({e})") from None
+        raise CacheError(f"{where}: not valid JSON ({e})") from None
     errs = schema_errors(manifest, "cache-manifest")
     if errs:
-        raise CacheError(f"{path}: invalid manifest: {errs[0]}")
+        raise CacheError(f"{where}: invalid manifest: {errs[0]}")
     for name, field in manifest["fields"].items():
         for shard, entry in field["files"].items():
             if entry["path"] != f"{name}/{shard}{'.tar' if manifest['backend'] == 'webdataset' else '.h5'}":
-                raise CacheError(f"{path}: field {name} shard {shard} points at {entry['path']!r}")
+                raise CacheError(f"{where}: field {name} shard {shard} points at {entry['path']!r}")
     for shard, entry in manifest["shards"].items():
         if entry["path"] != f"samples/{shard}.jsonl":
-            raise CacheError(f"{path}: shard {shard} points at {entry['path']!r}")
+            raise CacheError(f"{where}: shard {shard} points at {entry['path']!r}")
     return manifest
 
 
@@ -92,6 +97,15 @@ def value_at(parts: dict, dotted: str):
 
 def read_samples(path: Path) -> list[dict]:
     """Rows of a samples index file, each checked against the schema's sample definition."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CacheError(f"{path}: cannot read samples index ({e})") from None
+    return parse_samples(data, str(path))
+
+
+def parse_samples(data: bytes, where: str) -> list[dict]:
+    """Rows of samples index bytes (from a file or a URL), each checked against the schema."""
     import jsonschema
 
     from ..schema import load_schema
@@ -99,15 +113,15 @@ def read_samples(path: Path) -> list[dict]:
     schema = {**load_schema("cache-manifest")["$defs"]["sample"], "$defs": load_schema("cache-manifest")["$defs"]}
     rows = []
     try:
-        lines = Path(path).read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CacheError(f"{path}: cannot read samples index ({e})") from None
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise CacheError(f"{where}: cannot read samples index ({e})") from None
     for i, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
             jsonschema.validate(row, schema)
         except (json.JSONDecodeError, jsonschema.ValidationError) as e:
-            raise CacheError(f"{path}:{i}: bad samples row ({str(e).splitlines()[0]})") from None
+            raise CacheError(f"{where}:{i}: bad samples row ({str(e).splitlines()[0]})") from None
         rows.append(row)
     return rows
 

@@ -1,0 +1,473 @@
+"""Sharing caches across teams: `merge` several caches into one, `diff` two caches, and `stats`
+(cache-wide per-dimension mean/std, computed out of core with dask and recorded in the manifest).
+
+Inputs may be directories or remote caches (http(s)://, pipe:); every byte copied or read from an
+input is checked against the size and sha256 its manifest records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cache import Cache, open_cache
+from .errors import CacheError, FingerprintMismatch, InputError
+from .remote import LocalSource, is_url, source_for
+from .store import WRITERS
+from .store.atomic import atomic_path, remove_stale_temps, sha256_file, write_atomic
+from .store.lock import CacheLock
+from .store.manifest import (
+    check_same_fingerprint,
+    differing_keys,
+    load_manifest,
+    new_manifest,
+    parse_samples,
+    samples_bytes,
+    save_manifest,
+    value_at,
+)
+
+SUFFIX = {"webdataset": ".tar", "hdf5": ".h5"}
+HEADER_KEYS = ("encoder", "options", "modality", "dim", "dtype", "fingerprint", "fingerprint_parts")
+
+__all__ = [
+    "MergeReport",
+    "compute_stats",
+    "diff_caches",
+    "files_digest",
+    "fresh_stats",
+    "merge_caches",
+    "record_stats",
+]
+
+
+# -- merge ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class MergeReport:
+    out: Path
+    inputs: list[str]
+    shards: int = 0
+    samples: int = 0
+    ok: int = 0
+    failed: int = 0
+    duplicates: int = 0  # rows whose key an earlier input (or an ok row) already gave
+    fields: list[str] = field(default_factory=list)
+    dropped_fields: dict[str, list[str]] = field(default_factory=dict)  # field -> the inputs that had it
+    copied: int = 0  # field files copied byte for byte
+    rewritten: int = 0  # field files rewritten without duplicate samples
+    meta_conflicts: list[str] = field(default_factory=list)  # keys whose duplicate rows disagree on meta
+
+
+def merge_caches(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    allow_partial: bool = False,
+    progress=None,
+) -> MergeReport:
+    """Union of the samples of `inputs` (deduplicated by key) in a new cache `out`.
+
+    Fields must have the same fingerprint in every input (refused naming the first differing key).
+    A field that only some inputs have is an error, or with `allow_partial` is left out of the
+    output: a field needs a file for every shard, and its missing features cannot be made without
+    the videos (add it back with `mmcache extract VIDEOS -e ENCODER --out OUT`).
+    For a key in several inputs the first ok row wins (an ok row beats a failed one); the other
+    rows' names become its `aliases`. Shards are renumbered in input order; a shard's field files
+    are copied byte for byte unless a duplicate sample must be removed from them. Files are published
+    one by one and the manifest last, so `out` becomes a cache in one step.
+    """
+
+    progress = progress or _Quiet()
+    if not inputs:
+        raise InputError("nothing to merge: give at least one cache")
+    if is_url(out if isinstance(out, str) else str(out)):
+        raise InputError(f"merge output must be a local directory, not {out}")
+    out = Path(out)
+    caches = [open_cache(p) for p in inputs]
+    names = [str(p) for p in inputs]
+    for c, name in zip(caches, names, strict=True):
+        if isinstance(c.source, LocalSource) and c.source.root.resolve() == out.resolve():
+            raise InputError(f"merge output {out} is one of the inputs ({name}); merge into a new directory")
+    if load_manifest(out) is not None:
+        raise InputError(f"{out} already holds a cache; merge into a new directory (give it as an input)")
+    backends = {c.backend for c in caches}
+    if len(backends) > 1:
+        raise CacheError(
+            "cannot merge caches of different formats: "
+            + ", ".join(f"{n} is {c.backend}" for c, n in zip(caches, names, strict=True))
+        )
+    backend = caches[0].backend
+    report = MergeReport(out=out, inputs=names)
+    kept = _merge_fields(caches, names, allow_partial, report)
+    winners, aliases = _choose_rows(caches, report)
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"output directory {out} is not writable ({e.strerror or e})") from None
+    manifest = new_manifest(backend)
+    for name in kept:
+        header = caches[[i for i, c in enumerate(caches) if name in c.fields][0]].fields[name]
+        manifest["fields"][name] = {k: header[k] for k in HEADER_KEYS} | {"files": {}}
+    total = sum(len(c.shards) * (1 + len(kept)) for c in caches)
+    progress.start("merge", total)
+    with CacheLock(out):
+        remove_stale_temps(out)
+        n = 0
+        for i, c in enumerate(caches):
+            for shard in c.shards:
+                rows = _rows(c, shard)
+                keep = [dict(r) for j, r in enumerate(rows) if winners[r["key"]] == (i, shard, j)]
+                progress.advance("merge", 1 + len(kept))
+                if not keep:
+                    continue
+                new = f"{n:06d}"
+                n += 1
+                for r in keep:
+                    names_ = aliases.get(r["key"], set()) - {r["source"]}
+                    if names_:
+                        r["aliases"] = sorted(names_)
+                manifest["shards"][new] = _write_samples(out, new, keep)
+                ok = {r["key"] for r in rows if r["status"] == "ok"}
+                dropped = ok - {r["key"] for r in keep}
+                for name in kept:
+                    entry = c.fields[name]["files"][shard]
+                    manifest["fields"][name]["files"][new] = _copy_field_file(
+                        c, name, entry, out, new, ok - dropped, dropped, report
+                    )
+                report.samples += len(keep)
+                report.ok += sum(r["status"] == "ok" for r in keep)
+        report.shards = n
+        report.failed = report.samples - report.ok
+        save_manifest(out, manifest)  # last: before this, `out` holds no cache for readers
+    return report
+
+
+class _Quiet:
+    """No progress display (the CLI passes rich bars with the same two methods)."""
+
+    def start(self, task: str, total: int) -> None: ...
+
+    def advance(self, task: str, n: int = 1) -> None: ...
+
+
+def _merge_fields(caches: list[Cache], names: list[str], allow_partial: bool, report: MergeReport) -> list[str]:
+    everything = sorted({f for c in caches for f in c.fields})
+    for f in everything:  # a mismatch is refused even for a field that would be dropped
+        holders = [i for i, c in enumerate(caches) if f in c.fields]
+        first = caches[holders[0]].fields[f]
+        for i in holders[1:]:
+            other = caches[i].fields[f]
+            try:
+                check_same_fingerprint(f, first, other["fingerprint_parts"], other["fingerprint"], names[i])
+            except FingerprintMismatch as e:
+                why = str(e).split("; use another field name")[0]  # that advice is for extract
+                raise FingerprintMismatch(
+                    f"cannot merge {names[holders[0]]} and {names[i]}: {why}; re-extract one of them with the "
+                    "other's settings, or under another field name (field=NAME)"
+                ) from None
+    kept = []
+    for f in everything:
+        holders = [names[i] for i, c in enumerate(caches) if f in c.fields]
+        if len(holders) == len(caches):
+            kept.append(f)
+            continue
+        if not allow_partial:
+            lacking = [n for n, c in zip(names, caches, strict=True) if f not in c.fields]
+            raise CacheError(
+                f"field {f!r} is in {', '.join(holders)} but not in {', '.join(lacking)}; pass --allow-partial "
+                "to leave it out of the merged cache (a field needs data for every shard)"
+            )
+        report.dropped_fields[f] = holders
+    for f in kept:
+        for c, n in zip(caches, names, strict=True):
+            lacking = [s for s in c.shards if s not in c.fields[f]["files"]]
+            if lacking:
+                raise CacheError(
+                    f"{n}: field {f} has no file for shard {lacking[0]} (incomplete extraction: "
+                    "re-run extract on that cache first)"
+                )
+    report.fields = kept
+    return kept
+
+
+def _rows(cache: Cache, shard: str) -> list[dict]:
+    """A shard's samples rows, fetched once and checked against the manifest's size and sha256."""
+    if shard not in cache._rows:
+        entry = cache.manifest["shards"][shard]
+        cache._rows[shard] = parse_samples(cache.source.fetch(entry), cache.source.label(entry["path"]))
+    return cache._rows[shard]
+
+
+def _choose_rows(caches: list[Cache], report: MergeReport):
+    """key -> (input, shard, row index) of the row that is kept; key -> every name it was given."""
+    winners: dict[str, tuple[int, str, int]] = {}
+    status: dict[str, str] = {}
+    meta: dict[str, dict] = {}
+    aliases: dict[str, set[str]] = {}
+    for i, c in enumerate(caches):
+        for shard in c.shards:
+            for j, r in enumerate(_rows(c, shard)):
+                k = r["key"]
+                aliases.setdefault(k, set()).update([r["source"], *r.get("aliases", [])])
+                if k not in winners:
+                    winners[k], status[k], meta[k] = (i, shard, j), r["status"], r.get("meta", {})
+                    continue
+                report.duplicates += 1
+                if r.get("meta", {}) != meta[k] and k not in report.meta_conflicts:
+                    report.meta_conflicts.append(k)
+                if status[k] == "failed" and r["status"] == "ok":
+                    winners[k], status[k], meta[k] = (i, shard, j), "ok", r.get("meta", {})
+    return winners, aliases
+
+
+def _write_samples(out: Path, shard: str, rows: list[dict]) -> dict:
+    data = samples_bytes(rows)
+    write_atomic(out / "samples" / f"{shard}.jsonl", data)
+    ok = sum(r["status"] == "ok" for r in rows)
+    return {
+        "path": f"samples/{shard}.jsonl",
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "count": len(rows),
+        "ok": ok,
+        "failed": len(rows) - ok,
+    }
+
+
+def _copy_field_file(
+    cache: Cache, name: str, entry: dict, out: Path, shard: str, ok: set[str], dropped: set[str], report: MergeReport
+) -> dict:
+    """Copy (or, when a kept-elsewhere duplicate has data in it, rewrite) one field file as `shard`."""
+    field_ = cache.fields[name]
+    path = out / name / f"{shard}{SUFFIX[cache.backend]}"
+    missing = {k: v for k, v in entry["missing"].items() if k in ok}
+    if not dropped - set(entry["missing"]):  # nothing to remove: the same bytes under the new name
+        with atomic_path(path) as tmp:
+            cache.source.copy_to(entry, tmp)
+        report.copied += 1
+        return {**entry, "path": f"{name}/{path.name}", "missing": missing}
+    writer = WRITERS[cache.backend](path, field_["dim"], field_["dtype"])
+    try:
+        for key, feats, ts in cache.source.iter_file(entry, cache.backend, check=True):
+            if key in ok:
+                writer.add(key, feats, ts)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    sha, size = sha256_file(path)
+    report.rewritten += 1
+    return {
+        "path": f"{name}/{path.name}",
+        "bytes": size,
+        "sha256": sha,
+        "count": len(writer.keys),
+        "steps": writer.steps,
+        "missing": missing,
+    }
+
+
+# -- diff -----------------------------------------------------------------------------------------
+
+
+def diff_caches(a: str | Path, b: str | Path) -> dict:
+    """What differs between two caches: fields (only in one; fingerprint keys that differ, dotted),
+    samples (only in one, by key; status), and per common field which samples have data in only one.
+    Shard layout, backend and feature bytes are not compared (verify checks the bytes)."""
+    ca, cb = open_cache(a), open_cache(b)
+    fa, fb = ca.fields, cb.fields
+    common = sorted(set(fa) & set(fb))
+    differ = {}
+    for f in common:
+        if fa[f]["fingerprint"] != fb[f]["fingerprint"]:
+            keys = differing_keys(fa[f]["fingerprint_parts"], fb[f]["fingerprint_parts"]) or ["fingerprint"]
+            keys.sort(key=lambda k: not k.startswith("options."))  # what the user set first, then what follows
+            differ[f] = [
+                {"key": k, "a": value_at(fa[f]["fingerprint_parts"], k), "b": value_at(fb[f]["fingerprint_parts"], k)}
+                for k in keys
+            ]
+    ra = {r["key"]: r for r in ca.samples()}
+    rb = {r["key"]: r for r in cb.samples()}
+
+    def brief(r: dict) -> dict:
+        return {"key": r["key"], "source": r["source"], "status": r["status"]}
+
+    def order(rows):
+        return sorted(rows, key=lambda r: (r["source"], r["key"]))
+
+    status = [
+        {"key": k, "source": ra[k]["source"], "a": ra[k]["status"], "b": rb[k]["status"]}
+        for k in sorted(set(ra) & set(rb))
+        if ra[k]["status"] != rb[k]["status"]
+    ]
+    data = {}
+    both_ok = {k for k in set(ra) & set(rb) if ra[k]["status"] == rb[k]["status"] == "ok"}
+    for f in common:
+        if f in differ:
+            continue
+        ha, hb = _with_data(ca, f) & both_ok, _with_data(cb, f) & both_ok
+        if ha != hb:
+            data[f] = {"only_a": sorted(ha - hb), "only_b": sorted(hb - ha)}
+    result = {
+        "a": str(a),
+        "b": str(b),
+        "fields": {
+            "only_a": sorted(set(fa) - set(fb)),
+            "only_b": sorted(set(fb) - set(fa)),
+            "differ": differ,
+            "same": [f for f in common if f not in differ],
+        },
+        "samples": {
+            "only_a": order(brief(ra[k]) for k in set(ra) - set(rb)),
+            "only_b": order(brief(rb[k]) for k in set(rb) - set(ra)),
+            "status_differs": status,
+            "common": len(set(ra) & set(rb)),
+        },
+        "data": data,
+        "backend": {"a": ca.backend, "b": cb.backend},
+    }
+    s, fl = result["samples"], result["fields"]
+    result["identical"] = not (fl["only_a"] or fl["only_b"] or differ or s["only_a"] or s["only_b"] or status or data)
+    return result
+
+
+def _with_data(cache: Cache, name: str) -> set[str]:
+    """Keys of ok samples that have data in field `name` (ok, with a file, not listed as missing)."""
+    files = cache.fields[name]["files"]
+    keys = set()
+    for r in cache.samples("ok"):
+        entry = files.get(r["shard"])
+        if entry is not None and r["key"] not in entry["missing"]:
+            keys.add(r["key"])
+    return keys
+
+
+# -- stats ----------------------------------------------------------------------------------------
+
+
+def files_digest(field_entry: dict) -> str:
+    """sha256 of the canonical JSON of {shard: file sha256}: which bytes a field's stats describe."""
+    files = {s: e["sha256"] for s, e in field_entry["files"].items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fresh_stats(field_entry: dict) -> dict | None:
+    """The field's recorded stats when they describe its current files (else None: stale or absent)."""
+    st = field_entry.get("stats")
+    if not st or st.get("files_digest") != files_digest(field_entry):
+        return None
+    dim = field_entry["dim"]
+    if len(st.get("mean", [])) != dim or len(st.get("std", [])) != dim:
+        return None
+    if st.get("steps") != sum(e["steps"] for e in field_entry["files"].values()):
+        return None
+    return st
+
+
+def _load_steps(source, entry: dict, backend: str, dim: int) -> np.ndarray:
+    """Every step of one field file as float64 (T_total, D); remote bytes are checked."""
+    feats = [f for _, f, _ in source.iter_file(entry, backend)]
+    x = np.concatenate(feats).astype(np.float64) if feats else np.zeros((0, dim))
+    if x.shape != (entry["steps"], dim):
+        raise CacheError(
+            f"{source.label(entry['path'])}: {x.shape[0]} steps of dim {x.shape[1]}, manifest says "
+            f"{entry['steps']} of {dim} (run `mmcache verify`)"
+        )
+    return x
+
+
+def compute_stats(
+    cache: Cache | str | Path, fields: Sequence[str] | None = None, scheduler: str = "threads"
+) -> dict[str, dict | None]:
+    """Per-dimension mean and (population) std over every stored step of each field, out of core:
+    a dask array of one chunk per shard file (each loaded as float64 by a delayed task), reduced
+    in float64. A field with no steps gets None."""
+    import dask
+    import dask.array as da
+
+    cache = cache if isinstance(cache, Cache) else open_cache(cache)
+    names = list(cache.fields) if not fields else list(fields)
+    for n in names:
+        cache._field(n)  # unknown names: one clear error listing the available fields
+    lazy, result = {}, {}
+    for n in names:
+        f = cache.fields[n]
+        entries = [e for _, e in sorted(f["files"].items()) if e["steps"]]
+        if not entries:
+            result[n] = None
+            continue
+        chunks = [
+            da.from_delayed(
+                dask.delayed(_load_steps)(cache.source, e, cache.backend, f["dim"]),
+                shape=(e["steps"], f["dim"]),
+                dtype=np.float64,
+            )
+            for e in entries
+        ]
+        x = da.concatenate(chunks, axis=0)
+        lazy[n] = (x.mean(axis=0), x.std(axis=0))
+    (computed,) = dask.compute(lazy, scheduler=scheduler)
+    for n, (mean, std) in computed.items():
+        f = cache.fields[n]
+        result[n] = {
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+            "steps": int(sum(e["steps"] for e in f["files"].values())),
+            "files_digest": files_digest(f),
+        }
+    return {n: result[n] for n in names}
+
+
+def record_stats(
+    path: str | Path, fields: Sequence[str] | None = None, scheduler: str = "threads"
+) -> tuple[dict[str, dict | None], list[str]]:
+    """Compute stats (without holding the lock), then under the cache lock re-read the manifest and
+    record `fields.<f>.stats` for each field whose files are still the ones measured; the manifest
+    is rewritten atomically. Returns (stats, fields skipped because they changed meanwhile)."""
+    source = source_for(path)
+    if not isinstance(source, LocalSource):
+        raise CacheError(f"{path}: stats can only be recorded in a local cache (use --no-record to print them)")
+    stats = compute_stats(open_cache(source.root), fields, scheduler)
+    root = source.root
+    changed = []
+    with _locked(root):
+        manifest = load_manifest(root)
+        if manifest is None:
+            raise CacheError(f"{root} is not an mmcache cache (no manifest.json)")
+        recorded = 0
+        for n, st in stats.items():
+            f = manifest["fields"].get(n)
+            if st is None:
+                continue
+            if f is None or files_digest(f) != st["files_digest"]:
+                changed.append(n)  # extended or replaced while we computed: these numbers describe old files
+                continue
+            f["stats"] = st
+            recorded += 1
+        if recorded:
+            save_manifest(root, manifest)  # atomic rewrite under the lock
+    return stats, changed
+
+
+@contextlib.contextmanager
+def _locked(root: Path):
+    """The writer lock of extract (CacheLock), with an unwritable cache as one clear error."""
+
+    lock = CacheLock(root)
+    try:
+        lock.__enter__()
+    except OSError as e:
+        raise CacheError(f"cannot lock {root} to record stats ({e.strerror or e}); use --no-record") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
