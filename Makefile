@@ -20,14 +20,10 @@ test: setup
 lint: setup
 	$(PY) -m ruff check .
 
-demo: setup  ## a few ffmpeg-made clips -> extract -> inspect -> verify
-	rm -rf $(DEMO)
-	$(PY) -m mmcache.synth $(DEMO)/videos --per-class 2
-	w=$$($(PY) -m mmcache.demo resnet18) && \
-	mmcache extract $(DEMO)/videos/videos.csv -e resnet18:fps=2,weights=$$w -e logmel:fps=2,window=0.5 \
-	  -e minilm-text --out $(DEMO)/cache --shard-size 4
-	mmcache inspect $(DEMO)/cache
-	mmcache verify $(DEMO)/cache
+demo: setup  ## the Snakemake workflow (workflows/config/config.yaml): 60 clips -> 6 shards, 2 at once -> train -> report
+	@test ! -d $(DEMO) -o -d $(DEMO)/logs || { echo "replacing $(DEMO)/ (made before the workflow)"; rm -rf $(DEMO); }
+	$(PY) -m snakemake --cores 2 --config out=$(DEMO)
+	@cat $(DEMO)/report.txt
 
 bench: setup
 	$(PY) benchmarks/bench_extract.py

@@ -296,6 +296,7 @@ def finalize(cache: str | Path) -> ExtractReport:
                 f"cannot finalize {root}: shard(s) {', '.join(missing[:5])} have not finished "
                 "(run `mmcache run-shard` for them)"
             )
+        remove_stale_temps(root)  # left by killed run-shard jobs; every planned shard has finished
         first = json.loads((root / PLAN_DIR / f"{shards[0]}.json").read_text()) if shards else {}
         manifest = load_manifest(root) or new_manifest(first.get("backend", "webdataset"))
         report = ExtractReport(cache=root)

@@ -231,3 +231,7 @@ def sweep(config: Annotated[Path, Opt(help="Sweep YAML (schemas/sweep-config.sch
             str(r["trial"]), json.dumps(r["options"]), str(r["monitor"]), f"{r['mean']:.4f}", f"{r['std']:.4f}"
         )
     out.print(table)
+
+
+if __name__ == "__main__":  # `python -m mmfit.cli ...` ran nothing and exited 0 without this
+    app(prog_name="mmfit")

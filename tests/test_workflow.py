@@ -1,0 +1,166 @@
+"""The Snakemake workflow on the tiny test config: lint, dry runs (local and SLURM profile), a real
+run whose cache `mmcache verify` accepts, config errors that name the field, and a run killed
+mid-extraction that completes on re-run with a cache byte-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "workflows" / "config" / "test.yaml"
+OUT = "demo/workflow-test"  # `out` of the test config, relative to the workflow's working directory
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+IGNORED = {".input-hashes.json"}  # local memo of input hashes (size + mtime): not part of the cache
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+
+
+def command(workdir: Path, *args: str, configs: tuple[Path, ...] = ()) -> list[str]:
+    """The repository's workflow with `workdir` as its working directory and the test config
+    (+ `configs` over it); `args` start with an option (--configfile takes several values)."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    return [*cmd, "--configfile", str(TEST_CONFIG), *map(str, configs), *args]
+
+
+def snakemake(workdir: Path, *args: str, configs: tuple[Path, ...] = (), timeout: float = 300):
+    return subprocess.run(command(workdir, *args, configs=configs), capture_output=True, text=True, timeout=timeout)
+
+
+def override(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cache_files(cache: Path) -> dict[str, bytes]:
+    """Every file under the cache, except lock files and the input-hash memo."""
+    return {
+        p.relative_to(cache).as_posix(): p.read_bytes()
+        for p in sorted(cache.rglob("*"))
+        if p.is_file() and not p.name.startswith(".lock") and p.name not in IGNORED
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """One uninterrupted `snakemake --cores 2 extract_features` on the test config."""
+    work = tmp_path_factory.mktemp("workflow")
+    res = snakemake(work, "--cores", "2", "extract_features")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (work / "snakemake.log").write_text(res.stdout + res.stderr)
+    return work
+
+
+def test_lint_is_clean():
+    res = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Lints for" not in res.stdout + res.stderr
+
+
+def test_dry_run_plans_the_whole_demo(tmp_path):
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode == 0, res.stderr
+    for rule in ("make_demo_videos", "plan", "finalize", "extract_features", "train", "report", "all"):
+        assert rule in res.stdout, rule
+
+
+@pytest.mark.parametrize("profile, shown", [("slurm", "runtime=60"), ("local", "rule make_demo_videos")])
+def test_profile_dry_run(tmp_path, profile, shown):
+    """The profiles parse and plan; the SLURM one without a cluster (a dry run submits nothing, and
+    needs no sbatch/sinfo). --directory keeps the check independent of outputs in the checkout."""
+    cmd = [*SNAKEMAKE, "--profile", f"workflows/profiles/{profile}", "-n", "extract_features"]
+    cmd += ["--configfile", "workflows/config/test.yaml", "--directory", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "This was a dry-run" in res.stdout
+    assert shown in res.stdout  # e.g. the profile's default-resources reached the jobs
+
+
+@pytest.mark.parametrize("device, gpus", [("cpu", "gpu=0"), ("cuda", "gpu=1")])
+def test_shard_jobs_ask_for_a_gpu_only_on_cuda(tmp_path, device, gpus):
+    part = f"{OUT}/cache/parts/000000.json"
+    res = snakemake(tmp_path, "-n", "--config", f"device={device}", "--", part)
+    assert res.returncode == 0, res.stderr
+    shard_job = res.stdout.split("rule extract_shard:")[1]
+    assert gpus in shard_job.split("\n\n")[0]
+
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ({"extract": {"shard_size": 0}}, "On instance['extract']['shard_size']"),
+        ({"extract": {"shardsize": 10}}, "('shardsize' was unexpected)"),
+        ({"videos": {"synthesize": None}}, "On instance['videos']"),  # neither a sheet nor synthesize
+    ],
+)
+def test_config_error_names_the_field(tmp_path, bad, says):
+    res = snakemake(tmp_path, "-n", configs=(override(tmp_path, bad),))
+    assert res.returncode != 0
+    message = res.stdout + res.stderr
+    assert "Error validating config" in message
+    assert says in message, message[-2000:]
+
+
+def test_real_run_makes_a_verified_cache(finished):
+    cache = finished / OUT / "cache"
+    res = subprocess.run(["mmcache", "verify", str(cache)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not (cache / "plan").exists() and not (cache / "parts").exists()  # finalize cleaned up
+    assert (cache / ".snakemake-plan.json").is_file()  # the checkpoint's output outlives them
+    assert len(list((cache / "samples").glob("*.jsonl"))) == 3  # 6 clips, shard size 2
+
+
+def test_cores_n_runs_n_shard_jobs_at_once(finished):
+    log = (finished / "snakemake.log").read_text()
+    before_first_finished = log.split("(Rule: extract_shard)")[0]
+    assert before_first_finished.count("rule extract_shard:") == 2  # --cores 2, threads 1 per shard job
+
+
+def test_second_run_is_a_no_op(finished):
+    res = snakemake(finished, "-n", "extract_features")
+    assert res.returncode == 0, res.stderr
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_an_identical_cache(tmp_path, finished):
+    """SIGKILL snakemake and its jobs once a shard is done but before finalize, re-run, compare bytes."""
+    sheet = finished / OUT / "videos" / "videos.csv"  # the same videos as the uninterrupted run
+    configs = (override(tmp_path, {"videos": {"sheet": str(sheet), "synthesize": None}}),)
+    work = tmp_path / "work"
+    cache = work / OUT / "cache"
+    cmd = command(work, "--cores", "2", "extract_features", configs=configs)
+    work.mkdir()
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while proc.poll() is None and time.monotonic() < deadline:
+                if any((cache / "parts").glob("*.json")) and not (cache / "manifest.json").exists():
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run ended before it could be killed"
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not (cache / "manifest.json").exists()
+
+    # A killed snakemake leaves its lock: --unlock (as the message says), then re-run the cut-off jobs.
+    assert snakemake(work, "--unlock", configs=configs).returncode == 0
+    res = snakemake(work, "--cores", "2", "--rerun-incomplete", "extract_features", configs=configs)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    resumed, reference = cache_files(cache), cache_files(finished / OUT / "cache")
+    assert sorted(resumed) == sorted(reference), set(resumed) ^ set(reference)
+    differ = [f for f in reference if resumed[f] != reference[f]]
+    assert not differ, f"files that differ from the uninterrupted run: {differ}"
