@@ -32,6 +32,7 @@ class ConcatFusion(nn.Module):
     """Masked mean over time per modality, concatenated, plus one presence flag per modality.
     With a linear head this is logistic regression on mean-pooled features: the strong default."""
 
+    pooled = True  # only sees each field's mean over time: the data can be pooled once
     produces_logits = False
 
     def __init__(self, dims: dict[str, int], **_):
@@ -48,6 +49,7 @@ class ConcatFusion(nn.Module):
 class LateFusion(nn.Module):
     """One head per modality on its pooled features; logits averaged over present modalities."""
 
+    pooled = True  # only sees each field's mean over time: the data can be pooled once
     produces_logits = True
 
     def __init__(self, dims: dict[str, int], head_factory, **_):
@@ -66,6 +68,7 @@ class GatedFusion(nn.Module):
     """Gated multimodal unit: per-modality tanh projections mixed by softmax gates over the present
     modalities, the gates computed from all pooled features."""
 
+    pooled = True  # only sees each field's mean over time: the data can be pooled once
     produces_logits = False
 
     def __init__(self, dims: dict[str, int], hidden: int = 256, dropout: float = 0.1, **_):
@@ -188,6 +191,10 @@ class PerceiverFusion(nn.Module):
             z = layer(z)
         return self.norm(z.mean(1))
 
+
+POOLED = {
+    name for name, cls in (("concat", ConcatFusion), ("late", LateFusion), ("gated", GatedFusion))
+}  # see Data.pool
 
 FUSIONS = {
     "concat": ConcatFusion,
