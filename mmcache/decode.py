@@ -126,8 +126,15 @@ class FFmpegPipe:
         return ffmpeg_reason(list(self.tail), self.path) or "no output"
 
 
+# ffmpeg-python hashes every node as UTF-8 text, so a file name that is not UTF-8 (lone surrogates
+# in Python) raised UnicodeEncodeError and such a video could never be decoded. Graphs are built on
+# this placeholder; `_run` swaps in the real input argument in the compiled argument list.
+_INPUT = "file:mmcache-input"
+
+
 def _run(stream, path: Path, timeout: float) -> FFmpegPipe:
     args = stream.global_args(*_GLOBAL_ARGS).compile(cmd=FFMPEG)
+    args = [ffmpeg_input(path) if a == _INPUT else a for a in args]
     return FFmpegPipe(args, path, timeout)
 
 
@@ -168,8 +175,22 @@ def iter_frames(
     """
     if info.video is None:
         raise DecodeError(f"{info.path}: no video stream")
-    src = ffmpeg.input(ffmpeg_input(info.path)).video
-    graph = _scale_crop(src.filter("fps", fps=str(rate)).filter("setsar", 1), resize, crop)
+    n = yield from _grid_frames(info, rate, resize, crop, max_frames, timeout, "round")
+    if n == 0:
+        # A video shorter than half a grid step (e.g. a single frame) gives no frame with the fps
+        # filter's default rounding at end of file, and failed as "no frames decoded". Like
+        # read_clips, a readable video keeps at least one step: its first frame, at t=0. Only this
+        # case is decoded again, so every other video's frames are unchanged.
+        n = yield from _grid_frames(info, rate, resize, crop, max_frames, timeout, "pass")
+    if n == 0:
+        raise DecodeError(f"{info.path}: no frames decoded")
+
+
+def _grid_frames(info, rate, resize, crop, max_frames, timeout, eof_action: str):
+    """iter_frames' decode; returns the number of frames yielded."""
+    src = ffmpeg.input(_INPUT).video
+    fps = {"fps": str(rate)} if eof_action == "round" else {"fps": str(rate), "eof_action": eof_action}
+    graph = _scale_crop(src.filter("fps", **fps).filter("setsar", 1), resize, crop)
     out_args = {"format": "rawvideo", "pix_fmt": "rgb24"}
     if max_frames is not None:
         out_args["frames:v"] = max_frames
@@ -188,8 +209,7 @@ def iter_frames(
         ok = True
     finally:
         pipe.close(check=ok)
-    if i == 0:
-        raise DecodeError(f"{info.path}: no frames decoded")
+    return i
 
 
 def iter_audio(
@@ -198,7 +218,7 @@ def iter_audio(
     """Yield mono float32 chunks of the first audio stream at `sample_rate`."""
     if info.audio is None:
         raise DecodeError(f"{info.path}: no audio stream")
-    src = ffmpeg.input(ffmpeg_input(info.path))
+    src = ffmpeg.input(_INPUT)
     out = src["a:0"].output("pipe:", format="f32le", ac=1, ar=sample_rate)
     pipe = _run(out, info.path, timeout)
     ok = False
@@ -217,7 +237,7 @@ def iter_audio(
 
 def read_subtitle_stream(info: ProbeInfo, timeout: float = 60.0) -> str:
     """The first embedded subtitle stream converted to SRT text."""
-    out = ffmpeg.input(ffmpeg_input(info.path))["s:0"].output("pipe:", format="srt")
+    out = ffmpeg.input(_INPUT)["s:0"].output("pipe:", format="srt")
     pipe = _run(out, info.path, timeout)
     chunks = []
     buf = bytearray(1 << 16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def resolve_inputs(inputs: Iterable[str | Path]) -> list[VideoInput]:
         elif path.suffix.lower() in SHEET_SUFFIXES:
             videos += read_sheet(path)
         else:
-            videos.append(VideoInput(path=path, source=str(item)))
+            videos.append(VideoInput(path=path, source=display_name(str(item))))
     if not videos:
         raise InputError(
             f"no videos found in {', '.join(map(str, inputs))} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})"
@@ -59,7 +60,15 @@ def _folder(root: Path) -> list[VideoInput]:
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
-    return [VideoInput(path=p, source=p.relative_to(root).as_posix()) for p in found]
+    return [VideoInput(path=p, source=display_name(p.relative_to(root).as_posix())) for p in found]
+
+
+def display_name(name: str) -> str:
+    """A file name as valid UTF-8 text. Names that are not UTF-8 (e.g. Latin-1 bytes from an old
+    archive) come back from the OS with lone surrogates, which the samples index (UTF-8 JSON) cannot
+    hold: writing it crashed the whole run. Such bytes are shown as \\xNN; the file itself is still
+    read through its real path."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_sheet(path: Path) -> list[VideoInput]:
@@ -71,7 +80,9 @@ def read_sheet(path: Path) -> list[VideoInput]:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"cannot read video sheet {path}: {e}") from None
     if not rows or "path" not in rows[0]:
-        cols = ", ".join(rows[0]) if rows else "none"
+        # a row longer than the header keeps its extra cells under the key None: skip it, or the
+        # join raised TypeError instead of this message
+        cols = ", ".join(c for c in rows[0] if c is not None) if rows else "none"
         raise InputError(f"video sheet {path} needs a 'path' column (columns: {cols})")
     videos = []
     for i, row in enumerate(rows, 2):
@@ -100,6 +111,10 @@ def key_input(v: VideoInput, memo: dict | None = None) -> None:
     """
     try:
         st = v.path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            # a named pipe or device given as an input: reading it to hash it would block forever
+            # (or never end, /dev/zero) before any per-file timeout applies; it fails as unreadable
+            raise OSError(f"{v.path} is not a regular file")
         ident = [st.st_size, st.st_mtime_ns]
         hit = None if memo is None else memo.get(str(v.path.absolute()))
         if isinstance(hit, list) and len(hit) == 3 and hit[:2] == ident and isinstance(hit[2], str):

@@ -53,7 +53,10 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
     need = ["start", "end", *columns] if segments else columns
     missing = [c for c in need if c not in cols]
     if missing or not ({"key", "id"} & cols):
-        raise DataError(f"labels {path} needs columns {'key or id'}, {', '.join(need)} (has: {', '.join(rows[0])})")
+        # a row longer than the header puts its extra cells under the key None (csv.DictReader):
+        # joining that None raised TypeError instead of this message
+        has = ", ".join(c for c in rows[0] if c is not None)
+        raise DataError(f"labels {path} needs columns {'key or id'}, {', '.join(need)} (has: {has})")
     by_id, by_stem = _index(samples)
     keys = {s["key"] for s in samples}
     table = LabelTable({}, {}, source=str(path))
@@ -69,9 +72,9 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
                 raise DataError(f"labels {path}: split {split!r} for {ref}; allowed: {', '.join(SPLITS)}")
             table.split[key] = split
         if segments:
-            try:
+            try:  # a row shorter than the header has None cells: TypeError/AttributeError, not a crash
                 span = (float(row["start"]), float(row["end"]), row[columns[0]].strip())
-            except ValueError:
+            except (ValueError, TypeError, AttributeError):
                 raise DataError(f"labels {path}: bad start/end for {ref}: {row['start']!r}, {row['end']!r}") from None
             table.spans.setdefault(key, []).append(span)
             table.values.setdefault(key, [])

@@ -21,8 +21,9 @@ def load_npy(data: bytes, where: str) -> np.ndarray:
     """Decode .npy bytes with pickling disabled; object or structured dtypes are refused."""
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise CacheError(f"{where}: not a plain .npy array ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged or crafted header also raises tokenize.TokenError,
+        # SyntaxError or MemoryError (a shape of petabytes), which escaped verify and plain reads
+        raise CacheError(f"{where}: not a plain .npy array ({type(e).__name__}: {e})") from None
     if arr.dtype.kind not in ALLOWED_KINDS:
         raise CacheError(f"{where}: refusing .npy with dtype {arr.dtype}")
     return arr

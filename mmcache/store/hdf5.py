@@ -87,5 +87,7 @@ def iter_h5(path: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
                     raise CacheError(f"{path}: bad key {key!r}")
                 a, b = offsets[i], offsets[i + 1]
                 yield key, feats[a:b], ts[a:b]
-    except (OSError, KeyError, UnicodeDecodeError) as e:
+    except (OSError, KeyError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as e:
+        # AttributeError/TypeError/ValueError: a crafted file with e.g. integer keys or a group named
+        # feats escaped as a foreign exception from verify and plain reads
         raise CacheError(f"{path}: not a readable mmcache HDF5 shard ({e})") from None
