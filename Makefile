@@ -27,6 +27,7 @@ demo: setup  ## the Snakemake workflow (workflows/config/config.yaml): 60 clips 
 
 bench: setup
 	$(PY) benchmarks/bench_extract.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache bench-out
