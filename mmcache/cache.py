@@ -95,7 +95,13 @@ class Cache:
         entry = self._field(name)["files"].get(shard)
         if entry is None:
             raise CacheError(f"field {name!r} has no file for shard {shard} (incomplete extraction: re-run extract)")
-        return {k: (f, t) for k, f, t in self.source.iter_file(entry, self.backend)}
+        data = {k: (f, t) for k, f, t in self.source.iter_file(entry, self.backend)}
+        if len(data) != entry["count"]:  # a tar cut at a member boundary reads as a clean end of file
+            raise CacheError(
+                f"{entry['path']}: {len(data)} samples read, manifest says {entry['count']} "
+                "(truncated or corrupt; run mmcache verify)"
+            )
+        return data
 
     def iter_samples(self, fields: Sequence[str] | None = None) -> Iterator[dict]:
         """Ok samples with {field: (feats, ts) or None}, one shard in memory at a time."""

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -34,7 +35,7 @@ def clean_errors(fn):
         try:
             return fn(*args, **kwargs)
         except MMCacheError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -146,7 +147,7 @@ def extract(
 
 def _print_report(report) -> None:
     for _source, reason in report.failures:
-        err.print(f"[yellow]failed:[/] {reason}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]failed:[/] {escape(str(reason))}", highlight=False, soft_wrap=True)
     added = ", ".join(f"{f} ({n} shards)" for f, n in report.fields_added.items()) or "none"
     out.print(
         f"{report.inputs} videos: {report.cached} already cached, {report.new_ok} new ok, "
@@ -282,7 +283,7 @@ def verify(cache: Annotated[str, typer.Argument(help="Cache directory, http(s):/
 
     problems = verify_cache(cache)
     for p in problems:
-        err.print(f"[bold red]bad:[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]bad:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     out.print(f"ok: {cache} verified (sizes, sha256, counts)", highlight=False)
@@ -392,7 +393,7 @@ def diff(
     try:
         d = diff_caches(a, b)
     except MMCacheError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         sys.stdout.write(json.dumps(d, indent=1) + "\n")
@@ -434,3 +435,7 @@ def _print_diff(d: dict, limit: int) -> None:
             f"only in {b} for {len(sides['only_b'])}"
         )
     p(f"{s['common']} sample(s) in both; fields in both and made the same way: {', '.join(f['same']) or 'none'}")
+
+
+if __name__ == "__main__":  # `python -m mmcache.cli ...`
+    app(prog_name="mmcache")

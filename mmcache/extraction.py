@@ -252,7 +252,9 @@ def plan_to_dir(
         (root / PLAN_DIR).mkdir()
         for task in plan.tasks:
             body = {"backend": backend, "args": plan.args, "task": task.to_json()}
-            write_atomic(root / PLAN_DIR / f"{task.shard}.json", dumps(body).encode())
+            write_atomic(
+                root / PLAN_DIR / f"{task.shard}.json", json.dumps(body, sort_keys=True).encode()
+            )  # ascii: any name
         write_atomic(root / PLAN_DIR / "plan.json", dumps({"shards": [t.shard for t in plan.tasks]}).encode())
     return [t.shard for t in plan.tasks]
 

@@ -20,7 +20,7 @@ from .pipeline import Job, Outcome, run_encoder
 from .probe import probe
 from .store import WRITERS
 from .store.atomic import sha256_file, write_atomic
-from .store.manifest import check_same_fingerprint, dumps, samples_bytes
+from .store.manifest import check_same_fingerprint, samples_bytes
 from .types import VideoInput
 
 Outcomes = Callable[[Encoder, list[Job], float], Iterator[Outcome]]
@@ -102,7 +102,7 @@ def apply_part(manifest: dict, part: dict) -> None:
 
 
 def write_part(root: Path, part: dict) -> None:
-    write_atomic(root / "parts" / f"{part['shard']}.json", dumps(part).encode())
+    write_atomic(root / "parts" / f"{part['shard']}.json", json.dumps(part, sort_keys=True).encode())
 
 
 def read_part(root: Path, shard: str) -> dict | None:

@@ -296,10 +296,6 @@ def test_same_name_in_two_folders_is_two_samples_and_sidecar_text_is_readable(ho
     assert rows[display_name(NON_UTF8)]["status"] == "ok"
 
 
-@pytest.mark.xfail(
-    reason="mmcache/cli.py prints failure reasons as rich markup: a source containing '[/]' "
-    "crashes the report after the cache is written (cli.py is another engineer's; reported)"
-)
 def test_a_source_that_looks_like_rich_markup_does_not_crash_the_cli(tmp_path, bad_files):
     videos = tmp_path / "v"
     (videos / "x[").mkdir(parents=True)

@@ -564,10 +564,6 @@ def test_python_dash_m_mmfit_cli_runs_the_app():
     assert res.returncode == 0 and "train" in res.stdout, res.stdout + res.stderr
 
 
-@pytest.mark.xfail(
-    reason="mmcache/cli.py has no __main__ guard: `python -m mmcache.cli extract ...` does nothing "
-    "and exits 0 (cli.py is another engineer's; reported)"
-)
 def test_python_dash_m_mmcache_cli_runs_the_app():
     res = subprocess.run([sys.executable, "-m", "mmcache.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "extract" in res.stdout, res.stdout + res.stderr
