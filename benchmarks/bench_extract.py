@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Speed and memory of `mmcache extract` (resnet18 on 720p H.264) against the core issue's targets.
 
-    python benchmarks/bench_extract.py            # full run (~8-10 min on 2 cores), updates benchmarks/RESULTS.md
-    python benchmarks/bench_extract.py --quick    # CI smoke (~1 min), writes bench-out/RESULTS-quick.md
+    python benchmarks/bench_extract.py            # full run, updates benchmarks/RESULTS.md
+    python benchmarks/bench_extract.py --quick    # CI smoke (~1-2 min), writes bench-out/RESULTS-quick.md
+
+A full run takes about 8 minutes on a quiet 2-core machine (3 rounds per config, then a 10-minute
+video extracted in a child for peak RSS), longer on a busy one because disturbed rounds are repeated.
 
 What it measures, on a 64 s 1280x720 25 fps H.264 + AAC video made with ffmpeg's lavfi (testsrc2 plus
 temporal noise, so it is not trivially compressible), sampled at 8 frames/s through resnet18
@@ -13,9 +16,11 @@ temporal noise, so it is not trivially compressible), sampled at 8 frames/s thro
   run_enc  mmcache.pipeline.run_encoder (decode thread + batched encode), no writing
   extract  mmcache.extract of the video into a fresh cache (hash, probe, build encoder, run, write, publish)
 
-for dtype=float32 and for dtype=bfloat16,channels_last=true. The machine is shared, so absolute
-frames/s are context only: every target is a ratio of numbers measured side by side, round by
-round (the configs alternate order each round), and the median over rounds is reported.
+for dtype=float32 and for dtype=bfloat16,channels_last=true. The machine is shared (other people's
+tests run on the same 2 cores), so absolute frames/s are context only: every target is a ratio of
+numbers measured back to back in one round, a round is repeated when other processes used more than
+--max-others of the CPUs during one of its stages (read from /proc/stat), and the median over the
+undisturbed rounds is reported. Videos and caches go to bench-out/ (git-ignored).
 
 Targets (mmcache core issue):
   pipeline ratio  extract / (1 / (1/decode + 1/encode))       >= 0.90
@@ -38,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +72,9 @@ PEAK_RSS_MAX = 1.5e9  # bytes ("1.5 GB", decimal: the stricter reading)
 
 
 def ffmpeg_run(args: list[str], timeout: float = 900) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-nostdin", *args], check=True, timeout=timeout,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-nostdin", *args], check=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def make_video(path: Path, seconds: int, size: str = "1280x720", rate: int = 25) -> Path:
@@ -79,9 +85,36 @@ def make_video(path: Path, seconds: int, size: str = "1280x720", rate: int = 25)
     tmp = path.with_name(path.stem + ".part" + path.suffix)
     video = f"testsrc2=size={size}:rate={rate}:duration={seconds},noise=alls=12:allf=t+u"
     audio = f"sine=frequency=440:beep_factor=4:duration={seconds}:sample_rate=44100"
-    ffmpeg_run(["-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio,
-                "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-g", str(2 * rate),
-                "-c:a", "aac", "-b:a", "128k", "-shortest", "-movflags", "+faststart", str(tmp)])
+    ffmpeg_run(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            video,
+            "-f",
+            "lavfi",
+            "-i",
+            audio,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "23",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            str(2 * rate),
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-shortest",
+            "-movflags",
+            "+faststart",
+            str(tmp),
+        ]
+    )
     tmp.rename(path)
     return path
 
@@ -91,8 +124,9 @@ def make_long_video(path: Path, base: Path, seconds: int) -> Path:
     if path.is_file():
         return path
     tmp = path.with_name(path.stem + ".part" + path.suffix)
-    ffmpeg_run(["-stream_loop", "-1", "-i", str(base), "-t", str(seconds), "-c", "copy",
-                "-movflags", "+faststart", str(tmp)])
+    ffmpeg_run(
+        ["-stream_loop", "-1", "-i", str(base), "-t", str(seconds), "-c", "copy", "-movflags", "+faststart", str(tmp)]
+    )
     tmp.rename(path)
     return path
 
@@ -148,13 +182,16 @@ class Stage:
 
 @dataclass
 class Round:
+    """One config measured back to back: decode only, encode only, run_encoder, extract."""
+
+    cfg: str
     decode: Stage
-    encode: dict[str, Stage] = field(default_factory=dict)
-    run_encoder: dict[str, Stage] = field(default_factory=dict)
-    extract: dict[str, Stage] = field(default_factory=dict)
+    encode: Stage
+    run_encoder: Stage
+    extract: Stage
 
     def stages(self) -> list[Stage]:
-        return [self.decode, *self.encode.values(), *self.run_encoder.values(), *self.extract.values()]
+        return [self.decode, self.encode, self.run_encoder, self.extract]
 
     def max_others(self) -> float:
         return max(st.others for st in self.stages())
@@ -162,11 +199,11 @@ class Round:
     def noisy(self, threshold: float) -> bool:
         return self.max_others() > threshold
 
-    def harmonic(self, cfg: str) -> float:
-        return harmonic(self.decode.fps, self.encode[cfg].fps)
+    def harmonic(self) -> float:
+        return harmonic(self.decode.fps, self.encode.fps)
 
-    def ratio(self, cfg: str, which: str = "extract") -> float:
-        return getattr(self, which)[cfg].fps / self.harmonic(cfg)
+    def ratio(self, which: str = "extract") -> float:
+        return getattr(self, which).fps / self.harmonic()
 
 
 def harmonic(decode_fps: float, encode_fps: float) -> float:
@@ -186,7 +223,7 @@ def encode_only(enc, frames: list) -> Stage:
     bs = enc.batch_size
     with Meter() as m:
         for i in range(0, len(frames), bs):
-            enc.encode(frames[i:i + bs])
+            enc.encode(frames[i : i + bs])
     return Stage.of(len(frames), m)
 
 
@@ -215,12 +252,19 @@ def extract_once(video_path: Path, arg: str, cache: Path) -> tuple[Stage, dict]:
 
 def storage(cache: Path) -> dict:
     manifest = json.loads((cache / "manifest.json").read_text())
-    (name, entry), = manifest["fields"].items()
+    ((name, entry),) = manifest["fields"].items()
     files = entry["files"].values()
     size = sum((cache / f["path"]).stat().st_size for f in files)
     steps = sum(f["steps"] for f in files)
-    return {"field": name, "bytes": size, "steps": steps, "dim": entry["dim"], "dtype": entry["dtype"],
-            "values": steps * entry["dim"], "bytes_per_value": size / (steps * entry["dim"])}
+    return {
+        "field": name,
+        "bytes": size,
+        "steps": steps,
+        "dim": entry["dim"],
+        "dtype": entry["dtype"],
+        "values": steps * entry["dim"],
+        "bytes_per_value": size / (steps * entry["dim"]),
+    }
 
 
 def wait_quiet(threshold: float, max_wait: float) -> float:
@@ -234,10 +278,13 @@ def wait_quiet(threshold: float, max_wait: float) -> float:
             return m.others
 
 
-def speed_rounds(video_path: Path, rounds: int, work: Path, log, max_others: float = 1.0,
-                 max_attempts: int | None = None) -> tuple[list[Round], dict]:
-    """`rounds` rounds in which other processes never used more than `max_others` of the machine
-    during a stage; disturbed rounds are kept (marked) and repeated, up to `max_attempts` in all."""
+def speed_rounds(
+    video_path: Path, rounds: int, work: Path, log, max_others: float = 1.0, max_attempts: int | None = None
+) -> tuple[list[Round], dict]:
+    """Rounds of (decode, encode, run_encoder, extract) for one config at a time, configs taking
+    turns, until each config has `rounds` rounds in which other processes never used more than
+    `max_others` of the machine during a stage; disturbed rounds are kept (marked) and repeated, up
+    to `max_attempts` per config."""
     from mmcache.encoders import build_encoder
     from mmcache.pipeline import Job
     from mmcache.probe import probe
@@ -250,31 +297,36 @@ def speed_rounds(video_path: Path, rounds: int, work: Path, log, max_others: flo
     spec = next(iter(encs.values())).input
     frames, _ = decode_only(video, info, spec)  # also warms the page cache
     for enc in encs.values():
-        enc.encode(frames[:enc.batch_size])  # warm-up: oneDNN primitive creation, allocator
+        enc.encode(frames[: enc.batch_size])  # warm-up: oneDNN primitive creation, allocator
     results: list[Round] = []
     store = {}
     max_attempts = max_attempts or 2 * rounds
-    while sum(not r.noisy(max_others) for r in results) < rounds and len(results) < max_attempts:
-        r = len(results)
+    turn = 0
+    while True:
+        todo = [
+            c
+            for c in CONFIGS
+            if sum(r.cfg == c and not r.noisy(max_others) for r in results) < rounds
+            and sum(r.cfg == c for r in results) < max_attempts
+        ]
+        if not todo:
+            return results, store
+        cfg = todo[turn % len(todo)]
+        turn += 1
         if max_others < 1:
             seen = wait_quiet(max_others, 120)
             if seen > max_others:
                 log(f"others still use {seen:.0%} of the machine after waiting 120 s; measuring anyway")
+        enc = encs[cfg]
         _, dec = decode_only(video, info, spec)
-        rnd = Round(decode=dec)
-        log(f"round {r + 1}: decode {dec.fps:.1f} frames/s ({len(frames)} frames, others {dec.others:.0%})")
-        for cfg in list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS)):
-            enc = encs[cfg]
-            rnd.encode[cfg] = encode_only(enc, frames)
-            rnd.run_encoder[cfg] = run_encoder_only(enc, job)
-            rnd.extract[cfg], store[cfg] = extract_once(video_path, ENCODER + CONFIGS[cfg], work / f"cache-{cfg}")
-            log(f"  {cfg:24s} encode {rnd.encode[cfg].fps:6.1f}  run_encoder {rnd.run_encoder[cfg].fps:6.1f}  "
-                f"extract {rnd.extract[cfg].fps:6.1f} frames/s -> ratio {rnd.ratio(cfg):.3f} "
-                f"(others {max(rnd.encode[cfg].others, rnd.run_encoder[cfg].others, rnd.extract[cfg].others):.0%})")
+        rnd = Round(cfg, dec, encode_only(enc, frames), run_encoder_only(enc, job), None)
+        rnd.extract, store[cfg] = extract_once(video_path, ENCODER + CONFIGS[cfg], work / f"cache-{cfg}")
         results.append(rnd)
-        if rnd.noisy(max_others):
-            log(f"  round {r + 1} disturbed (others used up to {rnd.max_others():.0%} > {max_others:.0%}); repeating")
-    return results, store
+        log(
+            f"round {len(results)} {cfg:24s} decode {dec.fps:6.1f}  encode {rnd.encode.fps:6.1f}  run_encoder "
+            f"{rnd.run_encoder.fps:6.1f}  extract {rnd.extract.fps:6.1f} frames/s -> ratio {rnd.ratio():.3f} "
+            f"(others up to {rnd.max_others():.0%}{', disturbed: repeating' if rnd.noisy(max_others) else ''})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,9 +375,18 @@ def rss_child(video: str, cache: str, arg: str) -> None:
     done.set()
     sampler.join()
     st = _status("self", "VmHWM", "RssFile")
-    print(json.dumps({"ok": report.new_ok, "wall_s": wall, "python_hwm": st["VmHWM"], "python_anon_peak": peak_anon,
-                      "python_file": st["RssFile"],
-                      "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    print(
+        json.dumps(
+            {
+                "ok": report.new_ok,
+                "wall_s": wall,
+                "python_hwm": st["VmHWM"],
+                "python_anon_peak": peak_anon,
+                "python_file": st["RssFile"],
+                "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        )
+    )
 
 
 def _descendants(root_pid: int) -> list[int]:
@@ -351,8 +412,13 @@ def peak_rss(video: Path, cache: Path, arg: str, env: dict | None = None) -> dic
     processes, and the summed VmRSS of the whole tree sampled at 5 Hz (descendants looked up once a
     second: scanning /proc is not free, and the sampler must not slow the child down)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(video), str(cache), arg]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=None if env is None else {**os.environ, **env})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+    )
     tree_peak, kid_hwm = 0, {}
     stop = threading.Event()
 
@@ -396,19 +462,33 @@ def machine() -> dict:
 
     model = "?"
     try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))
+        model = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or "?"
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "?"
+        )
     except (OSError, subprocess.SubprocessError):
         commit = "?"
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": model, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "torchvision": torchvision.__version__,
-            "ffmpeg": ffmpeg_version(), "python": platform.python_version(), "commit": commit,
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torchvision": torchvision.__version__,
+        "ffmpeg": ffmpeg_version(),
+        "python": platform.python_version(),
+        "commit": commit,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def _med(xs) -> float:
@@ -426,84 +506,106 @@ def _verdict(ok: bool) -> str:
 def render(m: dict, params: dict, all_rounds: list[Round], store: dict, rss: dict | None) -> tuple[str, list[bool]]:
     cfgs = list(CONFIGS)
     limit = params["max_others"]
-    rounds = [r for r in all_rounds if not r.noisy(limit)] or all_rounds  # medians over undisturbed rounds
-    others = [st.others for r in rounds for st in r.stages()]
-    if len(rounds) == len(all_rounds):
-        kept = f"{len(rounds)} round(s)"
-    else:
-        kept = (f"{len(rounds)} undisturbed round(s) of {len(all_rounds)} (a round counts when other processes "
-                f"used at most {limit:.0%} of the CPUs during each of its stages)")
+    used: dict[str, list[Round]] = {}
+    for c in cfgs:
+        mine = [r for r in all_rounds if r.cfg == c]
+        used[c] = [r for r in mine if not r.noisy(limit)] or mine  # medians over undisturbed rounds
+    kept = ", ".join(f"{c} {len(used[c])}" for c in cfgs)
+    noisy = [c for c in cfgs if all(r.noisy(limit) for r in used[c])]
+    others = [st.others for c in cfgs for r in used[c] for st in r.stages()]
     lines = [
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), torch {m['torch']} ({m['torch_threads']} intra-op threads), "
         f"torchvision {m['torchvision']}, {m['ffmpeg']}, Python {m['python']}; commit {m['commit']}; {m['date']}.",
         "",
         f"Video: {params['seconds']} s {params['size']} {params['rate']} fps H.264 + AAC (lavfi testsrc2 + noise, "
         f"{params['video_mb']:.1f} MB) -> {params['frames']} frames at {FPS} frames/s through resnet18 "
-        f"(weights=random, batch_size 32, 224x224 crop). {kept}; each round measures every stage "
-        f"back to back and the configs alternate order; medians shown. Other processes used "
-        f"{min(others):.0%}-{max(others):.0%} of the machine's CPUs during those rounds' stages (shared machine)"
-        + ("; NO round was undisturbed, so these numbers are noisy." if all(r.noisy(limit) for r in all_rounds)
-           else "."),
+        f"(weights=random, batch_size 32, 224x224 crop). A round measures one config's four stages back to back; "
+        f"configs take turns; a round counts when other processes used at most {limit:.0%} of the CPUs during each "
+        f"of its stages, and disturbed rounds are repeated (rounds used: {kept}; {len(all_rounds)} run). Medians "
+        f"shown. Other processes used {min(others):.0%}-{max(others):.0%} of the CPUs during the rounds used"
+        + (f"; NO undisturbed round for {', '.join(noisy)}, so those numbers are noisy." if noisy else "."),
         "",
         "Absolute speed (context only: it depends on the machine and on its load):",
         "",
         "| stage | " + " | ".join(f"{c} frames/s | {c} CPU ms/frame" for c in cfgs) + " |",
         "|---|" + "---:|---:|" * len(cfgs),
     ]
-
-    def row(label, get):
+    for label, which in (
+        ("decode only (readers.read_frames)", "decode"),
+        ("encode only (encoder.encode, batches of 32)", "encode"),
+        ("1/(1/decode + 1/encode)", None),
+        ("pipeline.run_encoder (no writing)", "run_encoder"),
+        ("mmcache.extract (fresh cache)", "extract"),
+    ):
         cells = []
         for c in cfgs:
-            fps = _med([get(r, c).fps if isinstance(get(r, c), Stage) else get(r, c) for r in rounds])
-            cpu = [get(r, c).cpu * 1e3 for r in rounds] if isinstance(get(rounds[0], c), Stage) else None
-            cells += [f"{fps:.1f}", f"{_med(cpu):.1f}" if cpu else ""]
+            if which is None:
+                cells += [f"{_med([r.harmonic() for r in used[c]]):.1f}", ""]
+            else:
+                st = [getattr(r, which) for r in used[c]]
+                cells += [f"{_med([x.fps for x in st]):.1f}", f"{_med([x.cpu for x in st]) * 1e3:.1f}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    row("decode only (readers.read_frames)", lambda r, c: r.decode)
-    row("encode only (encoder.encode, batches of 32)", lambda r, c: r.encode[c])
-    row("1/(1/decode + 1/encode)", lambda r, c: r.harmonic(c))
-    row("pipeline.run_encoder (no writing)", lambda r, c: r.run_encoder[c])
-    row("mmcache.extract (fresh cache)", lambda r, c: r.extract[c])
-
-    lines += ["", "Targets:", "",
-              "| target | config | measured | min-max over rounds | target | result |",
-              "|---|---|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "Targets:",
+        "",
+        "| target | config | measured | min-max over rounds used | target | result |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     verdicts = []
     for which, label in (("extract", "mmcache.extract"), ("run_encoder", "pipeline.run_encoder")):
         for c in cfgs:
-            xs = [r.ratio(c, which) for r in rounds]
+            xs = [r.ratio(which) for r in used[c]]
             ok = _med(xs) >= RATIO_MIN
             verdict = _verdict(ok)
             if which == "extract":
                 verdicts.append(ok)
             else:
                 verdict = f"({verdict})"
-            lines.append(f"| {label} / (1/(1/decode + 1/encode)) | {c} | {_med(xs):.3f} | {_spread(xs)} | "
-                         f">= {RATIO_MIN:.2f} | {verdict} |")
+            lines.append(
+                f"| {label} / (1/(1/decode + 1/encode)) | {c} | {_med(xs):.3f} | {_spread(xs)} | "
+                f">= {RATIO_MIN:.2f} | {verdict} |"
+            )
     s = store[cfgs[0]]
     ok = s["bytes_per_value"] <= BYTES_PER_VALUE_MAX
     verdicts.append(ok)
-    lines.append(f"| field tar bytes / feature values, {params['seconds']} s video | {s['dtype']} store, "
-                 f"{s['steps']}x{s['dim']} | {s['bytes_per_value']:.4f} | {s['bytes']} B | "
-                 f"<= {BYTES_PER_VALUE_MAX} | {_verdict(ok)} |")
+    lines.append(
+        f"| field tar bytes / feature values, {params['seconds']} s video | {s['dtype']} store, "
+        f"{s['steps']}x{s['dim']} | {s['bytes_per_value']:.4f} | {s['bytes']} B | "
+        f"<= {BYTES_PER_VALUE_MAX} | {_verdict(ok)} |"
+    )
     if rss is not None:
         ls = rss["store"]
-        lines.append(f"| field tar bytes / feature values, {rss['seconds']} s video | {ls['dtype']} store, "
-                     f"{ls['steps']}x{ls['dim']} | {ls['bytes_per_value']:.4f} | {ls['bytes']} B | "
-                     f"<= {BYTES_PER_VALUE_MAX} | ({_verdict(ls['bytes_per_value'] <= BYTES_PER_VALUE_MAX)}) |")
+        lines.append(
+            f"| field tar bytes / feature values, {rss['seconds']} s video | {ls['dtype']} store, "
+            f"{ls['steps']}x{ls['dim']} | {ls['bytes_per_value']:.4f} | {ls['bytes']} B | "
+            f"<= {BYTES_PER_VALUE_MAX} | ({_verdict(ls['bytes_per_value'] <= BYTES_PER_VALUE_MAX)}) |"
+        )
         ok = rss["peak"] < PEAK_RSS_MAX
         verdicts.append(ok)
-        lines.append(f"| peak RSS, {rss['seconds'] / 60:g}-minute 720p extraction, python + ffmpeg | {rss['config']} | "
-                     f"{rss['peak'] / 1e9:.3f} GB | | < {PEAK_RSS_MAX / 1e9:g} GB | {_verdict(ok)} |")
-    lines += ["", "Per round (ratio = mmcache.extract / (1/(1/decode + 1/encode)); others = the largest share "
-              "of the machine's CPUs other processes used during one of the round's stages):", "",
-              "| round | decode frames/s | " + " | ".join(f"{c} ratio" for c in cfgs) + " | others | used |",
-              "|---:|---:|" + "---:|" * len(cfgs) + "---:|---|"]
+        lines.append(
+            f"| peak RSS, {rss['seconds'] / 60:g}-minute 720p extraction, python + ffmpeg | {rss['config']} | "
+            f"{rss['peak'] / 1e9:.3f} GB | | < {PEAK_RSS_MAX / 1e9:g} GB | {_verdict(ok)} |"
+        )
+    lines += [
+        "",
+        "Every round (ratio = mmcache.extract / (1/(1/decode + 1/encode)); others = the largest share of the CPUs "
+        "other processes used during one of the round's stages):",
+        "",
+        "| round | config | decode | encode | run_encoder | extract | ratio | others | used |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for i, r in enumerate(all_rounds, 1):
-        lines.append(f"| {i} | {r.decode.fps:.1f} | " + " | ".join(f"{r.ratio(c):.3f}" for c in cfgs)
-                     + f" | {r.max_others():.0%} | {'yes' if r in rounds else 'no'} |")
-    lines += ["", "A result in parentheses is context, not a target. CPU ms/frame counts every thread of this "
-              "process and the ffmpeg it waited for."]
+        lines.append(
+            f"| {i} | {r.cfg} | {r.decode.fps:.1f} | {r.encode.fps:.1f} | {r.run_encoder.fps:.1f} | "
+            f"{r.extract.fps:.1f} | {r.ratio():.3f} | {r.max_others():.0%} | {'yes' if r in used[r.cfg] else 'no'} |"
+        )
+    lines += [
+        "",
+        "A result in parentheses is context, not a target. CPU ms/frame counts every thread of this process and the "
+        "ffmpeg it waited for.",
+    ]
     if rss is not None:
         lines.append(
             f"Peak RSS: the child's VmHWM ({rss['python_hwm'] / 1e9:.3f} GB, of which about "
@@ -513,7 +615,8 @@ def render(m: dict, params: dict, all_rounds: list[Round], store: dict, rss: dic
             f"tree sampled at 5 Hz peaked at {rss['tree_sampled'] / 1e9:.3f} GB. The extraction ran at "
             f"{rss['store']['steps'] / rss['wall_s']:.1f} frames/s ({rss['wall_s']:.0f} s). (getrusage's ru_maxrss "
             f"of the child says {rss['ru_maxrss'] / 1e9:.3f} GB; it is not used: it starts at the parent's RSS "
-            "when the child is spawned.)")
+            "when the child is spawned.)"
+        )
     return "\n".join(lines) + "\n", verdicts
 
 
@@ -535,15 +638,21 @@ def write_results(path: Path, body: str, title: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI smoke: 16 s video, 1 round, 2-minute RSS run")
-    ap.add_argument("--rounds", type=int, help="speed rounds (default 3, quick 1)")
+    ap.add_argument("--rounds", type=int, help="undisturbed rounds per config (default 3, quick 1)")
     ap.add_argument("--seconds", type=int, help="length of the speed video (default 64, quick 16)")
     ap.add_argument("--rss-seconds", type=int, help="length of the RSS video (default 600, quick 120; 0 skips)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out", help="work folder (default bench-out/)")
-    ap.add_argument("--results", type=Path,
-                    help="markdown file to update (default benchmarks/RESULTS.md; quick: bench-out/RESULTS-quick.md)")
-    ap.add_argument("--max-others", type=float,
-                    help="repeat a round when other processes used more than this share of the CPUs during "
-                         "one of its stages (default 0.15; quick: 1, never)")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        help="markdown file to update (default benchmarks/RESULTS.md; quick: bench-out/RESULTS-quick.md)",
+    )
+    ap.add_argument(
+        "--max-others",
+        type=float,
+        help="repeat a round when other processes used more than this share of the CPUs during "
+        "one of its stages (default 0.15; quick: 1, never)",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     ap.add_argument("--rss-child", nargs=3, metavar=("VIDEO", "CACHE", "ENCODER"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -574,20 +683,33 @@ def main() -> int:
         log(f"peak RSS: extracting {long.name} in a child process ...")
         rss = peak_rss(long, work / "cache-rss", ENCODER)
         rss.update(seconds=rss_seconds, config="float32")
-        log(f"peak RSS {rss['peak'] / 1e9:.3f} GB (python {rss['python_hwm'] / 1e9:.3f}, "
-            f"ffmpeg {rss['ffmpeg_hwm'] / 1e9:.3f}) in {rss['wall_s']:.0f} s")
+        log(
+            f"peak RSS {rss['peak'] / 1e9:.3f} GB (python {rss['python_hwm'] / 1e9:.3f}, "
+            f"ffmpeg {rss['ffmpeg_hwm'] / 1e9:.3f}) in {rss['wall_s']:.0f} s"
+        )
 
-    params = {"seconds": seconds, "size": size, "rate": rate, "video_mb": video.stat().st_size / 1e6,
-              "max_others": max_others,
-              "frames": store[next(iter(CONFIGS))]["steps"]}
+    params = {
+        "seconds": seconds,
+        "size": size,
+        "rate": rate,
+        "video_mb": video.stat().st_size / 1e6,
+        "max_others": max_others,
+        "frames": store[next(iter(CONFIGS))]["steps"],
+    }
     m = machine()
     body, verdicts = render(m, params, rnds, store, rss)
     title = "bench_extract" + (" (--quick smoke run)" if a.quick else "")
     print()
     print(body)
     write_results(results, body, title)
-    raw = {"machine": m, "params": params, "rounds": [asdict(r) for r in rnds], "store": store, "rss": rss,
-           "quick": a.quick}
+    raw = {
+        "machine": m,
+        "params": params,
+        "rounds": [asdict(r) for r in rnds],
+        "store": store,
+        "rss": rss,
+        "quick": a.quick,
+    }
     raw_path = work / ("results-quick.json" if a.quick else "results.json")
     raw_path.write_text(json.dumps(raw, indent=1))
     log(f"wrote {results} and {raw_path}; {sum(verdicts)}/{len(verdicts)} targets pass")

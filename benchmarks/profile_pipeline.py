@@ -57,8 +57,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 
 
 def test_video() -> Path:
-    return make_video(ROOT / "bench-out" / "videos" / f"testsrc2-noise-1280x720-25fps-{VIDEO_SECONDS}s.mp4",
-                      VIDEO_SECONDS)
+    return make_video(
+        ROOT / "bench-out" / "videos" / f"testsrc2-noise-1280x720-25fps-{VIDEO_SECONDS}s.mp4", VIDEO_SECONDS
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,14 +134,14 @@ def measure_child(variant: str, dtype: str) -> dict:
     enc = build(dtype, VARIANTS[variant][1])
     job = job_for(test_video())
     frames = [s.payload for s in read_frames(job.video, job.info, enc.input, 120)]
-    enc.encode(frames[:enc.batch_size])  # warm-up
+    enc.encode(frames[: enc.batch_size])  # warm-up
     out = {}
     with Meter() as m:
         n = sum(1 for _ in read_frames(job.video, job.info, enc.input, 120))
     out["decode"] = {"fps": n / m.wall, "cpu": m.cpu / n, "others": m.others}
     with Meter() as m:
         for i in range(0, len(frames), enc.batch_size):
-            enc.encode(frames[i:i + enc.batch_size])
+            enc.encode(frames[i : i + enc.batch_size])
     out["encode"] = {"fps": len(frames) / m.wall, "cpu": m.cpu / len(frames), "others": m.others}
     with Meter() as m:
         (o,) = list(run_encoder(enc, [job], timeout=120))
@@ -156,30 +157,43 @@ def knobs(rounds: int, dtype: str, variants: list[str]) -> None:
         order = names if r % 2 == 0 else [names[0], *reversed(names[1:])]
         for name in order:
             env = {**os.environ, **VARIANTS[name][0]}
-            res = subprocess.run([sys.executable, __file__, "child", name, "--dtype", dtype], env=env,
-                                 capture_output=True, text=True, timeout=900)
+            res = subprocess.run(
+                [sys.executable, __file__, "child", name, "--dtype", dtype],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
             if res.returncode != 0:
                 raise RuntimeError(f"{name}: {res.stderr[-2000:]}")
             out = json.loads(res.stdout.strip().splitlines()[-1])
             results[name].append(out)
-            print(f"round {r + 1} {name:26s} decode {out['decode']['fps']:6.1f} encode {out['encode']['fps']:6.1f} "
-                  f"pipeline {out['pipeline']['fps']:6.1f} frames/s (others {out['pipeline']['others']:.0%})",
-                  flush=True)
+            print(
+                f"round {r + 1} {name:26s} decode {out['decode']['fps']:6.1f} encode {out['encode']['fps']:6.1f} "
+                f"pipeline {out['pipeline']['fps']:6.1f} frames/s (others {out['pipeline']['others']:.0%})",
+                flush=True,
+            )
     med = statistics.median
     base = results["default"]
     print(f"\nresnet18 {dtype}, {VIDEO_SECONDS} s 720p video at 8 frames/s, {rounds} rounds, medians:\n")
-    print("| variant | pipeline frames/s | vs default (same round) | pipeline / harmonic(default dec, enc) | "
-          "own pipeline / own harmonic | pipeline CPU ms/frame | encode-only frames/s |")
+    print(
+        "| variant | pipeline frames/s | vs default (same round) | pipeline / harmonic(default dec, enc) | "
+        "own pipeline / own harmonic | pipeline CPU ms/frame | encode-only frames/s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
         rs = results[name]
         speed = [x["pipeline"]["fps"] / b["pipeline"]["fps"] for x, b in zip(rs, base, strict=True)]
-        vs_def = [x["pipeline"]["fps"] / harmonic(b["decode"]["fps"], b["encode"]["fps"])
-                  for x, b in zip(rs, base, strict=True)]
+        vs_def = [
+            x["pipeline"]["fps"] / harmonic(b["decode"]["fps"], b["encode"]["fps"])
+            for x, b in zip(rs, base, strict=True)
+        ]
         own = [x["pipeline"]["fps"] / harmonic(x["decode"]["fps"], x["encode"]["fps"]) for x in rs]
-        print(f"| {name} | {med(x['pipeline']['fps'] for x in rs):.1f} | {med(speed):.3f} | {med(vs_def):.3f} | "
-              f"{med(own):.3f} | {med(x['pipeline']['cpu'] for x in rs) * 1e3:.1f} | "
-              f"{med(x['encode']['fps'] for x in rs):.1f} |")
+        print(
+            f"| {name} | {med(x['pipeline']['fps'] for x in rs):.1f} | {med(speed):.3f} | {med(vs_def):.3f} | "
+            f"{med(own):.3f} | {med(x['pipeline']['cpu'] for x in rs) * 1e3:.1f} | "
+            f"{med(x['encode']['fps'] for x in rs):.1f} |"
+        )
     path = ROOT / "bench-out" / f"knobs-{dtype}.json"
     path.write_text(json.dumps(results, indent=1))
     print(f"\nraw results: {path}")
@@ -228,7 +242,7 @@ def breakdown(dtype: str) -> None:
     enc = build(dtype, {})
     job = job_for(test_video())
     frames = [s.payload for s in READERS["frames"](job.video, job.info, enc.input, 120)]
-    enc.encode(frames[:enc.batch_size])  # warm-up
+    enc.encode(frames[: enc.batch_size])  # warm-up
     tm = _Timer()
     names: dict[int, str] = {threading.get_native_id(): "main (consumer: queue, stack, torch thread 0)"}
 
@@ -304,15 +318,19 @@ def breakdown(dtype: str) -> None:
     np.stack = orig_stack
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     n = len(o.feats)
-    print(f"run_encoder, resnet18 {dtype}, {n} frames, {m.wall:.2f} s wall ({n / m.wall:.1f} frames/s), "
-          f"others used {m.others:.0%} of the machine meanwhile\n")
+    print(
+        f"run_encoder, resnet18 {dtype}, {n} frames, {m.wall:.2f} s wall ({n / m.wall:.1f} frames/s), "
+        f"others used {m.others:.0%} of the machine meanwhile\n"
+    )
     print("| where (wall time, per thread) | seconds | share of wall |")
     print("|---|---:|---:|")
     for k in sorted(tm.t):
         print(f"| {k} | {tm.t[k]:.2f} | {tm.t[k] / m.wall:.0%} |")
     consumer = sum(v for k, v in tm.t.items() if k.startswith("consumer"))
-    print(f"| consumer: everything else (python loop, _encode bookkeeping) | {max(m.wall - consumer, 0):.2f} | "
-          f"{max(m.wall - consumer, 0) / m.wall:.0%} |")
+    print(
+        f"| consumer: everything else (python loop, _encode bookkeeping) | {max(m.wall - consumer, 0):.2f} | "
+        f"{max(m.wall - consumer, 0) / m.wall:.0%} |"
+    )
     print("\n| CPU (seconds) | seconds | per frame ms |")
     print("|---|---:|---:|")
     rows = defaultdict(float)
@@ -340,16 +358,22 @@ MEMORY_VARIANTS: dict[str, tuple[dict, str]] = {  # name -> (environment, extra 
 
 def memory(seconds: int, variants: list[str]) -> None:
     """Peak RSS of one extraction of a `seconds`-long 720p video per variant (each in a child)."""
-    long = make_long_video(ROOT / "bench-out" / "videos" / f"{test_video().stem}-looped-{seconds}s.mp4",
-                           test_video(), seconds)
-    print(f"| variant ({seconds} s 720p, resnet18 float32, 8 fps) | python VmHWM GB | python anon peak GB "
-          "| ffmpeg VmHWM GB | frames/s (noisy) |")
+    long = make_long_video(
+        ROOT / "bench-out" / "videos" / f"{test_video().stem}-looped-{seconds}s.mp4", test_video(), seconds
+    )
+    print(
+        f"| variant ({seconds} s 720p, resnet18 float32, 8 fps) | python VmHWM GB | python anon peak GB "
+        "| ffmpeg VmHWM GB | frames/s (noisy) |"
+    )
     print("|---|---:|---:|---:|---:|")
     for name in variants:
         env, extra = MEMORY_VARIANTS[name]
         r = peak_rss(long, ROOT / "bench-out" / "profile" / "cache-mem", f"resnet18:weights=random,fps=8{extra}", env)
-        print(f"| {name} | {r['python_hwm'] / 1e9:.3f} | {r['python_anon_peak'] / 1e9:.3f} | "
-              f"{r['ffmpeg_hwm'] / 1e9:.3f} | {r['store']['steps'] / r['wall_s']:.1f} |", flush=True)
+        print(
+            f"| {name} | {r['python_hwm'] / 1e9:.3f} | {r['python_anon_peak'] / 1e9:.3f} | "
+            f"{r['ffmpeg_hwm'] / 1e9:.3f} | {r['store']['steps'] / r['wall_s']:.1f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -358,8 +382,14 @@ def main() -> None:
     ap.add_argument("variant", nargs="?", default="default")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--variants", help="comma-separated subset of: " + ", ".join(VARIANTS) + " (knobs); "
-                    + ", ".join(MEMORY_VARIANTS) + " (memory)")
+    ap.add_argument(
+        "--variants",
+        help="comma-separated subset of: "
+        + ", ".join(VARIANTS)
+        + " (knobs); "
+        + ", ".join(MEMORY_VARIANTS)
+        + " (memory)",
+    )
     ap.add_argument("--seconds", type=int, help="video length: memory (default 600), knobs (default 32)")
     a = ap.parse_args()
     if a.mode == "child":
