@@ -348,11 +348,11 @@ def breakdown(dtype: str) -> None:
 
 
 MEMORY_VARIANTS: dict[str, tuple[dict, str]] = {  # name -> (environment, extra encoder options)
-    "default": ({}, ""),
+    "default": ({}, ""),  # mmcache pins the mmap threshold at 128 KiB (mmcache/memory.py)
     "MALLOC_ARENA_MAX=1": ({"MALLOC_ARENA_MAX": "1"}, ""),
     "MALLOC_MMAP_THRESHOLD_=131072": ({"MALLOC_MMAP_THRESHOLD_": "131072"}, ""),
     "batch_size=16": ({}, ",batch_size=16"),
-    "mallopt M_MMAP_THRESHOLD=131072": ({"BENCH_MALLOPT_MMAP_THRESHOLD": "131072"}, ""),
+    "MMCACHE_MMAP_THRESHOLD=0": ({"MMCACHE_MMAP_THRESHOLD": "0"}, ""),  # glibc dynamic threshold
 }
 
 

@@ -61,12 +61,14 @@ class Data:
             yield from self.source.batches(self, rows, batch_size, generator)
             return
         order = rows if generator is None else rows[torch.randperm(len(rows), generator=generator).numpy()]
+        order = torch.as_tensor(order, dtype=torch.long)
         for i in range(0, len(order), batch_size):
-            idx = torch.as_tensor(order[i : i + batch_size])
+            idx = order[i : i + batch_size]
+            # index_select copies whole rows: 4-5x faster than advanced indexing (x[idx]) for a row gather
             yield self.make_batch(
                 idx,
-                {f: self.feats[f][idx] for f in self.field_names},
-                {f: self.masks[f][idx] for f in self.field_names},
+                {f: self.feats[f].index_select(0, idx) for f in self.field_names},
+                {f: self.masks[f].index_select(0, idx) for f in self.field_names},
             )
 
     def pool(self, chunk: int = 1024) -> None:
@@ -96,7 +98,7 @@ class Data:
                 mean, std = (torch.as_tensor(a) for a in self.norm[f])
                 x = (x - mean) / std * masks[f].unsqueeze(-1)  # padding stays exactly 0
             out[f] = x
-        return Batch(idx, out, masks, self.y[idx])
+        return Batch(idx, out, masks, self.y.index_select(0, idx.long()))
 
 
 def subsample(n: int, max_steps: int) -> np.ndarray:
@@ -331,46 +333,64 @@ def _padded_bytes(cfg: TrainConfig, data: Data, cache_list: list[Cache]) -> int:
     return sum(len(data.keys) * min(cfg.max_steps, max(steps[n], 1)) * d * 2 for n, d in data.dims.items())
 
 
+LAYOUT_CHUNK = 4096  # samples laid out at once: bounds the temporary copy of their steps
+
+
 def field_arrays(cfg: TrainConfig, data: Data, rows: list[dict], names: list[str]):
     """Read fields for `rows` (one pass per cache shard) and lay them out as padded float16 arrays,
-    subsampled to max_steps, aligned on the first field's grid for segments."""
+    subsampled to max_steps, aligned on the first field's grid for `align` and segments. Fields are
+    read and laid out one at a time, so only one field's raw arrays are held besides the result."""
     by_cache: dict[int, list[int]] = {}
     for i, s in enumerate(rows):
         by_cache.setdefault(id(s["cache"]), []).append(i)
-    raw: dict[str, list] = {n: [None] * len(rows) for n in names}
-    for idx in by_cache.values():
-        cache = rows[idx[0]]["cache"]
-        for n in names:
-            arr = cache.load_field(n, [rows[i]["key"] for i in idx])
-            for j, i in enumerate(idx):
-                raw[n][i] = (arr.feats[j], arr.ts[j]) if arr.present[j] else None
-    return layout(cfg, data, raw, names)
-
-
-def layout(cfg: TrainConfig, data: Data, raw: dict[str, list], names: list[str]):
-    n_rows = len(raw[names[0]])
     t = cfg.max_steps
-    feats = {n: np.zeros((n_rows, t, data.dims[n]), np.float16) for n in names}
-    masks = {n: np.zeros((n_rows, t), bool) for n in names}
-    ref_ts = []
-    for i in range(n_rows):
-        ref = raw[names[0]][i]
-        grid = None
-        if (cfg.align or cfg.task == "segment") and ref is not None:
-            grid = ref[1][subsample(len(ref[1]), t)]
-        ref_ts.append(grid)
-        for n in names:
-            item = raw[n][i]
-            if item is None:
-                continue
-            f, ts = item
-            if grid is not None:
-                f, ok = align(grid, ts, f)
-                feats[n][i, : len(f)], masks[n][i, : len(f)] = f, ok
-            else:
-                keep = subsample(len(f), t)
-                feats[n][i, : len(keep)], masks[n][i, : len(keep)] = f[keep], True
-    return feats, masks, ref_ts
+    feats, masks = {}, {}
+    grids: list[np.ndarray | None] = [None] * len(rows)
+    for k, n in enumerate(names):
+        raw: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(rows)
+        for idx in by_cache.values():
+            arr = rows[idx[0]]["cache"].load_field(n, [rows[i]["key"] for i in idx])
+            for j, i in enumerate(idx):
+                if arr.present[j]:
+                    raw[i] = (arr.feats[j], arr.ts[j])
+            del arr
+        if k == 0 and (cfg.align or cfg.task == "segment"):
+            grids = [None if r is None else r[1][subsample(len(r[1]), t)] for r in raw]
+        feats[n], masks[n] = layout_field(n, raw, grids, t, data.dims[n])
+    return feats, masks, grids
+
+
+def layout_field(name: str, raw: list, grids: list, t: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """One field as (N, t, dim) float16 and its (N, t) mask: sample i resampled onto grids[i] when
+    given (`align`), else uniformly subsampled to at most t steps (`subsample`), done at once for
+    all samples of the same length."""
+    x = np.zeros((len(raw), t, dim), np.float16)
+    mask = np.zeros((len(raw), t), bool)
+    plain = []
+    for i, item in enumerate(raw):
+        if item is None:
+            continue
+        if grids[i] is None:
+            plain.append(i)
+            continue
+        f, ok = align(grids[i], item[1], item[0])
+        x[i, : len(f)], mask[i, : len(f)] = f, ok
+    for c in range(0, len(plain), LAYOUT_CHUNK):
+        rows = np.asarray(plain[c : c + LAYOUT_CHUNK])
+        arrays = [raw[i][0] for i in rows.tolist()]
+        lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
+        try:
+            flat = np.concatenate(arrays)  # (sum of lengths, dim): one copy of every step
+            starts = np.cumsum(lengths) - lengths
+            for length in np.unique(lengths).tolist():
+                keep = subsample(length, t)
+                if len(keep):
+                    sel = lengths == length
+                    x[rows[sel], : len(keep)] = flat[starts[sel][:, None] + keep]
+                    mask[rows[sel], : len(keep)] = True
+        except ValueError as e:  # an unverified cache with a sample of another shape
+            raise DataError(f"field {name}: samples are not all (T, {dim}) arrays ({e}); run mmcache verify") from None
+    return x, mask
 
 
 def segment_targets(

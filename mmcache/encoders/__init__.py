@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from ..errors import EncoderError
+from ..memory import bound_heap
 from . import audio_frontend, hf_audio, hf_text, hf_vision, torchvision_models
 from .base import Encoder, EncoderSpec, parse_encoder_arg, resolve_options
 
@@ -47,6 +48,7 @@ def default_field(name: str, given: dict) -> str:
 def build_encoder(text: str) -> Encoder:
     """Build the encoder named by 'NAME:k=v,...' (loads weights)."""
     spec, field, opts = check_encoder_arg(text)
+    bound_heap()  # an encoder runs batch after batch: keep its freed activations from fragmenting the heap
     return spec.build(spec, field, opts)
 
 
