@@ -25,8 +25,9 @@ demo: setup  ## the Snakemake workflow (workflows/config/config.yaml): 60 clips 
 	$(PY) -m snakemake --cores 2 --config out=$(DEMO)
 	@cat $(DEMO)/report.txt
 
-bench: setup
+bench: setup  ## every benchmark, one after the other (about an hour on 2 cores); each rewrites its section of benchmarks/RESULTS.md
 	$(PY) benchmarks/bench_extract.py
+	$(PY) benchmarks/bench_decode.py
 	$(PY) benchmarks/bench_train.py
 
 clean:
