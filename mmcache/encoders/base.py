@@ -21,7 +21,9 @@ from ..schema import load_schema
 from ..types import InputSpec
 
 FORMAT_VERSION = 1
-COMMON_DEFAULTS = {"device": "auto", "batch_size": 32, "store_dtype": "float16"}
+COMMON_DEFAULTS = {"device": "auto", "batch_size": 32, "store_dtype": "float16", "decoders": "auto"}
+# where and how the numbers are computed, never which numbers: left out of the fingerprint
+NOT_FINGERPRINTED = ("device", "batch_size", "decoders", "field")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Encoder:
 
     def fingerprint_parts(self) -> dict:
         """Everything that decides the numbers in this field (never the device it ran on)."""
-        opts = {k: _portable(v) for k, v in self.options.items() if k not in ("device", "batch_size", "field")}
+        opts = {k: _portable(v) for k, v in self.options.items() if k not in NOT_FINGERPRINTED}
         from ..probe import ffmpeg_version
 
         return {
@@ -156,7 +158,10 @@ def resolve_options(spec: EncoderSpec, given: dict) -> dict:
         try:
             jsonschema.validate(value, schema[key])
         except jsonschema.ValidationError as e:
-            hint = e.schema.get("enum") or e.schema.get("pattern") or e.schema.get("type")
+            # "x-allowed": a property's own wording, for one whose sub-schemas say it only in part (decoders)
+            hint = (
+                schema[key].get("x-allowed") or e.schema.get("enum") or e.schema.get("pattern") or e.schema.get("type")
+            )
             raise EncoderError(
                 f"encoder {spec.name}: option {key}={value!r} is invalid: {e.message} (allowed: {hint})"
             ) from None

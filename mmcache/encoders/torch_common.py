@@ -99,15 +99,30 @@ class TorchEncoder(Encoder):
         return self.module(*args, **kwargs)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """The batch on the encoder's device. On CUDA it is copied into page-locked memory and sent
+        with a non-blocking copy, so this thread goes on queuing the normalisation and forward kernels
+        (which the stream runs after the copy) instead of waiting for the transfer; nothing before the
+        result's `.cpu()` synchronises (the normalisation constants live on the device). Pinning is
+        only done for CUDA: on CPU it would be a useless copy, and other devices do not use it."""
         t = torch.from_numpy(array)
-        if self.device != "cpu":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-        return t
+        kind = torch.device(self.device).type
+        if kind == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t if kind == "cpu" else t.to(self.device)
+
+    def const(self, values, shape: list[int], device: torch.device) -> torch.Tensor:
+        """A float32 constant on `device`, made once: torch.tensor(list, device=cuda) copies from
+        pageable memory, which waits for the stream, i.e. for the batch's copy, every batch."""
+        key = (tuple(values), tuple(shape), str(device))
+        consts = self.__dict__.setdefault("_consts", {})
+        if key not in consts:
+            consts[key] = torch.tensor(values, dtype=torch.float32).view(shape).to(device)
+        return consts[key]
 
     def normalise(self, x: torch.Tensor, mean, std, channel_dim: int) -> torch.Tensor:
         """uint8 -> float in [0,1] -> (x - mean) / std along `channel_dim`."""
         shape = [1] * x.dim()
         shape[channel_dim] = 3
-        m = torch.tensor(mean, device=x.device).view(shape)
-        s = torch.tensor(std, device=x.device).view(shape)
+        m = self.const(mean, shape, x.device)
+        s = self.const(std, shape, x.device)
         return (x.float() / 255 - m) / s
