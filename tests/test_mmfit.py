@@ -106,6 +106,23 @@ def test_run_outputs_and_best_weights_restored(labelled, tmp_path):
     write_report(result, load_data(cfg(labelled, tmp_path)), cfg(labelled, tmp_path))
     assert (out / "curves.png").stat().st_size > 1000 and (out / "confusion.png").stat().st_size > 1000
     assert "| fused (concat" in (out / "report.md").read_text()
+    assert not (out / "tensorboard").exists()  # TensorBoard only when asked
+
+
+def test_tensorboard_logs_the_same_scalars_as_metrics_jsonl(labelled, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(cfg(labelled, tmp_path, epochs=3, tensorboard=True))
+    out = tmp_path / "run"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/accuracy"} <= tags
+    for tag in ("train/loss", "val/accuracy"):
+        logged = {e.step: e.value for e in acc.Scalars(tag)}
+        assert logged == {r["epoch"]: pytest.approx(r[tag], rel=1e-6) for r in rows}
 
 
 def test_resume_from_last_is_bitwise_identical(labelled, tmp_path):
