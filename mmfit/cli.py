@@ -30,6 +30,18 @@ def _csv(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _caches(values: list[str] | None) -> str | list[str] | None:
+    """--cache values: repeated, or comma-separated local paths. A URL or pipe: command is never split
+    (a presigned URL may hold commas)."""
+    if not values:
+        return None
+    out = []
+    for v in values:
+        remote = "://" in v or v.startswith("pipe:")
+        out += [v] if remote or "," not in v else _csv(v)
+    return out[0] if len(out) == 1 else out
+
+
 class EpochProgress:
     """A rich bar over the steps of each epoch and one line per finished epoch."""
 
@@ -76,7 +88,10 @@ def train(
     config: Annotated[
         Path | None, Opt(help="YAML config (schemas/train-config.schema.json); flags override it.")
     ] = None,
-    cache: Annotated[str | None, Opt(help="Cache directory (several: comma-separated).")] = None,
+    cache: Annotated[
+        list[str] | None,
+        Opt(help="Cache directory or URL; repeat for several (a local list may also be comma-separated)."),
+    ] = None,
     labels: Annotated[str | None, Opt(help="Label CSV: id or key, label column(s), optional split.")] = None,
     label_column: Annotated[str | None, Opt(help="Label column (default: label).")] = None,
     fields: Annotated[str | None, Opt(help="Comma-separated cache fields (default: all).")] = None,
@@ -104,7 +119,7 @@ def train(
 
     cfg = build_config(
         config,
-        cache=cache if cache is None or "," not in cache else _csv(cache),
+        cache=_caches(cache),
         labels=labels,
         label_column=label_column,
         fields=_csv(fields),

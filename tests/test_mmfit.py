@@ -379,3 +379,15 @@ def test_cli_train_eval_predict_sweep(labelled, tmp_path):
     summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
     assert [r["options"] for r in summary] == [{"fusion": "concat"}, {"fusion": "gated"}]
     assert all(len(r["scores"]) == 2 for r in summary)
+
+
+def test_cache_option_splits_local_lists_but_never_urls():
+    from mmfit.cli import _caches
+
+    assert _caches(None) is None
+    assert _caches(["cache/"]) == "cache/"
+    assert _caches(["a,b"]) == ["a", "b"]
+    assert _caches(["a", "b"]) == ["a", "b"]
+    url = "https://host/cache/?X-Amz-SignedHeaders=host,range&sig=1"
+    assert _caches([url]) == url
+    assert _caches(["pipe:aws s3 cp s3://b/{path} -", "c"]) == ["pipe:aws s3 cp s3://b/{path} -", "c"]
