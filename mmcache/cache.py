@@ -1,11 +1,13 @@
-"""Reading a cache: `open_cache(path)` to iterate samples or load one field as arrays, and
-`verify_cache(path)` to recompute every size, hash and count the manifest records.
+"""Reading a cache: `open_cache(path)` to iterate samples, load one field as arrays, or read single
+samples by key (`Cache.read_sample`, `Cache.field_reader`), and `verify_cache(path)` to recompute
+every size, hash and count the manifest records.
 
 `path` is a directory, or a remote location (http(s):// URL or `pipe:` command, see remote.py)
 read through the same relative paths of the validated manifest."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +15,23 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CacheError, FingerprintMismatch
-from .remote import LocalSource, Missing, Scan, Source, source_for
-from .store.hdf5 import iter_h5
-from .store.manifest import check_same_fingerprint, load_manifest, parse_samples
-from .store.tar import iter_tar
+from .remote import LocalSource, Missing, Scan, Source, parse_sample_rows, source_for
+from .store.hdf5 import H5Shard, read_h5
+from .store.manifest import check_same_fingerprint, load_manifest
+from .store.tar import TarShard, read_tar
 
-READERS = {"webdataset": iter_tar, "hdf5": iter_h5}
+READERS = {"webdataset": read_tar, "hdf5": read_h5}  # backend -> whole local shard file -> samples
+SHARD_READERS = {"webdataset": TarShard, "hdf5": H5Shard}  # backend -> open shard file for random access
+
+
+def read_shard_file(path: Path, backend: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every (key, feats, ts) of a local shard file, in file order, checked (see store/tar.py, store/hdf5.py)."""
+    return READERS[backend](path)
 
 
 def iter_shard_file(path: Path, backend: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    return READERS[backend](path)
+    """`read_shard_file` as an iterator (nothing is read before the first `next`)."""
+    yield from READERS[backend](path)
 
 
 @dataclass
@@ -36,16 +45,23 @@ class FieldArrays:
     present: np.ndarray  # (N,) bool: False where the sample has no data for this field
 
     def padded(self, max_steps: int | None = None, dtype=np.float32):
-        """(X [N, T, D], ts [N, T, 2], mask [N, T] bool); absent samples are all-False rows."""
-        lengths = [len(f) for f in self.feats]
-        t = max(lengths + [1]) if max_steps is None else max_steps
-        dim = next((f.shape[1] for f in self.feats if f.ndim == 2 and len(f)), 0)
-        x = np.zeros((len(self.feats), t, dim), dtype)
-        ts = np.zeros((len(self.feats), t, 2), np.float64)
-        mask = np.zeros((len(self.feats), t), bool)
-        for i, (f, s) in enumerate(zip(self.feats, self.ts, strict=True)):
-            n = min(len(f), t)
-            x[i, :n], ts[i, :n], mask[i, :n] = f[:n], s[:n], True
+        """(X [N, T, D], ts [N, T, 2], mask [N, T] bool): the first T steps of each sample (T = the
+        longest sample unless `max_steps`); absent samples are all-False rows."""
+        n = len(self.feats)
+        lengths = np.fromiter(map(len, self.feats), np.int64, n)
+        t = max(int(lengths.max(initial=0)), 1) if max_steps is None else max_steps
+        dim = next((f.shape[1] for f in self.feats if f.ndim == 2 and len(f)), None)
+        dim = next((f.shape[1] for f in self.feats if f.ndim == 2), 0) if dim is None else dim
+        x = np.zeros((n, t, dim), dtype)
+        ts = np.zeros((n, t, 2), np.float64)
+        steps = np.arange(t)
+        mask = steps < lengths[:, None]
+        if mask.any():  # one copy of every kept step, then one scatter into the padded arrays
+            cut = lengths > t
+            feats = [f[:t] for f in self.feats] if cut.any() else self.feats
+            times = [s[:t] for s in self.ts] if cut.any() else self.ts
+            x[mask] = np.concatenate([f for f in feats if len(f)])
+            ts[mask] = np.concatenate([s for s in times if len(s)])
         return x, ts, mask
 
 
@@ -57,6 +73,8 @@ class Cache:
         self.root, self.manifest = root, manifest
         self.source = source or LocalSource(Path(root))
         self._rows: dict[str, list[dict]] = {}  # samples index per shard (listed files never change)
+        self._where: dict[str, tuple[str, dict]] | None = None  # key -> (shard, samples row)
+        self._readers: dict[str, FieldReader] = {}  # read_sample's open readers, per field
 
     @property
     def backend(self) -> str:
@@ -96,12 +114,53 @@ class Cache:
         if entry is None:
             raise CacheError(f"field {name!r} has no file for shard {shard} (incomplete extraction: re-run extract)")
         data = {k: (f, t) for k, f, t in self.source.iter_file(entry, self.backend)}
-        if len(data) != entry["count"]:  # a tar cut at a member boundary reads as a clean end of file
-            raise CacheError(
-                f"{entry['path']}: {len(data)} samples read, manifest says {entry['count']} "
-                "(truncated or corrupt; run mmcache verify)"
-            )
+        _check_count(entry, len(data))
         return data
+
+    def ok_keys(self) -> list[str]:
+        """Keys of every ok sample, in cache order."""
+        return [r["key"] for shard in self.shards for r in self._shard_rows(shard) if r["status"] == "ok"]
+
+    def _index(self) -> dict[str, tuple[str, dict]]:
+        if self._where is None:
+            self._where = {}
+            for shard in reversed(self.shards):  # a key listed twice: its first shard
+                self._where.update((r["key"], (shard, r)) for r in self._shard_rows(shard))
+        return self._where
+
+    def locate(self, key: str) -> tuple[str, dict]:
+        """(shard, samples row) of a sample key; a CacheError names a key the cache does not hold."""
+        found = self._index().get(key) if isinstance(key, str) else None
+        if found is None:
+            raise CacheError(f"cache {self.root} has no sample {key!r}")
+        return found
+
+    def field_reader(self, name: str, max_open: int = 8) -> FieldReader:
+        """Random access to field `name` by sample key, keeping up to `max_open` shard files open
+        (use it as a context manager, or call close())."""
+        return FieldReader(self, name, max_open)
+
+    def read_sample(self, name: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """One sample's (feats [T, D], ts [T, 2]) of field `name`, as `iter_samples` would give it: None
+        when the field has no data for it (listed under `missing`); a CacheError for a key that is
+        not a sample of the cache or a failed one. Reads only that sample's bytes (local caches:
+        the shard file is indexed once and kept open; close the cache with `close()`)."""
+        reader = self._readers.get(name)
+        if reader is None:
+            reader = self._readers[name] = self.field_reader(name)
+        return reader.read(key)
+
+    def close(self) -> None:
+        """Close the files `read_sample` keeps open (reading again reopens them)."""
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def iter_samples(self, fields: Sequence[str] | None = None) -> Iterator[dict]:
         """Ok samples with {field: (feats, ts) or None}, one shard in memory at a time."""
@@ -115,13 +174,14 @@ class Cache:
                     yield {**row, "shard": shard, **{name: data[name].get(row["key"]) for name in fields}}
 
     def load_field(self, name: str, keys: Sequence[str] | None = None) -> FieldArrays:
-        """Arrays of one field for `keys` (default: every ok sample, in cache order)."""
+        """Arrays of one field for `keys` (default: every ok sample, in cache order). Reads only the
+        shard files that hold one of `keys`; the arrays are views of each file's bytes."""
         entry = self._field(name)
-        rows = self.samples("ok")
-        keys = [r["key"] for r in rows] if keys is None else list(keys)
+        keys = self.ok_keys() if keys is None else list(keys)
         found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        wanted = set(keys)
-        for shard in {r["shard"] for r in rows if r["key"] in wanted}:
+        where = self._index()
+        shards = {where[k][0] for k in set(keys) if k in where and where[k][1]["status"] == "ok"}
+        for shard in sorted(shards):
             found.update(self.read_field_shard(name, shard))
         empty = (np.zeros((0, entry["dim"]), np.float32), np.zeros((0, 2)))
         pairs = [found.get(k, empty) for k in keys]
@@ -134,6 +194,85 @@ class Cache:
         for name in sorted(set(self.fields) & set(other.fields)):
             f = other.fields[name]
             check_same_fingerprint(name, self.fields[name], f["fingerprint_parts"], f["fingerprint"], str(other.root))
+
+
+def _check_count(entry: dict, count: int) -> None:
+    """A file that reads cleanly but holds fewer (or more) samples than the manifest says is an error,
+    never silently fewer samples."""
+    if count != entry["count"]:
+        raise CacheError(
+            f"{entry['path']}: {count} samples read, manifest says {entry['count']} "
+            "(truncated or corrupt; run mmcache verify)"
+        )
+
+
+class FieldReader:
+    """Random access to one field of a cache by sample key: `read(key)` -> (feats [T, D], ts [T, 2]),
+    or None when the field has no data for that ok sample (its `missing` list), exactly what
+    `iter_samples` gives for the key. A local shard file is opened and indexed on first use (tar:
+    its headers, each checked as in a full read; HDF5: offsets and keys) and kept open, up to
+    `max_open` files (least recently used closed first); then a read touches only that sample's bytes.
+    A remote shard is fetched and checked whole, and the last one is kept. Keys that are not samples
+    of the cache, or failed ones, are a CacheError naming the key."""
+
+    def __init__(self, cache: Cache, name: str, max_open: int = 8):
+        self.cache, self.name = cache, name
+        self.field = cache._field(name)
+        self.max_open = max(1, max_open)
+        self._open: OrderedDict[str, object] = OrderedDict()  # shard -> TarShard | H5Shard | dict
+
+    def read(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        shard, row = self.cache.locate(key)
+        if row["status"] != "ok":
+            raise CacheError(f"sample {key} of cache {self.cache.root} is not an ok sample ({row.get('error')})")
+        handle = self._shard(shard)
+        if isinstance(handle, dict):
+            return handle.get(key)
+        if key not in handle.index:
+            return None  # listed under missing (a file holds exactly the ok samples minus missing)
+        return handle.read(key)
+
+    __getitem__ = read
+
+    def _shard(self, shard: str):
+        handle = self._open.get(shard)
+        if handle is not None:
+            self._open.move_to_end(shard)
+            return handle
+        entry = self.field["files"].get(shard)
+        if entry is None:
+            raise CacheError(
+                f"field {self.name!r} has no file for shard {shard} (incomplete extraction: re-run extract)"
+            )
+        if self.cache.source.remote:
+            self.close()
+            handle = self.cache.read_field_shard(self.name, shard)
+        else:
+            handle = SHARD_READERS[self.cache.backend](self.cache.source.root / entry["path"])
+            try:
+                _check_count(entry, len(handle))
+            except CacheError:
+                handle.close()
+                raise
+        self._open[shard] = handle
+        while len(self._open) > self.max_open:
+            self._close(self._open.popitem(last=False)[1])
+        return handle
+
+    @staticmethod
+    def _close(handle) -> None:
+        if not isinstance(handle, dict):
+            handle.close()
+
+    def close(self) -> None:
+        while self._open:
+            self._close(self._open.popitem()[1])
+
+    def __enter__(self) -> FieldReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def open_cache(path: str | Path) -> Cache:
@@ -160,7 +299,7 @@ def verify_cache(path: str | Path) -> list[str]:
         scan = _check_file(cache, entry, None, problems)
         if scan is not None:
             try:
-                rows = parse_samples(scan.data, cache.source.label(entry["path"]))
+                rows = parse_sample_rows(scan.data, cache.source.label(entry["path"]))
             except CacheError as e:
                 problems.append(str(e))
                 continue
@@ -231,4 +370,4 @@ def _check_contents(scan: Scan, field: dict, entry: dict, ok: set[str], problems
         problems.append(f"{entry['path']}: ok sample {sorted(unaccounted)[0]} has neither data nor a reason")
 
 
-__all__ = ["Cache", "FieldArrays", "FingerprintMismatch", "open_cache", "verify_cache"]
+__all__ = ["Cache", "FieldArrays", "FieldReader", "FingerprintMismatch", "open_cache", "verify_cache"]

@@ -333,9 +333,6 @@ def _padded_bytes(cfg: TrainConfig, data: Data, cache_list: list[Cache]) -> int:
     return sum(len(data.keys) * min(cfg.max_steps, max(steps[n], 1)) * d * 2 for n, d in data.dims.items())
 
 
-LAYOUT_CHUNK = 4096  # samples laid out at once: bounds the temporary copy of their steps
-
-
 def field_arrays(cfg: TrainConfig, data: Data, rows: list[dict], names: list[str]):
     """Read fields for `rows` (one pass per cache shard) and lay them out as padded float16 arrays,
     subsampled to max_steps, aligned on the first field's grid for `align` and segments. Fields are
@@ -362,34 +359,27 @@ def field_arrays(cfg: TrainConfig, data: Data, rows: list[dict], names: list[str
 
 def layout_field(name: str, raw: list, grids: list, t: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """One field as (N, t, dim) float16 and its (N, t) mask: sample i resampled onto grids[i] when
-    given (`align`), else uniformly subsampled to at most t steps (`subsample`), done at once for
-    all samples of the same length."""
+    given (`align`), else uniformly subsampled to at most t steps (`subsample`); each sample is
+    copied straight into place (no temporary copies of the field)."""
     x = np.zeros((len(raw), t, dim), np.float16)
     mask = np.zeros((len(raw), t), bool)
-    plain = []
+    kept = np.zeros(len(raw), np.int64)  # steps kept by subsampling, per sample
     for i, item in enumerate(raw):
         if item is None:
             continue
-        if grids[i] is None:
-            plain.append(i)
-            continue
-        f, ok = align(grids[i], item[1], item[0])
-        x[i, : len(f)], mask[i, : len(f)] = f, ok
-    for c in range(0, len(plain), LAYOUT_CHUNK):
-        rows = np.asarray(plain[c : c + LAYOUT_CHUNK])
-        arrays = [raw[i][0] for i in rows.tolist()]
-        lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
-        try:
-            flat = np.concatenate(arrays)  # (sum of lengths, dim): one copy of every step
-            starts = np.cumsum(lengths) - lengths
-            for length in np.unique(lengths).tolist():
-                keep = subsample(length, t)
-                if len(keep):
-                    sel = lengths == length
-                    x[rows[sel], : len(keep)] = flat[starts[sel][:, None] + keep]
-                    mask[rows[sel], : len(keep)] = True
-        except ValueError as e:  # an unverified cache with a sample of another shape
-            raise DataError(f"field {name}: samples are not all (T, {dim}) arrays ({e}); run mmcache verify") from None
+        f = item[0]
+        if f.ndim != 2 or f.shape[1] != dim:
+            raise DataError(f"field {name}: a sample has shape {f.shape}, expected (T, {dim}); run mmcache verify")
+        if grids[i] is not None:
+            f, ok = align(grids[i], item[1], f)
+            x[i, : len(f)], mask[i, : len(f)] = f, ok
+        elif len(f) <= t:
+            x[i, : len(f)] = f
+            kept[i] = len(f)
+        else:
+            x[i] = f[subsample(len(f), t)]
+            kept[i] = t
+    mask |= np.arange(t) < kept[:, None]
     return x, mask
 
 
@@ -454,19 +444,31 @@ def _cache_stats(cache_list: list[Cache], names: list[str]) -> dict[str, tuple[n
     return out
 
 
+STATS_ROWS = 512  # rows per chunk of the in-memory statistics (bounds the float64 copy)
+
+
 def _train_stats(data: Data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-field mean/std over the valid steps of the train split, accumulated in float64."""
-    stats = {}
+    """Per-field mean/std over the valid steps of the train split, accumulated in float64, a chunk of
+    rows at a time (streaming: one pass over the shards for every field)."""
     rows = data.rows("train")
-    for n in data.field_names:
-        total, sq, count = np.zeros(data.dims[n]), np.zeros(data.dims[n]), 0
-        for b in data.batches(rows, 1024) if data.source is not None else [None]:
-            if b is None:
-                x, m = data.feats[n][rows].double().numpy(), data.masks[n][rows].numpy()
-            else:
-                x, m = b.feats[n].double().numpy(), b.masks[n].numpy()
-            v = x[m]
-            total, sq, count = total + v.sum(0), sq + (v**2).sum(0), count + len(v)
+    acc = {n: [np.zeros(data.dims[n]), np.zeros(data.dims[n]), 0] for n in data.field_names}
+    if data.source is not None:
+        parts = ({n: (b.feats[n], b.masks[n]) for n in data.field_names} for b in data.batches(rows, 1024))
+    else:
+        chunks = (torch.as_tensor(rows[i : i + STATS_ROWS]) for i in range(0, len(rows), STATS_ROWS))
+        parts = (
+            {n: (data.feats[n].index_select(0, idx), data.masks[n].index_select(0, idx)) for n in data.field_names}
+            for idx in chunks
+        )
+    for part in parts:
+        for n, (x, m) in part.items():
+            v = x.numpy()[m.numpy()].astype(np.float64)
+            a = acc[n]
+            a[0] += v.sum(0)
+            a[1] += np.einsum("ij,ij->j", v, v)
+            a[2] += len(v)
+    stats = {}
+    for n, (total, sq, count) in acc.items():
         mean = total / max(count, 1)
         std = np.sqrt(np.maximum(sq / max(count, 1) - mean**2, 0)) + 1e-6
         stats[n] = (mean.astype(np.float32), std.astype(np.float32))

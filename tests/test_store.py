@@ -91,3 +91,270 @@ def test_object_npy_is_refused():
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(CacheError):
         load_npy(buf.getvalue(), "x.npy")
+
+
+# -- the reader: its own tar parser, random access, padded arrays ----------------------------------
+
+
+def _reference(path):
+    """What tarfile + np.load make of a shard: {key: (feats, ts)}."""
+    members = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            members[m.name] = np.load(io.BytesIO(tar.extractfile(m).read()), allow_pickle=False)
+    keys = {n.split(".")[0] for n in members}
+    return {k: (members[f"{k}.npy"], members[f"{k}.ts.npy"]) for k in keys}
+
+
+def _varied(n=12, seed=1):
+    """Samples of varied lengths (one of 0 steps) and dtypes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = [0, 1, 7, 16, 33][i % 5]
+        dtype = np.float32 if i % 3 == 0 else np.float16
+        out.append((f"{i:08x}{'ab' * 8}", rng.normal(size=(t, 6)).astype(dtype), rng.random((t, 2))))
+    return out
+
+
+def _write_tar(path, members, fmt=tarfile.USTAR_FORMAT):
+    """A tar written by tarfile itself (stock headers, record padding) from (name, bytes) pairs."""
+    from mmcache.store.arrays import npy_bytes
+
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, arr in members:
+            data = npy_bytes(arr) if isinstance(arr, np.ndarray) else arr
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_tar_reader_matches_tarfile_and_np_load(tmp_path):
+    w = TarShardWriter(tmp_path / "a.tar", 6)
+    for k, f, t in _varied():
+        w.add(k, f, t)
+    w.close()
+    ref = _reference(tmp_path / "a.tar")
+    got = list(iter_tar(tmp_path / "a.tar"))
+    assert [k for k, _, _ in got] == [k for k, _, _ in _varied()]
+    for k, f, t in got:
+        assert f.dtype == ref[k][0].dtype and f.shape == ref[k][0].shape and np.array_equal(f, ref[k][0])
+        assert np.array_equal(t, ref[k][1]) and t.dtype == np.float64
+        assert f.flags.writeable and t.flags.writeable  # as np.load's arrays
+    with open(tmp_path / "a.tar", "rb") as stream:  # a remote shard: parsed member by member
+        streamed = list(iter_tar("remote.tar", fileobj=stream))
+    assert [(k, f.tobytes(), t.tobytes()) for k, f, t in streamed] == [(k, f.tobytes(), t.tobytes()) for k, f, t in got]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_reader_reads_stock_tars_in_any_member_order(tmp_path, fmt):
+    samples_ = _varied(6)
+    members = [(f"{k}.ts.npy", t) for k, _, t in samples_[:3]] + [(f"{k}.npy", f) for k, f, _ in samples_]
+    members += [(f"{k}.ts.npy", t) for k, _, t in samples_[3:]]
+    path = _write_tar(tmp_path / "stock.tar", members, fmt)
+    got = {k: (f, t) for k, f, t in iter_tar(path)}
+    assert set(got) == {k for k, _, _ in samples_}
+    for k, f, t in samples_:
+        assert np.array_equal(got[k][0], f) and np.array_equal(got[k][1], t)
+
+
+def test_tar_reader_refuses_every_cut_and_header_damage(tmp_path):
+    w = TarShardWriter(tmp_path / "a.tar", 6)
+    for k, f, t in _varied(4):
+        w.add(k, f, t)
+    w.close()
+    data = (tmp_path / "a.tar").read_bytes()
+    end = len(data) - 1024  # where the two end-of-archive blocks start
+    damaged = tmp_path / "d.tar"
+    for cut in [*range(0, end + 512, 512), *range(7, end + 512, 97)]:  # anywhere before one whole end block
+        damaged.write_bytes(data[:cut])
+        with pytest.raises(CacheError, match="d.tar"):
+            list(iter_tar(damaged))
+        with open(damaged, "rb") as stream, pytest.raises(CacheError, match="d.tar"):
+            list(iter_tar(damaged, fileobj=stream))
+    damaged.write_bytes(data[: end + 512])  # one end block is enough: every member is whole
+    assert len(list(iter_tar(damaged))) == 4
+    headers = [0]
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        headers = [m.offset for m in tar.getmembers()]
+    for h in headers:  # name, mode, size, mtime, type flag, magic, prefix: the checksum or the checks refuse it
+        for pos in (3, 101, 126, 140, 156, 258, 345):
+            b = bytearray(data)
+            b[h + pos] ^= 0x01
+            damaged.write_bytes(bytes(b))
+            with pytest.raises(CacheError, match="d.tar"):
+                list(iter_tar(damaged))
+
+
+def test_npy_payload_rules(tmp_path):
+    from mmcache.store.arrays import npy_bytes
+
+    ts = np.zeros((2, 2))
+    key = "0123456789abcdef"
+    ok = {
+        "big-endian": np.arange(8, dtype=">f4").reshape(2, 4),
+        "fortran": np.asfortranarray(np.arange(8, dtype=np.float32).reshape(2, 4)),
+        "bool": np.ones((2, 3), bool),
+        "int": np.arange(6, dtype=np.int16).reshape(2, 3),
+    }
+    for name, arr in ok.items():
+        data = io.BytesIO()
+        np.save(data, arr, allow_pickle=False)
+        path = _write_tar(tmp_path / f"{name}.tar", [(f"{key}.npy", data.getvalue()), (f"{key}.ts.npy", ts)])
+        ((_, got, _),) = list(iter_tar(path))
+        assert np.array_equal(got, arr) and got.dtype == arr.dtype, name
+    good = npy_bytes(np.zeros((2, 4), np.float16))
+    bad = {
+        "trailing bytes": (good + b"\0" * 8, "not a plain .npy"),
+        "cut payload": (good[:-2], "not a plain .npy"),
+        "complex": (npy_bytes(np.zeros((2, 2), np.complex64)), "refusing .npy with dtype"),
+        "text": (npy_bytes(np.array([["a", "b"]])), "refusing .npy with dtype"),
+        "not npy": (b"PK\x03\x04" + b"\0" * 60, "not a plain .npy"),
+    }
+    for payload, words in bad.values():
+        path = _write_tar(tmp_path / "bad.tar", [(f"{key}.npy", payload), (f"{key}.ts.npy", ts)])
+        with pytest.raises(CacheError, match=words):
+            list(iter_tar(path))
+        with pytest.raises(CacheError, match=words):
+            load_npy(payload, "x.npy")
+    path = _write_tar(tmp_path / "twice.tar", [(f"{key}.npy", good), (f"{key}.npy", good)])
+    with pytest.raises(CacheError, match="twice"):
+        list(iter_tar(path))
+    path = _write_tar(tmp_path / "lonely.tar", [(f"{key}.npy", good)])
+    with pytest.raises(CacheError, match="lacks its pair"):
+        list(iter_tar(path))
+
+
+def test_padded_matches_a_per_sample_copy():
+    from mmcache.cache import FieldArrays
+
+    rng = np.random.default_rng(0)
+    lengths = [3, 0, 5, 1, 5]
+    feats = [rng.normal(size=(n, 4)).astype(np.float16) for n in lengths]
+    ts = [rng.random((n, 2)) for n in lengths]
+    arr = FieldArrays("f", list("abcde"), feats, ts, np.array([n > 0 for n in lengths]))
+    for max_steps in (None, 2, 8):
+        x, t, mask = arr.padded(max_steps)
+        steps = max(lengths) if max_steps is None else max_steps
+        assert x.shape == (5, steps, 4) and x.dtype == np.float32 and t.shape == (5, steps, 2)
+        for i, n in enumerate(lengths):
+            k = min(n, steps)
+            assert np.array_equal(x[i, :k], feats[i][:k].astype(np.float32)) and not x[i, k:].any()
+            assert np.array_equal(t[i, :k], ts[i][:k]) and mask[i].tolist() == [True] * k + [False] * (steps - k)
+    empty = FieldArrays("f", ["a"], [np.zeros((0, 4), np.float32)], [np.zeros((0, 2))], np.array([False]))
+    x, t, mask = empty.padded()
+    assert x.shape == (1, 1, 4) and not mask.any()
+
+
+def test_layout_field_subsamples_like_the_per_sample_rule():
+    from mmfit.data import layout_field, subsample
+
+    rng = np.random.default_rng(0)
+    lengths = [0, 3, 8, 8, 20, 33, 1]
+    raw = [(rng.normal(size=(n, 5)).astype(np.float16), rng.random((n, 2))) for n in lengths]
+    raw[2] = None  # absent for this field
+    x, mask = layout_field("f", raw, [None] * len(raw), 8, 5)
+    for i, item in enumerate(raw):
+        want = np.zeros((8, 5), np.float16)
+        want_mask = np.zeros(8, bool)
+        if item is not None:
+            keep = subsample(len(item[0]), 8)
+            want[: len(keep)], want_mask[: len(keep)] = item[0][keep], True
+        assert np.array_equal(x[i], want) and np.array_equal(mask[i], want_mask), i
+
+
+@pytest.fixture(scope="module")
+def two_backends(tmp_path_factory, clips):
+    """The conftest clips plus one unreadable file, extracted with both backends (shards of 2)."""
+    import shutil
+
+    import mmcache
+
+    d = tmp_path_factory.mktemp("random-access")
+    inputs = d / "inputs"
+    shutil.copytree(clips, inputs)
+    (inputs / "broken.mp4").write_text("not a video")
+    made = {}
+    for backend in ("webdataset", "hdf5"):
+        root = d / backend
+        mmcache.extract([inputs], ["logmel:fps=2,window=0.5", "minilm-text"], root, shard_size=2, backend=backend)
+        made[backend] = root
+    return made
+
+
+@pytest.mark.parametrize("backend", ["webdataset", "hdf5"])
+def test_read_sample_returns_what_iter_samples_returns(two_backends, backend):
+    from mmcache import open_cache
+
+    cache = open_cache(two_backends[backend])
+    fields = list(cache.fields)
+    seen = list(cache.iter_samples())
+    assert any(s[f] is None for s in seen for f in fields)  # the silent clip: no audio/text for some field
+    with cache:
+        for s in reversed(seen):  # any order
+            for f in fields:
+                got, want = cache.read_sample(f, s["key"]), s[f]
+                if want is None:
+                    assert got is None
+                else:
+                    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, want, strict=True))
+    with cache.field_reader(fields[0], max_open=1) as reader:  # one file open at a time still reads all
+        assert [reader.read(s["key"]) is None for s in seen] == [s[fields[0]] is None for s in seen]
+        assert len(reader._open) == 1
+    failed = cache.samples("failed")
+    assert failed
+    with pytest.raises(CacheError, match="not an ok sample"):
+        cache.read_sample(fields[0], failed[0]["key"])
+    for bad in ("0123456789abcdef0123", "../x", 5):
+        with pytest.raises(CacheError, match="has no sample"):
+            cache.read_sample(fields[0], bad)
+    with pytest.raises(CacheError, match="has no field 'nope'"):
+        cache.read_sample("nope", seen[0]["key"])
+
+
+@pytest.mark.parametrize("backend", ["webdataset", "hdf5"])
+def test_read_sample_refuses_a_cut_shard(two_backends, backend, tmp_path):
+    import shutil
+
+    from mmcache import open_cache
+
+    root = tmp_path / "cache"
+    shutil.copytree(two_backends[backend], root)
+    cache = open_cache(root)
+    key = cache.samples("ok")[0]["key"]
+    path = root / cache.fields["logmel"]["files"][cache.locate(key)[0]]["path"]
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(CacheError, match=path.name):
+        cache.read_sample("logmel", key)
+
+
+def test_the_fast_samples_row_check_never_accepts_what_the_schema_refuses():
+    """remote._plain_row recognises usual samples index rows without jsonschema; whatever it accepts,
+    the schema must accept (anything else goes to jsonschema, which decides)."""
+    import jsonschema
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mmcache.remote import _plain_row, _row_schema_known, _row_validator
+
+    assert _row_schema_known(), "schemas/cache-manifest.schema.json changed: update remote._plain_row and its hash"
+    validator = _row_validator()
+    good = {"key": KEYS[0], "source": "a.mp4", "sha256": "ab" * 32, "bytes": 5, "status": "ok", "id": None,
+            "aliases": ["b.mp4"], "duration": 2.0, "streams": {}, "error": None, "meta": {"label": "x"}}  # fmt: skip
+    assert _plain_row(good) and validator.is_valid(good)
+    values = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=3)
+    values |= st.sampled_from([KEYS[0], "ab" * 32, "ok", "failed", "AB" * 32, KEYS[0] + "\n", [], ["x"], [1], {}])
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(st.dictionaries(st.sampled_from(sorted(good)), values, max_size=4), st.lists(st.sampled_from(sorted(good))))
+    def check(changes, dropped):
+        row = {**{k: v for k, v in good.items() if k not in dropped}, **changes}
+        if _plain_row(row):
+            assert validator.is_valid(row), row
+
+    check()
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**good, "bytes": True}, {"type": "object", "properties": {"bytes": {"type": "integer"}}})
+    assert not _plain_row({**good, "bytes": True}) and not _plain_row({**good, "key": KEYS[0] + "\n"})

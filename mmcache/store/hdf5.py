@@ -69,25 +69,89 @@ class H5ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def iter_h5(path: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """Yield (key, feats, ts) in file order, checking offsets and keys."""
+_ERRORS = (OSError, KeyError, UnicodeDecodeError, AttributeError, TypeError, ValueError, RuntimeError)
+# AttributeError/TypeError/ValueError: a crafted file with e.g. integer keys or a group named feats
+# escaped as a foreign exception from verify and plain reads
+
+
+def _unreadable(path, e: Exception) -> CacheError:
+    return CacheError(f"{path}: not a readable mmcache HDF5 shard ({e})")
+
+
+def _layout(f: h5py.File, path) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray, list[str]]:
+    """feats, ts, offsets and keys of an open shard, checked: plain dtypes, offsets that cover feats
+    in order, one key per sample, keys that are hex digests."""
+    feats, ts = f["feats"], f["ts"]
+    offsets = np.asarray(f["offsets"][()], np.int64)
+    keys = [k.decode("ascii") for k in f["keys"][()]]
+    if (
+        feats.dtype.kind not in ALLOWED_KINDS
+        or ts.dtype.kind not in ALLOWED_KINDS
+        or feats.ndim != 2
+        or offsets.ndim != 1
+        or len(offsets) != len(keys) + 1
+    ):
+        raise CacheError(
+            f"{path}: malformed HDF5 shard (dtype {feats.dtype}, {len(offsets)} offsets for {len(keys)} keys)"
+        )
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(feats) or len(ts) != len(feats):
+        raise CacheError(f"{path}: offsets do not cover feats ({offsets[-1]} vs {len(feats)} rows)")
+    for key in keys:
+        if not KEY_RE.fullmatch(key):
+            raise CacheError(f"{path}: bad key {key!r}")
+    return feats, ts, offsets, keys
+
+
+def read_h5(path: Path | str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every (key, feats, ts) of a shard in file order: each dataset is read whole, once, and the
+    samples are views of it."""
     try:
         with h5py.File(path, "r") as f:
-            feats, ts = f["feats"], f["ts"]
-            offsets = np.asarray(f["offsets"][()], np.int64)
-            keys = [k.decode("ascii") for k in f["keys"][()]]
-            if feats.dtype.kind not in ALLOWED_KINDS or len(offsets) != len(keys) + 1:
-                raise CacheError(
-                    f"{path}: malformed HDF5 shard (dtype {feats.dtype}, {len(offsets)} offsets for {len(keys)} keys)"
-                )
-            if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(feats) or len(ts) != len(feats):
-                raise CacheError(f"{path}: offsets do not cover feats ({offsets[-1]} vs {len(feats)} rows)")
-            for i, key in enumerate(keys):
-                if not KEY_RE.match(key):
-                    raise CacheError(f"{path}: bad key {key!r}")
-                a, b = offsets[i], offsets[i + 1]
-                yield key, feats[a:b], ts[a:b]
-    except (OSError, KeyError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as e:
-        # AttributeError/TypeError/ValueError: a crafted file with e.g. integer keys or a group named
-        # feats escaped as a foreign exception from verify and plain reads
-        raise CacheError(f"{path}: not a readable mmcache HDF5 shard ({e})") from None
+            feats, ts, offsets, keys = _layout(f, path)
+            all_feats, all_ts = feats[()], ts[()]
+    except _ERRORS as e:
+        raise _unreadable(path, e) from None
+    bounds = offsets.tolist()
+    return [(k, all_feats[a:b], all_ts[a:b]) for k, a, b in zip(keys, bounds, bounds[1:], strict=False)]
+
+
+def iter_h5(path: Path | str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Yield (key, feats, ts) in file order, checking offsets and keys (the shard is read first)."""
+    yield from read_h5(path)
+
+
+class H5Shard:
+    """One shard file kept open for random access by key (`read(key)` reads only that sample's rows)."""
+
+    def __init__(self, path: Path | str):
+        self.path = path
+        try:
+            self.f = h5py.File(path, "r")
+        except _ERRORS as e:
+            raise _unreadable(path, e) from None
+        try:
+            self.feats, self.ts, offsets, keys = _layout(self.f, path)
+        except _ERRORS as e:
+            self.f.close()
+            raise _unreadable(path, e) from None
+        except CacheError:
+            self.f.close()
+            raise
+        bounds = offsets.tolist()
+        self.index = {k: (a, b) for k, a, b in zip(keys, bounds, bounds[1:], strict=False)}
+        if len(self.index) != len(keys):
+            self.f.close()
+            raise CacheError(f"{path}: a key appears twice")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.index[key]
+        try:
+            return self.feats[a:b], self.ts[a:b]
+        except _ERRORS as e:
+            raise _unreadable(self.path, e) from None
+
+    def close(self) -> None:
+        self.f.close()

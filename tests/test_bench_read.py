@@ -1,0 +1,44 @@
+"""Smoke test of benchmarks/bench_read.py --quick: tiny synthetic caches (tar and an HDF5 copy),
+sequential read against a raw read, random access, streaming vs in-memory training and peak RSS;
+its section and rows."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+NUM = r"[\d.]+"
+
+
+def test_quick_run_writes_its_section(tmp_path):
+    results = tmp_path / "R.md"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_read.py"), "--quick", "--results", str(results)]
+    res = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    text = results.read_text()
+    assert "<!-- bench_read:begin -->" in text and "<!-- bench_read:end -->" in text
+    assert "## bench_read (--quick smoke run)" in text
+    for cache in ("webdataset, 300 clips x 16 steps", "hdf5, 300 clips x 16 steps", "webdataset, 64 clips x 128 steps"):
+        for reader in (r"`load_field\(name\)` for every field", r"`iter_samples\(\)` \(all fields\)"):
+            row = rf"\| {cache} \| {reader} \| {NUM} \| 1 round \| >= 0.8 \| (PASS|FAIL) \|"
+            assert re.search(row, text), row
+    for backend in ("hdf5", "webdataset"):
+        assert re.search(rf"\| {backend} \| ast \(768-d\) \| {NUM} \| {NUM} \| {NUM} \|", text), backend
+    for mode in ("in memory", "streaming"):
+        assert re.search(rf"\| {mode} \(`streaming: \w+`\) \| {NUM} s \| {NUM} s \| {NUM} \|", text), mode
+    for clips in (256, 512):
+        assert re.search(rf"\| {clips} \| {NUM} MB \| {NUM} MB \| -?{NUM} MB \| {NUM} MB \| -?{NUM} MB \|", text)
+    assert re.search(r"Streaming stays flat as the cache grows .*: \*\*(yes|no)\*\* \((PASS|FAIL)\)", text)
+    raw = json.loads((tmp_path / "out" / "bench_read" / "results-quick.json").read_text())
+    assert [s["backend"] for s in raw["sequential"]] == ["webdataset", "hdf5", "webdataset"]
+    assert {r["mode"] for r in raw["memory"]["rows"]} == {"never", "always"}
+    assert all(r["streaming"] == (r["mode"] == "always") for r in raw["memory"]["rows"])
