@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CacheError, FingerprintMismatch
-from .remote import LocalSource, Missing, Scan, Source, parse_sample_rows, source_for
+from .remote import LocalSource, Missing, Scan, Source, source_for
 from .store.hdf5 import H5Shard, read_h5
-from .store.manifest import check_same_fingerprint, load_manifest
+from .store.manifest import check_same_fingerprint, load_manifest, parse_samples
 from .store.tar import TarShard, read_tar
 
 READERS = {"webdataset": read_tar, "hdf5": read_h5}  # backend -> whole local shard file -> samples
@@ -299,7 +299,7 @@ def verify_cache(path: str | Path) -> list[str]:
         scan = _check_file(cache, entry, None, problems)
         if scan is not None:
             try:
-                rows = parse_sample_rows(scan.data, cache.source.label(entry["path"]))
+                rows = parse_samples(scan.data, cache.source.label(entry["path"]))
             except CacheError as e:
                 problems.append(str(e))
                 continue

@@ -331,15 +331,15 @@ def test_read_sample_refuses_a_cut_shard(two_backends, backend, tmp_path):
 
 
 def test_the_fast_samples_row_check_never_accepts_what_the_schema_refuses():
-    """remote._plain_row recognises usual samples index rows without jsonschema; whatever it accepts,
+    """store.manifest._plain_row recognises usual samples index rows without jsonschema; whatever it accepts,
     the schema must accept (anything else goes to jsonschema, which decides)."""
     import jsonschema
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from mmcache.remote import _plain_row, _row_schema_known, _row_validator
+    from mmcache.store.manifest import _plain_row, _row_schema_known, _row_validator
 
-    assert _row_schema_known(), "schemas/cache-manifest.schema.json changed: update remote._plain_row and its hash"
+    assert _row_schema_known(), "schemas/cache-manifest.schema.json changed: update store.manifest._plain_row and its hash"
     validator = _row_validator()
     good = {"key": KEYS[0], "source": "a.mp4", "sha256": "ab" * 32, "bytes": 5, "status": "ok", "id": None,
             "aliases": ["b.mp4"], "duration": 2.0, "streams": {}, "error": None, "meta": {"label": "x"}}  # fmt: skip

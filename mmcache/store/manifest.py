@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import re
 from pathlib import Path
 
 from .. import __version__
 from ..errors import CacheError, FingerprintMismatch
-from ..schema import schema_errors
+from ..schema import load_schema, schema_errors
 from .atomic import write_atomic
 
 MANIFEST = "manifest.json"
@@ -104,22 +107,74 @@ def read_samples(path: Path) -> list[dict]:
     return parse_samples(data, str(path))
 
 
-def parse_samples(data: bytes, where: str) -> list[dict]:
-    """Rows of samples index bytes (from a file or a URL), each checked against the schema."""
+@functools.cache
+def _row_validator():
+    """The samples index row schema's validator, built once (and the schema checked once)."""
     import jsonschema
 
-    from ..schema import load_schema
+    defs = load_schema("cache-manifest")["$defs"]
+    schema = {**defs["sample"], "$defs": defs}
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
-    schema = {**load_schema("cache-manifest")["$defs"]["sample"], "$defs": load_schema("cache-manifest")["$defs"]}
-    rows = []
+
+# sha256 of the canonical JSON of the schema definitions `_plain_row` mirrors ($defs sample, key, sha256)
+_ROW_SCHEMA_SHA256 = "0be2c8ef763e9feae5d398632c580f8dc593cc1daac519972481d7c1df5af1d8"
+_KEY = re.compile(r"[0-9a-f]{8,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_OPTIONAL = {"id": (str, type(None)), "duration": (int, float, type(None)), "streams": (dict, type(None))}
+_OPTIONAL.update(error=(str, type(None)), meta=(dict,))
+
+
+@functools.cache
+def _row_schema_known() -> bool:
+    defs = load_schema("cache-manifest")["$defs"]
+    snap = json.dumps({k: defs[k] for k in ("sample", "key", "sha256")}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(snap.encode()).hexdigest() == _ROW_SCHEMA_SHA256
+
+
+def _plain_row(row) -> bool:
+    """True only for a row the schema certainly accepts (the usual row, checked in microseconds);
+    anything else goes to jsonschema, which decides and words the error. Used only while the schema
+    is the one this mirrors (`_row_schema_known`)."""
+    if type(row) is not dict:
+        return False
+    key, sha, nbytes = row.get("key"), row.get("sha256", ""), row.get("bytes")
+    if type(key) is not str or not _KEY.fullmatch(key) or type(row.get("source")) is not str:
+        return False
+    if not (sha is None or type(sha) is str and _SHA256.fullmatch(sha)):
+        return False
+    if type(nbytes) is not int or nbytes < 0 or row.get("status") not in ("ok", "failed"):
+        return False
+    for name, types in _OPTIONAL.items():
+        if name in row and type(row[name]) not in types:
+            return False
+    aliases = row.get("aliases", [])
+    return type(aliases) is list and all(type(a) is str for a in aliases)
+
+
+def parse_samples(data: bytes, where: str) -> list[dict]:
+    """Rows of samples index bytes (from a file or a URL), each checked against the schema. The
+    validator is built once (`jsonschema.validate` per row re-checks the schema and builds one every
+    time: about 15 ms a row, 150 s for a 10,000-clip cache), and usual rows are recognised without it
+    (`_plain_row`)."""
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    validator = _row_validator()
+    plain = _plain_row if _row_schema_known() else None
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise CacheError(f"{where}: cannot read samples index ({e})") from None
+    rows = []
     for i, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
-            jsonschema.validate(row, schema)
+            error = None if plain is not None and plain(row) else best_match(validator.iter_errors(row))
+            if error is not None:
+                raise error
         except (json.JSONDecodeError, jsonschema.ValidationError) as e:
             raise CacheError(f"{where}:{i}: bad samples row ({str(e).splitlines()[0]})") from None
         rows.append(row)
