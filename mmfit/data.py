@@ -351,9 +351,13 @@ def field_arrays(cfg: TrainConfig, data: Data, rows: list[dict], names: list[str
                 if arr.present[j]:
                     raw[i] = (arr.feats[j], arr.ts[j])
             del arr
-        if k == 0 and (cfg.align or cfg.task == "segment"):
+        aligned = cfg.align or cfg.task == "segment"
+        if k == 0 and aligned:
             grids = [None if r is None else r[1][subsample(len(r[1]), t)] for r in raw]
-        feats[n], masks[n] = layout_field(n, raw, grids, t, data.dims[n])
+        # independent fields are padded only to their longest sample (at most max_steps): padding is
+        # compute that token fusions spend on masked positions; aligned fields share the grid's width
+        width = t if aligned else max([min(len(r[0]), t) for r in raw if r is not None] + [1])
+        feats[n], masks[n] = layout_field(n, raw, grids, width, data.dims[n])
     return feats, masks, grids
 
 

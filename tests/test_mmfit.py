@@ -314,6 +314,17 @@ def test_aligned_fields_share_the_first_fields_grid(labelled, tmp_path):
     assert r.val["accuracy"] >= 0.5
 
 
+def test_token_fields_are_padded_to_their_longest_sample_only(labelled, tmp_path):
+    data = load_data(cfg(labelled, tmp_path, fusion="attention", max_steps=64))
+    cache = mmcache.open_cache(labelled / "cache")
+    for name in data.field_names:
+        longest = max(len(f) for f in cache.load_field(name).feats)
+        assert data.feats[name].shape[1] == min(longest, 64)
+        assert bool(data.masks[name][:, -1].any())  # no column is padding for every sample
+    short = load_data(cfg(labelled, tmp_path, fusion="attention", max_steps=2))
+    assert all(short.feats[n].shape[1] <= 2 for n in short.field_names)
+
+
 def test_cli_train_eval_predict_sweep(labelled, tmp_path):
     from typer.testing import CliRunner
 
