@@ -28,7 +28,9 @@ demo: setup  ## the Snakemake workflow (workflows/config/config.yaml): 60 clips 
 bench: setup  ## every benchmark, one after the other (about an hour on 2 cores); each rewrites its section of benchmarks/RESULTS.md
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_decode.py
+	$(PY) benchmarks/bench_read.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_scaling.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache bench-out

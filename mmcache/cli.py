@@ -99,6 +99,9 @@ class RichProgress:
         self.bar.console.print(text)
 
 
+THREADS_HELP = "Threads of this process: torch's and each ffmpeg decode's (default: all cores); features do not change."
+
+
 @app.command()
 @clean_errors
 def extract(
@@ -123,10 +126,15 @@ def extract(
     dask: Annotated[
         str | None, typer.Option(help="Compute on a dask cluster: a scheduler address (tcp://host:8786) or local:N.")
     ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help=THREADS_HELP + " With --dask, every worker task uses one thread.")
+    ] = None,
 ):
     """Extract features into a cache. Re-running is a no-op; new videos and new encoders are added."""
     from .extraction import extract as run
+    from .extraction import use_threads
 
+    use_threads(threads)
     progress = RichProgress()
     with progress.bar:
         report = run(
@@ -182,14 +190,18 @@ def run_shard(
     cache: Annotated[Path, typer.Argument(help="Cache directory holding a plan.")],
     shard: Annotated[str, typer.Argument(help="Shard name, e.g. 000003.")],
     timeout: Annotated[float, typer.Option(help="Seconds a decode may stall before ffmpeg is killed.")] = 120.0,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help=THREADS_HELP + " Snakemake passes the job's threads.")
+    ] = None,
 ):
     """Run one planned shard task; writes its files and <cache>/parts/SHARD.json (a done shard is a no-op)."""
-    from .extraction import run_planned_shard
+    from .extraction import run_planned_shard, threads_in_use, use_threads
 
+    use_threads(threads)
     progress = RichProgress()
     with progress.bar:
         part = run_planned_shard(cache, shard, timeout, progress)
-    out.print(f"shard {shard}: {len(part['fields'])} field file(s) published", highlight=False)
+    out.print(f"shard {shard}: {len(part['fields'])} field file(s) published; {threads_in_use()}", highlight=False)
 
 
 @app.command()

@@ -131,9 +131,32 @@ class FFmpegPipe:
 # this placeholder; `_run` swaps in the real input argument in the compiled argument list.
 _INPUT = "file:mmcache-input"
 
+# Threads each ffmpeg started by this process may use (decoder and filter graph); None leaves
+# ffmpeg's default (about one per core). Set by `set_threads` (`mmcache run-shard/extract --threads`,
+# dask tasks): a job allotted N cores must not decode on all of them. Decoded frames are the same.
+_THREADS: int | None = None
+
+
+def set_threads(n: int | None) -> None:
+    """Limit the decode and filter threads of every ffmpeg this process starts (None: ffmpeg's default)."""
+    global _THREADS
+    if n is not None and n < 1:
+        raise ValueError(f"ffmpeg threads must be at least 1, not {n}")
+    _THREADS = n
+
+
+def get_threads() -> int | None:
+    return _THREADS
+
+
+def _input():
+    """The input node every decode starts from (the placeholder file, with the decoder's threads)."""
+    return ffmpeg.input(_INPUT, **({"threads": _THREADS} if _THREADS else {}))
+
 
 def _run(stream, path: Path, timeout: float) -> FFmpegPipe:
-    args = stream.global_args(*_GLOBAL_ARGS).compile(cmd=FFMPEG)
+    extra = ("-filter_complex_threads", str(_THREADS)) if _THREADS else ()
+    args = stream.global_args(*_GLOBAL_ARGS, *extra).compile(cmd=FFMPEG)
     args = [ffmpeg_input(path) if a == _INPUT else a for a in args]
     return FFmpegPipe(args, path, timeout)
 
@@ -188,7 +211,7 @@ def iter_frames(
 
 def _grid_frames(info, rate, resize, crop, max_frames, timeout, eof_action: str):
     """iter_frames' decode; returns the number of frames yielded."""
-    src = ffmpeg.input(_INPUT).video
+    src = _input().video
     fps = {"fps": str(rate)} if eof_action == "round" else {"fps": str(rate), "eof_action": eof_action}
     graph = _scale_crop(src.filter("fps", **fps).filter("setsar", 1), resize, crop)
     out_args = {"format": "rawvideo", "pix_fmt": "rgb24"}
@@ -218,7 +241,7 @@ def iter_audio(
     """Yield mono float32 chunks of the first audio stream at `sample_rate`."""
     if info.audio is None:
         raise DecodeError(f"{info.path}: no audio stream")
-    src = ffmpeg.input(_INPUT)
+    src = _input()
     out = src["a:0"].output("pipe:", format="f32le", ac=1, ar=sample_rate)
     pipe = _run(out, info.path, timeout)
     ok = False
@@ -237,7 +260,7 @@ def iter_audio(
 
 def read_subtitle_stream(info: ProbeInfo, timeout: float = 60.0) -> str:
     """The first embedded subtitle stream converted to SRT text."""
-    out = ffmpeg.input(_INPUT)["s:0"].output("pipe:", format="srt")
+    out = _input()["s:0"].output("pipe:", format="srt")
     pipe = _run(out, info.path, timeout)
     chunks = []
     buf = bytearray(1 << 16)

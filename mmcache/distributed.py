@@ -5,6 +5,10 @@ Each task decodes and encodes one video for one field and publishes its result a
 A task whose status file exists returns at once, so a task re-run after a worker dies, or a whole
 re-run of `extract`, is idempotent. The client then packs the staged results into shards in the
 usual order (shards.run_task with `outcomes`), so the cache is the same as a local run's.
+
+A worker runs `nthreads` tasks at once, one per thread it was given, so each task keeps to one
+thread: torch's and ffmpeg's (extraction.use_threads(1), set by the task itself, whatever the
+environment of the worker). `local:N` starts N single-threaded worker processes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from .encoders import Encoder, build_encoder
 from .errors import InputError
+from .extraction import use_threads
 from .pipeline import Job, Outcome, run_encoder
 from .probe import probe
 from .shards import Progress, Task
@@ -23,6 +28,7 @@ from .store.atomic import write_atomic
 from .types import VideoInput
 
 STAGING = ".staging"
+TASK_THREADS = 1  # torch and ffmpeg threads of one task: a worker's thread is one core's worth of work
 _ENCODERS: dict[str, Encoder] = {}  # per worker process: each model is loaded once
 
 
@@ -36,6 +42,7 @@ def stage_video(root: str, video: dict, arg: str, field: str, timeout: float) ->
     feats_p, ts_p, status_p = _paths(Path(root), field, video["key"])
     if status_p.is_file():
         return json.loads(status_p.read_text())["status"]
+    use_threads(TASK_THREADS)  # in the task's own thread: OpenMP keeps a thread count per thread
     enc = _ENCODERS.get(arg) or _ENCODERS.setdefault(arg, build_encoder(arg))
     v = VideoInput(**{**video, "path": Path(video["path"])})
     try:

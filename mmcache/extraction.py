@@ -45,6 +45,8 @@ __all__ = [
     "finalize",
     "plan_to_dir",
     "run_planned_shard",
+    "threads_in_use",
+    "use_threads",
 ]
 
 
@@ -76,6 +78,42 @@ class Plan:
     args: dict[str, str]  # field -> encoder arg
     tasks: list[Task]
     report: ExtractReport
+
+
+def use_threads(n: int | None) -> None:
+    """Keep this process's work on `n` threads (`--threads`, a Snakemake job's `threads:`, one per dask
+    task): torch's intra-op threads (and inter-op ones while torch still allows it) and each ffmpeg's
+    decode and filter threads. The decode thread of the pipeline still overlaps encoding. Features do
+    not depend on it (not part of any fingerprint). None leaves torch's and ffmpeg's defaults (all cores).
+    """
+    if n is None:
+        return
+    if n < 1:
+        raise InputError(f"threads must be at least 1, not {n}")
+    import torch
+
+    from . import decode
+
+    torch.set_num_threads(n)
+    if torch.get_num_interop_threads() != n:
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:  # only before the first inter-op parallel work of the process
+            pass
+    decode.set_threads(n)
+
+
+def threads_in_use() -> str:
+    """What this process runs on, for logs: torch intra-op / inter-op threads and ffmpeg's."""
+    import torch
+
+    from . import decode
+
+    ffmpeg_threads = decode.get_threads()
+    return (
+        f"torch {torch.get_num_threads()} thread(s) ({torch.get_num_interop_threads()} inter-op), "
+        f"ffmpeg {ffmpeg_threads or 'default'} thread(s)"
+    )
 
 
 def _prepare_out(out: Path) -> None:
@@ -211,8 +249,11 @@ def _check_options(name: str, encoder: str, opts: dict, recorded: dict) -> None:
 
 
 def _numeric_options(opts: dict) -> dict:
-    """Options that change the numbers (not where or in what batch size they were computed)."""
-    return {k: v for k, v in opts.items() if k not in ("device", "batch_size", "field")}
+    """Options that change the numbers (not where, in what batch size or with how many decoders they
+    were computed)."""
+    from .encoders.base import NOT_FINGERPRINTED
+
+    return {k: v for k, v in opts.items() if k not in NOT_FINGERPRINTED}
 
 
 def _load_hash_memo(root: Path) -> dict:

@@ -268,10 +268,6 @@ def test_a_cache_is_byte_identical_with_several_decoders(tmp_path, clips, real_v
         assert (tmp_path / "c1" / f).read_bytes() == (tmp_path / "c3" / f).read_bytes(), f
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mmcache/extraction.py _numeric_options must leave out 'decoders' (like device and batch_size)",
-)
 def test_changing_decoders_on_a_rerun_is_a_no_op(tmp_path, clips):
     import mmcache
 

@@ -339,7 +339,7 @@ def test_the_fast_samples_row_check_never_accepts_what_the_schema_refuses():
 
     from mmcache.store.manifest import _plain_row, _row_schema_known, _row_validator
 
-    assert _row_schema_known(), "schemas/cache-manifest.schema.json changed: update store.manifest._plain_row and its hash"
+    assert _row_schema_known(), "schemas/cache-manifest.schema.json changed: update manifest._plain_row and its hash"
     validator = _row_validator()
     good = {"key": KEYS[0], "source": "a.mp4", "sha256": "ab" * 32, "bytes": 5, "status": "ok", "id": None,
             "aliases": ["b.mp4"], "duration": 2.0, "streams": {}, "error": None, "meta": {"label": "x"}}  # fmt: skip

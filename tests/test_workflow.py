@@ -125,6 +125,25 @@ def test_cores_n_runs_n_shard_jobs_at_once(finished):
     assert before_first_finished.count("rule extract_shard:") == 2  # --cores 2, threads 1 per shard job
 
 
+@pytest.mark.parametrize("threads, cores, passed", [(1, 2, 1), (2, 2, 2), (2, 1, 1)])
+def test_shard_jobs_pass_their_threads_on(tmp_path, threads, cores, passed):
+    """run-shard gets the job's threads (extract.threads, lowered by Snakemake to --cores)."""
+    part = f"{OUT}/cache/parts/000000.json"
+    configs = (override(tmp_path, {"extract": {"threads": threads}}),)
+    res = snakemake(tmp_path, "-n", "-p", "--cores", str(cores), "--", part, configs=configs)
+    assert res.returncode == 0, res.stderr
+    (shell,) = [ln for ln in res.stdout.splitlines() if "mmcache run-shard" in ln]
+    assert f" --threads {passed} " in shell, shell
+
+
+def test_shard_jobs_ran_on_their_threads(finished):
+    """Each real shard job kept torch and ffmpeg to its one thread (the job's log says so)."""
+    logs = sorted((finished / OUT / "logs" / "extract_shard").glob("*.log"))
+    assert len(logs) == 3
+    for log in logs:
+        assert "torch 1 thread(s) (1 inter-op), ffmpeg 1 thread(s)" in log.read_text(), log
+
+
 def test_second_run_is_a_no_op(finished):
     res = snakemake(finished, "-n", "extract_features")
     assert res.returncode == 0, res.stderr

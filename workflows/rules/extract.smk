@@ -47,7 +47,9 @@ rule extract_shard:
     conda:
         "../envs/mmcache.yaml"
     shell:
-        "mmcache run-shard {params.cache:q} {wildcards.shard} --timeout {params.timeout} > {log:q} 2>&1"
+        # --threads: torch and ffmpeg keep to the job's threads (else each job would use every core)
+        "mmcache run-shard {params.cache:q} {wildcards.shard} --timeout {params.timeout} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule finalize:
