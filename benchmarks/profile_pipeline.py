@@ -353,6 +353,8 @@ MEMORY_VARIANTS: dict[str, tuple[dict, str]] = {  # name -> (environment, extra 
     "MALLOC_MMAP_THRESHOLD_=131072": ({"MALLOC_MMAP_THRESHOLD_": "131072"}, ""),
     "batch_size=16": ({}, ",batch_size=16"),
     "MMCACHE_MMAP_THRESHOLD=0": ({"MMCACHE_MMAP_THRESHOLD": "0"}, ""),  # glibc dynamic threshold
+    "MMCACHE_MMAP_THRESHOLD=1048576": ({"MMCACHE_MMAP_THRESHOLD": "1048576"}, ""),
+    "MMCACHE_MMAP_THRESHOLD=8388608": ({"MMCACHE_MMAP_THRESHOLD": "8388608"}, ""),
 }
 
 

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .encoders import check_encoder_arg, get_spec
 from .errors import CacheError, DecodeError, FingerprintMismatch, InputError
 from .inputs import dedupe, key_input, resolve_inputs
 from .shards import Encoders, Progress, Task, apply_part, read_part, run_task, write_part
@@ -132,6 +131,8 @@ def _checked(inputs, encoders, out, backend, shard_size):
     if shard_size < 1:
         raise InputError("shard size must be at least 1")
     encoders = list(encoders)
+    from .encoders import check_encoder_arg
+
     requested = [check_encoder_arg(e) for e in encoders]  # fail fast on bad names/options
     if not requested:
         raise InputError("no encoder given; see `mmcache encoders`")
@@ -267,6 +268,8 @@ def _load_hash_memo(root: Path) -> dict:
 
 def encoder_arg(name: str, entry: dict) -> str:
     """The NAME:k=v,... that rebuilds a field from its manifest entry (options + field name)."""
+    from .encoders import get_spec
+
     fixed = get_spec(entry["encoder"]).fixed  # a preset's pinned options are not user options
     opts = {k: v for k, v in entry["options"].items() if v is not None and k not in fixed}
     opts["field"] = name

@@ -13,17 +13,21 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .encoders import Encoder, build_encoder
 from .errors import CacheError, DecodeError
-from .pipeline import Job, Outcome, run_encoder
 from .probe import probe
 from .store import WRITERS
 from .store.atomic import sha256_file, write_atomic
 from .store.manifest import check_same_fingerprint, samples_bytes
 from .types import VideoInput
 
-Outcomes = Callable[[Encoder, list[Job], float], Iterator[Outcome]]
+if TYPE_CHECKING:  # the encoder stack imports torch: loaded only where features are computed, so that
+    # `mmcache finalize` and `plan`'s bookkeeping start in a fraction of a second
+    from .encoders import Encoder
+    from .pipeline import Job, Outcome
+
+Outcomes = Callable[["Encoder", "list[Job]", float], "Iterator[Outcome]"]
 
 
 class Progress:
@@ -66,6 +70,8 @@ class Encoders:
 
     def get(self, name: str) -> Encoder:
         if name not in self.built:
+            from .encoders import build_encoder
+
             enc = build_encoder(self.args[name])
             if name in self.recorded:
                 check_same_fingerprint(
@@ -116,6 +122,8 @@ def read_part(root: Path, shard: str) -> dict | None:
 
 
 def probe_jobs(videos: list[VideoInput], timeout: float, progress: Progress) -> tuple[list[Job], dict]:
+    from .pipeline import Job
+
     """Probe each video; ones that cannot be read, or hold no video stream, fail here."""
     jobs, failed = [], {}
     progress.start("probe", len(videos))
@@ -186,6 +194,8 @@ def _publish(enc: Encoder, writer, missing: dict) -> dict:
 
 
 def _local(enc: Encoder, jobs: list[Job], timeout: float) -> Iterator[Outcome]:
+    from .pipeline import run_encoder
+
     return run_encoder(enc, jobs, timeout=timeout)
 
 

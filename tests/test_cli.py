@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -99,3 +101,15 @@ def test_mmfit_entry_point_prints_help():
 
     res = runner.invoke(mmfit_app, ["--help"])
     assert res.exit_code == 0 and "train" in res.output
+
+
+def test_bookkeeping_commands_do_not_load_torch():
+    """finalize, verify, inspect, stats and merge start without the encoder stack (torch takes seconds
+    to import, and a Snakemake run starts finalize and verify as separate processes)."""
+    code = (
+        "import sys; import mmcache.cli, mmcache.extraction, mmcache.shards, mmcache.cache, mmcache.sharing; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
