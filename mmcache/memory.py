@@ -2,11 +2,14 @@
 
 A CNN forward pass allocates and frees activations of several MB per batch. glibc's malloc raises
 its mmap threshold after the first such block is freed (up to 32 MiB), so later blocks come from the
-heap, which fragments and is not returned to the kernel: extracting a 10-minute 720p video with
-resnet18 peaked about 0.4 GB higher than needed (benchmarks/profile_pipeline.py `memory`). Pinning
-the threshold at 128 KiB makes large blocks mmap'ed and unmapped on free; the speed cost measured
-side by side was within noise. Set MMCACHE_MMAP_THRESHOLD=0 to keep glibc's own behaviour, or to a
-number of bytes for another threshold.
+heap, which fragments: with glibc's default, extracting a 720p video with resnet18 peaked at 1.23 GB
+after 5 minutes of video and 1.36-1.55 GB after 10, still growing with the video's length. Pinning the
+threshold at 128 KiB makes large blocks mmap'ed and unmapped on free: the peak stays flat (1.04 GB at
+5 and at 10 minutes), for about 10% less extraction speed (the page faults of fresh mappings;
+benchmarks/profile_pipeline.py memory, docs/performance.md). Bounded memory on a 2-hour video is
+worth that by default; MMCACHE_MMAP_THRESHOLD=0 keeps glibc's behaviour (faster on short videos), a
+number of bytes sets another threshold (1 MiB measured the same as 128 KiB; malloc_trim every few
+batches barely helped).
 """
 
 from __future__ import annotations
