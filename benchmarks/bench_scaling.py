@@ -306,10 +306,14 @@ def child_extract(events_path: Path, argv: list[str]) -> int:
 
 
 def startup_seconds(samples: int) -> dict:
-    """Wall seconds of a fresh python that imports torch, or mmcache's extraction (torch, torchvision,
-    the encoders): what every Snakemake job and every dask worker pays before its first video."""
+    """Wall seconds of a fresh python that imports torch, or mmcache's extraction with its encoders (torch,
+    torchvision): what every shard job, `plan` and every dask worker pays before its first video
+    (`finalize` and `verify` do not load the encoders)."""
     out = {}
-    for name, code in (("python + import torch", "import torch"), ("mmcache process", "import mmcache.extraction")):
+    for name, code in (
+        ("python + import torch", "import torch"),
+        ("mmcache process", "import mmcache.extraction, mmcache.encoders"),
+    ):
         walls = []
         for _ in range(samples):
             with Meter() as m:
@@ -386,7 +390,7 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
         amdahl = t1 / (ser1 + par1 / 2)
         parts = [
             f"serial steps (Snakemake's start-up and scheduling, then plan, finalize and verify, each a fresh "
-            f"process that imports torch: {proc:.1f} s of start-up each) take {ser1:.1f} s of the {t1:.1f} s "
+            f"process; plan loads the encoders: {proc:.1f} s of start-up) take {ser1:.1f} s of the {t1:.1f} s "
             f"1-core run and {ser2:.1f} s of the 2-core run, so with perfect shard jobs 2 cores give at most "
             f"{amdahl:.2f}x",
             f"the shard phase itself sped up {par1 / par2:.2f}x: a shard job alone took {job1:.1f} s on "
