@@ -108,12 +108,8 @@ def hdf5_copy(src: Path, dst: Path) -> Path:
 
 def long_cache(work: Path, clips: int, steps: int) -> Path:
     """bench_train's fields and rows with `steps` steps per sample (longer clips: more bytes per
-    sample, the same number of samples per shard), written with mmcache's TarShardWriter."""
+    sample, the same number of samples per shard), written by bench_train.write_cache."""
     import bench_train as bt
-
-    from mmcache.store.atomic import sha256_file, write_atomic
-    from mmcache.store.manifest import new_manifest, samples_bytes, save_manifest
-    from mmcache.store.tar import TarShardWriter
 
     path = work / f"cache-{clips}x{steps}"
     if (path / "manifest.json").is_file():
@@ -122,38 +118,11 @@ def long_cache(work: Path, clips: int, steps: int) -> Path:
     tmp = path.with_name(path.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(5)
-    ts = np.stack([np.arange(steps) * bt.STEP_S, (np.arange(steps) + 1) * bt.STEP_S], 1)
-    manifest = new_manifest("webdataset")
-    manifest["fields"] = {n: bt.field_entry(n) for n in bt.FIELDS}
-    for s, start in enumerate(range(0, clips, bt.SHARD_SIZE)):
-        shard = f"{s:06d}"
-        rows = [bt.sample_row(i, i % bt.CLASSES) for i in range(start, min(start + bt.SHARD_SIZE, clips))]
-        for n in bt.FIELDS:
-            dim = bt.FIELDS[n][3]
-            writer = TarShardWriter(tmp / n / f"{shard}.tar", dim, "float16")
-            for row in rows:
-                writer.add(row["key"], rng.standard_normal((steps, dim), np.float32).astype(np.float16), ts)
-            writer.close()
-            sha, size = sha256_file(writer.path)
-            manifest["fields"][n]["files"][shard] = {
-                "path": f"{n}/{shard}.tar",
-                "bytes": size,
-                "sha256": sha,
-                "count": len(rows),
-                "steps": writer.steps,
-                "missing": {},
-            }
-        data = samples_bytes(rows)
-        write_atomic(tmp / "samples" / f"{shard}.jsonl", data)
-        manifest["shards"][shard] = {
-            "path": f"samples/{shard}.jsonl",
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "count": len(rows),
-            "ok": len(rows),
-            "failed": 0,
-        }
-    save_manifest(tmp, manifest)
+
+    def feats_of(n: str, ids: range) -> np.ndarray:
+        return rng.standard_normal((len(ids), steps, bt.FIELDS[n][3]), dtype=np.float32).astype(np.float16)
+
+    bt.write_cache(tmp, clips, steps, lambda i: i % bt.CLASSES, feats_of)
     tmp.rename(path)
     return path
 

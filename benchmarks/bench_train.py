@@ -141,28 +141,25 @@ def sample_row(i: int, label: int) -> dict:
     }
 
 
-def build_cache(root: Path, clips: int, log) -> dict:
-    """Write the synthetic cache into root (a fresh folder) with mmcache's own writers."""
+def write_cache(root: Path, clips: int, steps: int, label_of, feats_of, log=None) -> dict:
+    """Write a synthetic cache of FIELDS into root (a fresh folder) with mmcache's own writers:
+    sample i has label `label_of(i)`, and `feats_of(field, ids)` gives the (len(ids), steps, dim)
+    float16 features of a shard's samples (called shard by shard, field by field)."""
     from mmcache.store.atomic import sha256_file, write_atomic
     from mmcache.store.manifest import new_manifest, samples_bytes, save_manifest
     from mmcache.store.tar import TarShardWriter
 
-    rng = np.random.default_rng(1234)
-    offsets = {n: rng.normal(0, SIGNAL, (CLASSES, FIELDS[n][3])).astype(np.float32) for n in FIELDS}
-    labels = rng.permutation(np.arange(clips) % CLASSES)  # balanced
-    ts = np.stack([np.arange(STEPS) * STEP_S, (np.arange(STEPS) + 1) * STEP_S], 1)
+    ts = np.stack([np.arange(steps) * STEP_S, (np.arange(steps) + 1) * STEP_S], 1)
     manifest = new_manifest("webdataset")
     manifest["fields"] = {n: field_entry(n) for n in FIELDS}
     for s, start in enumerate(range(0, clips, SHARD_SIZE)):
         shard = f"{s:06d}"
         ids = range(start, min(start + SHARD_SIZE, clips))
-        rows = [sample_row(i, int(labels[i])) for i in ids]
+        rows = [sample_row(i, label_of(i)) for i in ids]
         for n in FIELDS:
-            dim = FIELDS[n][3]
-            writer = TarShardWriter(root / n / f"{shard}.tar", dim, "float16")
-            noise = rng.standard_normal((len(rows), STEPS, dim), dtype=np.float32)
-            for j, i in enumerate(ids):
-                writer.add(rows[j]["key"], (noise[j] + offsets[n][labels[i]]).astype(np.float16), ts)
+            writer = TarShardWriter(root / n / f"{shard}.tar", FIELDS[n][3], "float16")
+            for row, x in zip(rows, feats_of(n, ids), strict=True):
+                writer.add(row["key"], x, ts)
             writer.close()
             sha, size = sha256_file(writer.path)
             manifest["fields"][n]["files"][shard] = {
@@ -183,10 +180,23 @@ def build_cache(root: Path, clips: int, log) -> dict:
             "ok": len(rows),
             "failed": 0,
         }
-        if s % 8 == 0:
+        if log and s % 8 == 0:
             log(f"  shard {shard}: {min(start + SHARD_SIZE, clips)}/{clips} clips")
     save_manifest(root, manifest)
     return manifest
+
+
+def build_cache(root: Path, clips: int, log) -> dict:
+    """The benchmark's cache: per-class mean offsets (std SIGNAL) plus unit noise, balanced labels."""
+    rng = np.random.default_rng(1234)
+    offsets = {n: rng.normal(0, SIGNAL, (CLASSES, FIELDS[n][3])).astype(np.float32) for n in FIELDS}
+    labels = rng.permutation(np.arange(clips) % CLASSES)  # balanced
+
+    def feats_of(n: str, ids: range) -> np.ndarray:
+        noise = rng.standard_normal((len(ids), STEPS, FIELDS[n][3]), dtype=np.float32)
+        return (noise + offsets[n][labels[ids.start : ids.stop]][:, None, :]).astype(np.float16)
+
+    return write_cache(root, clips, STEPS, lambda i: int(labels[i]), feats_of, log)
 
 
 def ensure_cache(work: Path, clips: int, log) -> tuple[Path, dict]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,30 @@ def mixed_folder(tmp_path, clips, bad_files, real_videos) -> Path:
     for p in [*real_videos, *clips.glob("*"), *bad_files.values()]:
         shutil.copy(p, d / p.name)
     return d
+
+
+@contextlib.contextmanager
+def stalling_fifo(path: Path):
+    """A named pipe whose writer opens it and never writes more than 16 bytes (a stalled input)."""
+    os.mkfifo(path)
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            try:
+                with open(path, "wb") as f:  # blocks until a reader opens the pipe
+                    f.write(b"\x00" * 16)
+                    f.flush()
+                    stop.wait(120)
+            except OSError:
+                return
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):  # release a writer still blocked in open()
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        t.join(timeout=10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import threading
@@ -13,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import ffmpeg
+from conftest import ffmpeg, stalling_fifo
 
 from mmcache.encoders import REGISTRY, build_encoder, check_encoder_arg
 from mmcache.errors import EncoderError
@@ -187,33 +186,6 @@ def test_an_encoder_error_stops_every_decoder(real_videos, clips):
     with pytest.raises(Boom):
         list(run_encoder(enc, jobs, timeout=30))
     assert ffmpeg_children() == []
-
-
-@contextlib.contextmanager
-def stalling_fifo(path: Path):
-    """A named pipe whose writer writes 16 bytes and then nothing (a stalled input)."""
-    os.mkfifo(path)
-    stop = threading.Event()
-
-    def writer():
-        while not stop.is_set():
-            try:
-                with open(path, "wb") as f:  # blocks until a reader opens the pipe
-                    f.write(b"\x00" * 16)
-                    f.flush()
-                    stop.wait(60)
-            except OSError:
-                return
-
-    t = threading.Thread(target=writer, daemon=True)
-    t.start()
-    try:
-        yield path
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):  # release a writer still blocked in open()
-            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        t.join(timeout=10)
 
 
 def test_a_stalled_video_fails_after_its_timeout_while_other_decoders_go_on(tmp_path, clips):

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import stalling_fifo
 from reliability_report import REPORT, reliability_doc  # noqa: F401
 from typer.testing import CliRunner
 
@@ -186,33 +187,6 @@ class Forker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-
-@contextlib.contextmanager
-def stalling_fifo(path: Path):
-    """A named pipe whose writer opens it and never writes more than 16 bytes (a stalled input)."""
-    os.mkfifo(path)
-    stop = threading.Event()
-
-    def writer():
-        while not stop.is_set():
-            try:
-                with open(path, "wb") as f:  # blocks until a reader opens the pipe
-                    f.write(b"\x00" * 16)
-                    f.flush()
-                    stop.wait(120)
-            except OSError:
-                return
-
-    t = threading.Thread(target=writer, daemon=True)
-    t.start()
-    try:
-        yield path
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):  # release a writer still blocked in open()
-            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        t.join(timeout=10)
 
 
 # -- fixtures ------------------------------------------------------------------------------------
