@@ -18,7 +18,7 @@ from .errors import CacheError, FingerprintMismatch
 from .remote import LocalSource, Missing, Scan, Source, source_for
 from .store.hdf5 import H5Shard, read_h5
 from .store.manifest import check_same_fingerprint, load_manifest, parse_samples
-from .store.tar import TarShard, read_tar
+from .store.tar import Sample, TarShard, read_tar
 
 READERS = {"webdataset": read_tar, "hdf5": read_h5}  # backend -> whole local shard file -> samples
 SHARD_READERS = {"webdataset": TarShard, "hdf5": H5Shard}  # backend -> open shard file for random access
@@ -75,6 +75,8 @@ class Cache:
         self._rows: dict[str, list[dict]] = {}  # samples index per shard (listed files never change)
         self._where: dict[str, tuple[str, dict]] | None = None  # key -> (shard, samples row)
         self._readers: dict[str, FieldReader] = {}  # read_sample's open readers, per field
+        self._ok: dict[str, list[str]] = {}  # ok keys per shard, in row order
+        self._ok_where: dict[str, str] | None = None  # ok key -> shard
 
     @property
     def backend(self) -> str:
@@ -110,16 +112,37 @@ class Cache:
         return self.fields[name]
 
     def read_field_shard(self, name: str, shard: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        entry = self._field(name)["files"].get(shard)
+        return {k: (f, t) for k, f, t in self._field_samples(name, shard)}
+
+    def _field_samples(self, name: str, shard: str, then: str | None = None) -> list[Sample]:
+        """(key, feats, ts) of field `name`'s file for `shard`, in file order, with its count checked;
+        the file of shard `then`, read next, is prefetched meanwhile."""
+        files = self._field(name)["files"]
+        entry = files.get(shard)
         if entry is None:
             raise CacheError(f"field {name!r} has no file for shard {shard} (incomplete extraction: re-run extract)")
-        data = {k: (f, t) for k, f, t in self.source.iter_file(entry, self.backend)}
+        if then in files:
+            self.source.prefetch(files[then])
+        data = list(self.source.iter_file(entry, self.backend))
         _check_count(entry, len(data))
         return data
 
     def ok_keys(self) -> list[str]:
         """Keys of every ok sample, in cache order."""
-        return [r["key"] for shard in self.shards for r in self._shard_rows(shard) if r["status"] == "ok"]
+        return [k for shard in self.shards for k in self._ok_keys(shard)]
+
+    def _ok_keys(self, shard: str) -> list[str]:
+        if shard not in self._ok:
+            self._ok[shard] = [r["key"] for r in self._shard_rows(shard) if r["status"] == "ok"]
+        return self._ok[shard]
+
+    def _ok_shard(self) -> dict[str, str]:
+        """key -> shard of every ok sample (a key listed twice: its first shard)."""
+        if self._ok_where is None:
+            self._ok_where = {}
+            for shard in reversed(self.shards):
+                self._ok_where.update(dict.fromkeys(self._ok_keys(shard), shard))
+        return self._ok_where
 
     def _index(self) -> dict[str, tuple[str, dict]]:
         if self._where is None:
@@ -167,22 +190,42 @@ class Cache:
         fields = list(self.fields) if fields is None else list(fields)
         for name in fields:
             self._field(name)
-        for shard in self.shards:
-            data = {name: self.read_field_shard(name, shard) for name in fields}
-            for row in self._shard_rows(shard):
-                if row["status"] == "ok":
-                    yield {**row, "shard": shard, **{name: data[name].get(row["key"]) for name in fields}}
+        shards = self.shards
+        for i, shard in enumerate(shards):
+            ok = self._ok_keys(shard)
+            then = shards[i + 1] if i + 1 < len(shards) else None
+            columns = [self._column(name, shard, ok, then) for name in fields]
+            rows = (r for r in self._shard_rows(shard) if r["status"] == "ok")
+            for row, *values in zip(rows, *columns, strict=True):
+                yield {**row, "shard": shard, **dict(zip(fields, values, strict=True))}
+
+    def _column(self, name: str, shard: str, keys: list[str], then: str | None) -> list:
+        """(feats, ts) or None of field `name` for each of `keys` of `shard`."""
+        samples = self._field_samples(name, shard, then)
+        if len(samples) == len(keys) and all(map(str.__eq__, keys, (s[0] for s in samples))):
+            return [(f, t) for _, f, t in samples]  # the file holds exactly these samples, in this order
+        found = {k: (f, t) for k, f, t in samples}
+        return [found.get(k) for k in keys]
 
     def load_field(self, name: str, keys: Sequence[str] | None = None) -> FieldArrays:
         """Arrays of one field for `keys` (default: every ok sample, in cache order). Reads only the
         shard files that hold one of `keys`; the arrays are views of each file's bytes."""
         entry = self._field(name)
-        keys = self.ok_keys() if keys is None else list(keys)
-        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        where = self._index()
-        shards = {where[k][0] for k in set(keys) if k in where and where[k][1]["status"] == "ok"}
-        for shard in sorted(shards):
-            found.update(self.read_field_shard(name, shard))
+        where = self._ok_shard()
+        if keys is None:
+            keys = self.ok_keys()
+            shards = [s for s in self.shards if self._ok_keys(s)]
+        else:
+            keys = list(keys)
+            needed = set(map(where.get, keys))
+            shards = [s for s in self.shards if s in needed]
+        nexts = [*shards[1:], None]
+        samples = [s for shard, then in zip(shards, nexts, strict=True) for s in self._field_samples(name, shard, then)]
+        if len(samples) == len(keys) and all(map(str.__eq__, keys, (s[0] for s in samples))):
+            feats = [f for _, f, _ in samples]  # the files hold exactly these samples, in this order
+            times = [t for _, _, t in samples]
+            return FieldArrays(name, keys, feats, times, np.ones(len(keys), bool))
+        found = {k: (f, t) for k, f, t in samples if where.get(k) is not None}
         empty = (np.zeros((0, entry["dim"]), np.float32), np.zeros((0, 2)))
         pairs = [found.get(k, empty) for k in keys]
         return FieldArrays(

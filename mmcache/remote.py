@@ -41,7 +41,8 @@ from .errors import CacheError
 from .store.atomic import sha256_file
 from .store.hdf5 import iter_h5
 from .store.manifest import MANIFEST, parse_manifest, parse_samples
-from .store.tar import iter_tar, parse_tar, read_file
+from .store.mapped import prefetch, read_file
+from .store.tar import iter_tar, parse_tar
 
 CHUNK = 1 << 20
 HTTP_TIMEOUT = float(os.environ.get("MMCACHE_HTTP_TIMEOUT", "60"))  # seconds without data before giving up
@@ -93,6 +94,9 @@ class Source:
 
     remote = True
     location: str
+
+    def prefetch(self, entry: dict) -> None:
+        """Start fetching a file that will be read next (local files only)."""
 
     def label(self, rel: str) -> str:
         raise NotImplementedError
@@ -201,6 +205,9 @@ class LocalSource(Source):
 
     def label(self, rel: str) -> str:
         return str(self.root / rel)
+
+    def prefetch(self, entry: dict) -> None:
+        prefetch(self.root / entry["path"])
 
     @contextlib.contextmanager
     def _open(self, rel: str) -> Iterator[BinaryIO]:

@@ -29,8 +29,12 @@ def test_quick_run_writes_its_section(tmp_path):
     assert "## bench_read (--quick smoke run)" in text
     for cache in ("webdataset, 300 clips x 16 steps", "hdf5, 300 clips x 16 steps", "webdataset, 64 clips x 128 steps"):
         for reader in (r"`load_field\(name\)` for every field", r"`iter_samples\(\)` \(all fields\)"):
-            row = rf"\| {cache} \| {reader} \| {NUM} \| 1 round \| >= 0.8 \| (PASS|FAIL) \|"
+            row = rf"\| {cache} \| cold \| {reader} \| {NUM} \| 1 round \| >= 0.8 \| (PASS|FAIL) \|"
             assert re.search(row, text), row
+            row = rf"\| {cache} \| warm \| {reader} \| {NUM} \| 1 round \| \(context\) \|  \|"
+            assert re.search(row, text), row
+        speeds = rf"\| {cache} \| (cold|warm) \|" + rf" {NUM} \|" * 6
+        assert len(re.findall(speeds, text)) == 2, speeds
     for backend in ("hdf5", "webdataset"):
         assert re.search(rf"\| {backend} \| ast \(768-d\) \| {NUM} \| {NUM} \| {NUM} \|", text), backend
     for mode in ("in memory", "streaming"):
@@ -40,5 +44,6 @@ def test_quick_run_writes_its_section(tmp_path):
     assert re.search(r"Streaming stays flat as the cache grows .*: \*\*(yes|no)\*\* \((PASS|FAIL)\)", text)
     raw = json.loads((tmp_path / "out" / "bench_read" / "results-quick.json").read_text())
     assert [s["backend"] for s in raw["sequential"]] == ["webdataset", "hdf5", "webdataset"]
+    assert all(set(s["ratios"]) == {"cold", "warm"} for s in raw["sequential"])
     assert {r["mode"] for r in raw["memory"]["rows"]} == {"never", "always"}
     assert all(r["streaming"] == (r["mode"] == "always") for r in raw["memory"]["rows"])

@@ -187,6 +187,91 @@ def test_tar_reader_refuses_every_cut_and_header_damage(tmp_path):
                 list(iter_tar(damaged))
 
 
+def _runs(seed=3):
+    """A shard that repeats itself (runs of one clip length, where the reader predicts the headers
+    of a whole run at once) between samples of other lengths, keys and dtypes."""
+    rng = np.random.default_rng(seed)
+    lengths = [16] * 40 + [3, 5] + [16] * 3 + [0] + [9] * 30 + [1]
+    out = []
+    for i, t in enumerate(lengths):
+        dtype = np.float32 if i in (41, 77) else np.float16
+        key = f"{i:08x}" + ("" if i == 60 else "c0ffee" * 2)  # one shorter key: its header is checked alone
+        out.append((key, rng.normal(size=(t, 6)).astype(dtype), rng.random((t, 2))))
+    return out
+
+
+def test_tar_reader_on_long_runs_matches_tarfile_and_refuses_damage_inside_a_run(tmp_path):
+    path = tmp_path / "runs.tar"
+    w = TarShardWriter(path, 6)
+    for k, f, t in _runs():
+        w.add(k, f, t)
+    w.close()
+    ref = _reference(path)
+    got = list(iter_tar(path))
+    assert [k for k, _, _ in got] == [k for k, _, _ in _runs()]
+    for k, f, t in got:
+        assert f.dtype == ref[k][0].dtype and f.shape == ref[k][0].shape and np.array_equal(f, ref[k][0])
+        assert np.array_equal(t, ref[k][1]) and f.flags.writeable
+    data = path.read_bytes()
+    with tarfile.open(path) as tar:
+        headers = [m.offset for m in tar.getmembers()]
+    damaged = tmp_path / "d.tar"
+    # inside the first run (members 10, 11), at its end (79, 80), in the second run (100, 101), the last
+    for h in [headers[i] for i in (10, 11, 79, 80, 100, 101, len(headers) - 1)]:
+        for pos in (0, 20, 126, 134, 135, 150, 156, 345, 400):  # key, name tail, size, checksum, type, prefix
+            b = bytearray(data)
+            b[h + pos] ^= 0x01
+            damaged.write_bytes(bytes(b))
+            with pytest.raises(CacheError, match="d.tar"):
+                list(iter_tar(damaged))
+    for cut in (headers[20] + 512, headers[20] + 700, headers[85]):  # cut inside a run
+        damaged.write_bytes(data[:cut])
+        with pytest.raises(CacheError, match="d.tar"):
+            list(iter_tar(damaged))
+    b = bytearray(data)  # a valid header that differs from its neighbours: a size 512 bytes larger
+    i = 15  # a .ts.npy member of the first run, made to swallow the next <key>.npy header
+    with tarfile.open(path) as tar:
+        m = tar.getmembers()[i]
+    b[m.offset + 124 : m.offset + 136] = b"%011o\0" % (m.size + 512)
+    b[m.offset + 148 : m.offset + 156] = b" " * 8
+    b[m.offset + 148 : m.offset + 156] = b"%06o\0 " % sum(b[m.offset : m.offset + 512])
+    damaged.write_bytes(bytes(b))
+    with pytest.raises(CacheError, match="d.tar"):
+        list(iter_tar(damaged))
+
+
+def test_shards_are_mapped_copy_on_write(tmp_path, monkeypatch):
+    import gc
+    from pathlib import Path
+
+    from mmcache.store import mapped
+
+    def mapped_now():
+        return str(path) in Path("/proc/self/maps").read_text()
+
+    path = tmp_path / "runs.tar"
+    w = TarShardWriter(path, 6)
+    for k, f, t in _runs():
+        w.add(k, f, t)
+    w.close()
+    before = path.read_bytes()
+    got = list(iter_tar(path))
+    assert mapped_now()  # the arrays view the file's pages (Linux)
+    feats = got[0][1]
+    assert feats.flags.writeable
+    feats[:] = 7  # a private copy of that page: the file never changes
+    assert path.read_bytes() == before and np.all(feats == 7)
+    assert list(iter_tar(path))[0][1][0, 0] != 7
+    del got, feats
+    gc.collect()
+    assert not mapped_now()  # unmapped once nothing views it
+    monkeypatch.setenv("MMCACHE_MAP_SHARDS", "0")
+    assert isinstance(mapped.map_file(path), bytearray)
+    got = list(iter_tar(path))
+    assert not mapped_now()
+    assert [k for k, _, _ in got] == [k for k, _, _ in _runs()] and got[0][1].flags.writeable
+
+
 def test_npy_payload_rules(tmp_path):
     from mmcache.store.arrays import npy_bytes
 

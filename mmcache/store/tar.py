@@ -6,8 +6,8 @@ byte-identical shards; stock `webdataset.WebDataset(url)` reads them.
 
 from __future__ import annotations
 
+import ctypes
 import io
-import os
 import re
 import struct
 import tarfile
@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from .arrays import npy_bytes, npy_header
+from .arrays import MAGIC, npy_bytes, npy_header
 from .atomic import publish, temp_path
+from .mapped import map_file
 
 KEY_RE = re.compile(r"^[0-9a-f]{8,64}$")
 MEMBER_RE = re.compile(r"^([0-9a-f]{8,64})\.(npy|ts\.npy)$")
@@ -163,143 +164,226 @@ class _Pairs:
             raise CacheError(f"{self.label}: sample {next(iter(self.pending)).decode()} lacks its pair member")
 
 
-def parse_tar(buf: bytes | bytearray, label: str) -> list[Sample]:
-    """Every sample of a whole tar shard held in `buf`, in file order; the arrays are views of `buf`
-    (writable when it is a bytearray). Every header and payload is checked before anything is
-    returned; an error names `label`."""
-    n = len(buf)
+def parse_tar(buf, label: str) -> list[Sample]:
+    """Every sample of a whole tar shard held in `buf` (bytes, a bytearray or a mapped file), in file
+    order; the arrays are views of `buf` (writable when it is). Every header and payload is checked
+    before anything is returned; an error names `label`.
+
+    Two passes: a walk that reads only each header's size field, to find the next header (the one
+    step that cannot be done out of order), then every check of every header and .npy preamble at
+    once in numpy. Members whose headers or preambles differ from the shard's common form go one by
+    one through the reference checks (`_header`, `npy_header`), which raise or accept them."""
+    mv = memoryview(buf)
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    n = mv.nbytes
     if n == 0:
         raise CacheError(f"{label}: not a readable tar (empty file)")
+    u8 = np.frombuffer(mv, np.uint8)
+    offs, sizes = _walk(buf if isinstance(buf, (bytes, bytearray, ctypes.Array)) else mv, u8, n, label)
+    if not offs:
+        return []
+    at = np.asarray(offs, np.int64)
+    hdr = u8[: (n // BLOCK) * BLOCK].reshape(-1, BLOCK)[at // BLOCK]
+    keys, is_ts = _names(hdr, offs, sizes, label)
+    arrays = _payloads(mv, u8, at + BLOCK, np.asarray(sizes, np.int64), is_ts, keys, label)
+    if not is_ts[0::2].any() and is_ts[1::2].all() and len(keys) % 2 == 0 and keys[0::2] == keys[1::2]:
+        return list(zip(keys[0::2], arrays[0::2], arrays[1::2], strict=True))  # <key>.npy then <key>.ts.npy, as written
+    return _pair(keys, is_ts.tolist(), arrays, label)
+
+
+def _walk(raw, u8: np.ndarray, n: int, label: str) -> tuple[list[int], list[int]]:
+    """Offsets and sizes of every member header, from their size fields alone, up to the
+    end-of-archive block; a cut file or a member running past the end is an error here.
+
+    Header by header, except where the shard repeats itself: after two pairs of members with the same
+    sizes (clips of one length), the rest of that run is predicted at once and confirmed in bulk by
+    comparing every predicted header's size field with the last pair's. What the prediction accepts
+    is exactly what the header-by-header walk would find; everything else about each header is
+    checked afterwards, as for any other."""
     offs: list[int] = []
     sizes: list[int] = []
-    out: list[Sample] = []
-    pending: dict[bytes, tuple[bytes, np.ndarray]] = {}  # members whose pair has not come yet
-    # per extension, the last member's size field and .npy header: a shard repeats them, so most
-    # members are checked by comparing bytes instead of parsing
-    memo: dict[bytes, tuple[bytes, int, bytes, np.dtype, tuple, int]] = {}
-    match = _MEMBER_B.fullmatch
-    feats_key = feats = None  # the <key>.npy just read, whose <key>.ts.npy normally comes next
-    ts_name = b""
+    add_off, add_size = offs.append, sizes.append
     off = 0
+    try_at, backoff = 4, 4  # predict when this many members are known; after a short run, wait longer
     while True:
         if off + BLOCK > n:
-            _header(bytes(buf[off:n]), label, off)  # raises: cut header, or no end-of-archive block
-        if not buf[off]:  # no name: the end-of-archive block, or a header the checks refuse
-            if buf[off : off + BLOCK] == _ZERO:
+            _header(bytes(raw[off:n]), label, off)  # raises: cut header, or no end-of-archive block
+        h = raw[off : off + 136]
+        if not h[0]:  # no name: the end-of-archive block, or a header the checks refuse
+            if raw[off : off + BLOCK] == _ZERO:
                 break
-            _header(bytes(buf[off : off + BLOCK]), label, off)
+            _header(bytes(raw[off : off + BLOCK]), label, off)
             raise _corrupt(label, f"unnamed member at byte {off}")  # not reached: _header refuses it
-        if feats_key is not None and buf.startswith(ts_name, off):  # name is exactly <that key>.ts.npy
-            key, ext = feats_key, b"ts.npy"
-        else:
-            nul = buf.find(0, off, off + 100)
-            m = match(buf, off, nul if nul >= 0 else off + 100)
-            if m is None:
-                _header(bytes(buf[off : off + BLOCK]), label, off)  # names the problem
-                raise _corrupt(label, f"unreadable header at byte {off}")  # not reached
-            key, ext = m.group(1, 2)
-        if buf[off + 156] not in _REGULAR or buf[off + 345]:  # not a regular file, or a USTAR path prefix
-            _header(bytes(buf[off : off + BLOCK]), label, off)
-            raise _corrupt(label, f"unreadable header at byte {off}")  # not reached
+        try:  # tarfile's "%011o\0"; int() also takes e.g. "_" or spaces, which the header checks refuse
+            size = int(h[124:135], 8)
+        except ValueError:
+            size = -1
+        if size < 0:
+            size = _header(bytes(raw[off : off + BLOCK]), label, off)[2]  # raises, or a valid odd form
         start = off + BLOCK
-        last = memo.get(ext)
-        if last is not None and buf.startswith(last[0], off + 124) and buf.startswith(last[2], start):
-            size, dtype, shape, head = last[1], last[3], last[4], last[5]
-            end = start + size
-            if end > n:
-                raise _corrupt(label, f"the member at byte {off} ends past the end of the file ({n} bytes)")
-            arr = np.ndarray(shape, dtype, buf, start + head)
-        else:
-            try:  # tarfile's "%011o\0"; int() also takes e.g. signs, which _check_headers refuses
-                size = int(buf[off + 124 : off + 135], 8)
-            except ValueError:
-                size = _octal(bytes(buf[off + 124 : off + 136]))
-                if size is None:
-                    _header(bytes(buf[off : off + BLOCK]), label, off)
-                    raise _corrupt(label, f"bad size field at byte {off}") from None
-            end = start + size
-            if end > n:
-                raise _corrupt(label, f"the member at byte {off} ends past the end of the file ({n} bytes)")
-            info = npy_header(buf, start, end)
-            if type(info) is str or info[2] or info[3] == end:  # refused, Fortran order, or empty
-                arr = _array(buf, start, end, label, key + b"." + ext)
-            else:
-                dtype, shape, _, data = info
-                arr = np.ndarray(shape, dtype, buf, data)
-                size_field, npy_head = bytes(buf[off + 124 : off + 136]), bytes(buf[start:data])
-                memo[ext] = (size_field, size, npy_head, dtype, shape, data - start)
-        if ext == b"npy" and feats_key is None and key not in pending:
-            feats_key, feats, ts_name = key, arr, key + b".ts.npy\0"
-        elif key == feats_key and ext == b"ts.npy":
-            out.append((key.decode(), feats, arr))
-            feats_key = feats = None
-        else:  # members out of the usual order: pair them by key
-            if feats_key is not None:
-                pending[feats_key] = (b"npy", feats)
-                feats_key = feats = None
-            other = pending.pop(key, None)
-            if other is None:
-                pending[key] = (ext, arr)
-            elif other[0] == ext:
-                raise CacheError(f"{label}: member {key.decode()}.{ext.decode()} appears twice")
-            else:
-                out.append((key.decode(), arr, other[1]) if ext == b"npy" else (key.decode(), other[1], arr))
-        offs.append(off)
-        sizes.append(size)
+        if start + size > n:
+            raise _corrupt(label, f"the member at byte {off} ends past the end of the file ({n} bytes)")
+        add_off(off)
+        add_size(size)
         off = start + ((size + BLOCK - 1) & -BLOCK)
-    if feats_key is not None:
-        pending[feats_key] = (b"npy", feats)
-    if pending:
-        raise CacheError(f"{label}: sample {next(iter(pending)).decode()} lacks its pair member")
-    if offs:
-        _check_headers(buf, offs, sizes, label)
+        if len(offs) >= try_at and sizes[-1] == sizes[-3] and sizes[-2] == sizes[-4]:
+            got = _predict(u8, n, off, offs[-2], offs[-1], sizes[-2], sizes[-1])
+            if got:
+                offs.extend(got)
+                sizes.extend([sizes[-2], sizes[-1]] * (len(got) // 2))
+                off = got[-1] + BLOCK + ((sizes[-1] + BLOCK - 1) & -BLOCK)  # the header after the last pair
+            backoff = 4 if len(got) >= 16 else backoff * 2
+            try_at = len(offs) + backoff
+    return offs, sizes
+
+
+def _predict(u8: np.ndarray, n: int, off: int, a: int, b: int, size_a: int, size_b: int) -> list[int]:
+    """Offsets of the pairs from `off` on that repeat the pair of headers at `a` and `b` (same size
+    fields, byte for byte): the run up to the first header that differs."""
+    step_a = BLOCK + ((size_a + BLOCK - 1) & -BLOCK)
+    period = step_a + BLOCK + ((size_b + BLOCK - 1) & -BLOCK)
+    count = (n - off) // period
+    if count <= 0:
+        return []
+    first = off + period * np.arange(count)
+    at = np.stack([first, first + step_a], 1).reshape(-1)
+    fields = u8[at[:, None] + np.arange(124, 136)]
+    ref = np.stack([u8[a + 124 : a + 136], u8[b + 124 : b + 136]])
+    same = (fields.reshape(count, 2, 12) == ref).all(2).reshape(-1)
+    stop = len(same) if same.all() else int(same.argmin())
+    return at[: stop - stop % 2].tolist()
+
+
+_U64 = np.dtype("<u8")
+_TS_NAME = np.frombuffer(b".ts.npy\0", np.uint8)
+_NPY_NAME = np.frombuffer(b".npy\0", np.uint8)
+_TYPEFLAGS = np.zeros(256, bool)
+_TYPEFLAGS[list(_REGULAR)] = True
+_NPY_V1 = int.from_bytes(MAGIC + b"\x01", "little")  # magic and major version 1, the first 7 bytes of a word
+
+
+def _is_hex(chars: np.ndarray) -> np.ndarray:
+    return (((chars >= 48) & (chars <= 57)) | ((chars >= 97) & (chars <= 102))).all(1)
+
+
+def _is_octal(digits: np.ndarray) -> np.ndarray:
+    return ((digits >= 48) & (digits <= 55)).all(1)
+
+
+def _names(hdr: np.ndarray, offs: list[int], sizes: list[int], label: str) -> tuple[list[str], np.ndarray]:
+    """Keys, and which members are <key>.ts.npy, with every header checked as `_header` checks it
+    (checksum, size field, name, type, no path prefix): in bulk for headers in tarfile's canonical
+    form whose keys have the first member's length. Any other header (another tar writer's, or a
+    damaged one) goes through `_header` on its own, which raises or accepts it."""
+    m = len(hdr)
+    keys: list[str] = [""] * m
+    ok = np.zeros(m, bool)
+    is_ts = np.zeros(m, bool)
+    nul = hdr[0, :100] == 0
+    key_len = int(nul.argmax()) - 4 if nul.any() else -1  # of the first member if it is a <key>.npy
+    if hdr[0, key_len + 1 : key_len + 2].tobytes() == b"t":
+        key_len -= 3
+    if 8 <= key_len <= 64:
+        suffix = hdr[:, key_len : key_len + 8]
+        is_ts = (suffix == _TS_NAME).all(1)
+        chk = hdr[:, 148:154]
+        total = hdr.sum(1, dtype=np.uint32).astype(np.int64) - hdr[:, 148:156].sum(1, dtype=np.int64) + 8 * 32
+        ok = (
+            (is_ts | (suffix[:, :5] == _NPY_NAME).all(1))  # <key>.ts.npy or <key>.npy, then a NUL
+            & _is_hex(hdr[:, :key_len])
+            & _TYPEFLAGS[hdr[:, 156]]
+            & (hdr[:, 345] == 0)  # no path prefix
+            & _is_octal(hdr[:, 124:135])
+            & (hdr[:, 135] == 0)
+            & _is_octal(chk)
+            & (hdr[:, 154] == 0)
+            & (hdr[:, 155] == 32)
+            & ((chk.astype(np.int64) - 48) @ _CHK_WEIGHTS == total)
+        )
+        is_ts &= ok
+        if ok.any():
+            rows = np.flatnonzero(ok)
+            found = [k.decode("ascii") for k in np.ascontiguousarray(hdr[rows, :key_len]).view(f"S{key_len}").ravel()]
+            if len(rows) == m:
+                keys = found
+            else:
+                for i, k in zip(rows.tolist(), found, strict=True):
+                    keys[i] = k
+    for i in np.flatnonzero(~ok).tolist():
+        key, ext, size = _header(hdr[i].tobytes(), label, offs[i])
+        if size != sizes[i]:
+            raise _corrupt(label, f"bad size field at byte {offs[i]}")
+        keys[i], is_ts[i] = key.decode("ascii"), ext == b"ts.npy"
+    return keys, is_ts
+
+
+def _payloads(mv, u8: np.ndarray, start: np.ndarray, size: np.ndarray, is_ts: np.ndarray, keys, label) -> list:
+    """Every member's .npy payload as an array viewing `mv`. Members of one extension and size whose
+    .npy headers are byte for byte the first such member's (a shard repeats them) share its parsed
+    header; any other goes through `npy_header` on its own."""
+    words = u8[: len(u8) // 8 * 8].view(_U64)  # payloads start on 512-byte blocks
+    at = start // 8
+    first_two = words[np.minimum(at[:, None] + np.arange(2), len(words) - 1)]
+    v1 = (size >= 16) & ((first_two[:, 0] & 0xFFFFFFFFFFFFFF) == _NPY_V1)
+    head_len = np.where(v1, 10 + (first_two[:, 1] & 0xFFFF).astype(np.int64), 0)
+    _, first, inverse = np.unique((size << 1) | is_ts, return_index=True, return_inverse=True)
+    out: list = [None] * len(start)
+    starts, ends = start.tolist(), (start + size).tolist()
+    for g, i in enumerate(first.tolist()):
+        members = np.flatnonzero(inverse == g) if len(first) > 1 else np.arange(len(start))
+        hl = int(head_len[i])
+        info = npy_header(mv, starts[i], ends[i]) if 0 < hl < size[i] and hl % 8 == 0 else None
+        same = members[:0]
+        if info is not None and type(info) is not str and not info[2]:  # else: one by one
+            span = at[members, None] + np.arange(hl // 8)
+            same = members[(words[span] == words[at[i] : at[i] + hl // 8]).all(1)]
+            _views(mv, info[0], info[1], start[same] + hl, same.tolist(), out)
+        if len(same) < len(members):
+            for j in np.setdiff1d(members, same).tolist():
+                name = (keys[j] + (".ts.npy" if is_ts[j] else ".npy")).encode()
+                out[j] = _array(mv, starts[j], ends[j], label, name)
     return out
 
 
-def _check_headers(buf, offs: list[int], sizes: list[int], label: str) -> None:
-    """Checksums and size fields of every header at once. A header not in tarfile's canonical form
-    ("%06o\0 " checksum, "%011o\0" size) or failing the check goes through the reference check,
-    which raises, or accepts it (a signed-char checksum, spaces around a number) if it reads the
-    same size."""
-    n = len(buf)
-    blocks = np.frombuffer(buf, np.uint8, (n // BLOCK) * BLOCK).reshape(-1, BLOCK)
-    hdr = blocks[np.asarray(offs) // BLOCK]
-    stored = hdr[:, 148:154].astype(np.int64) - 48
-    size_digits = hdr[:, 124:135]
-    total = hdr.sum(1, dtype=np.uint32).astype(np.int64) - hdr[:, 148:156].sum(1, dtype=np.int64) + 8 * 32
-    ok = (
-        (stored >= 0).all(1)
-        & (stored <= 7).all(1)
-        & (hdr[:, 154] == 0)
-        & (hdr[:, 155] == 32)
-        & (stored @ _CHK_WEIGHTS == total)
-        & (size_digits >= 48).all(1)
-        & (size_digits <= 55).all(1)
-        & (hdr[:, 135] == 0)
-    )
-    for i in np.flatnonzero(~ok).tolist():
-        if _header(hdr[i].tobytes(), label, offs[i])[2] != sizes[i]:
-            raise _corrupt(label, f"bad size field at byte {offs[i]}")
+def _views(mv, dtype: np.dtype, shape: tuple, data: np.ndarray, where: list[int], out: list) -> None:
+    """out[where[i]] = the C-order array (shape, dtype) at byte data[i] of `mv`. Evenly spaced arrays
+    (samples of one length written in a row) are the rows of one strided view, which is cheaper than
+    making each one."""
+    if len(data) > 2:
+        gaps = np.diff(data)
+        if (gaps == gaps[0]).all():
+            strides = [dtype.itemsize]
+            for d in reversed(shape[1:]):
+                strides.insert(0, strides[0] * d)
+            rows = np.ndarray((len(data), *shape), dtype, mv, int(data[0]), (int(gaps[0]), *strides[-len(shape) :]))
+            for j, arr in zip(where, rows, strict=True):
+                out[j] = arr
+            return
+    for j, at in zip(where, data.tolist(), strict=True):
+        out[j] = np.ndarray(shape, dtype, mv, at)
 
 
-def read_file(path: Path | str) -> bytearray:
-    """A whole file in one read into a bytearray (so arrays viewing it are writable)."""
-    try:
-        with open(path, "rb", buffering=0) as f:
-            buf = bytearray(os.fstat(f.fileno()).st_size)
-            got = 0
-            with memoryview(buf) as view:
-                while got < len(buf) and (k := f.readinto(view[got:])):
-                    got += k
-    except OSError as e:
-        raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
-    del buf[got:]  # a file that shrank meanwhile reads as cut, which the parser reports
-    return buf
+def _pair(keys: list[str], is_ts: list[bool], arrays: list, label: str) -> list[Sample]:
+    """Samples from members in any order: each <key>.npy with its <key>.ts.npy."""
+    out: list[Sample] = []
+    pending: dict[str, tuple[bool, np.ndarray]] = {}
+    for key, ts, arr in zip(keys, is_ts, arrays, strict=True):
+        other = pending.pop(key, None)
+        if other is None:
+            pending[key] = (ts, arr)
+        elif other[0] == ts:
+            raise CacheError(f"{label}: member {key}.{'ts.npy' if ts else 'npy'} appears twice")
+        else:
+            out.append((key, other[1], arr) if ts else (key, arr, other[1]))
+    if pending:
+        raise CacheError(f"{label}: sample {next(iter(pending))} lacks its pair member")
+    return out
 
 
 def read_tar(path: Path | str) -> list[Sample]:
-    """Every sample of a local tar shard (one read, then `parse_tar`)."""
-    return parse_tar(read_file(path), str(path))
+    """Every sample of a local tar shard (mapped, or read in one call; then `parse_tar`)."""
+    return parse_tar(map_file(path), str(path))
 
 
 def _read_exact(f, n: int, label: str) -> bytes:

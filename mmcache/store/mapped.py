@@ -1,0 +1,123 @@
+"""Local shard files mapped into memory instead of read into it.
+
+A tar shard is parsed into arrays that view its bytes. Read into a fresh buffer, every byte is copied
+out of the page cache and every page of the new buffer is faulted in and zeroed first: on a warm page
+cache that costs 3-4x the read itself. Mapped, the arrays view the page cache directly: nothing is
+copied and nothing is zeroed, and a page the caller never touches is never brought in.
+
+The mapping is private and writable (copy-on-write), so the arrays are writable like np.load's and a
+write never reaches the file. It is made with libc's mmap through ctypes rather than the `mmap`
+module, which keeps a duplicate file descriptor open per mapping until 3.13: a trainer holding
+every shard of a large cache would run out of descriptors. The descriptor is closed at once; the
+mapping lives as long as any array viewing it, and is unmapped when the last one is collected.
+
+Cache files are never changed in place (they are published by atomic rename, and a replaced file
+keeps its old inode for whoever maps it). A file truncated by someone else while mapped would make
+reading the lost pages fail with SIGBUS, as with numpy.memmap. `MMCACHE_MAP_SHARDS=0` reads files
+into memory instead (for file systems where mapping is slow or unsupported); where mapping is not
+available or fails, files are read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import threading
+import weakref
+from pathlib import Path
+
+from ..errors import CacheError
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        libc.munmap.restype = ctypes.c_int
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.madvise.restype = ctypes.c_int
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return libc, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE
+    except (OSError, AttributeError):  # no C library to call (Windows), or no mmap in it
+        return None
+
+
+_LIBC = _libc()
+_FAILED = ctypes.c_void_p(-1).value
+_POPULATE_READ = 22  # MADV_POPULATE_READ (Linux 5.14+): map every page now, reading what is not cached
+
+
+def enabled() -> bool:
+    return _LIBC is not None and os.environ.get("MMCACHE_MAP_SHARDS", "1") != "0"
+
+
+def read_file(path: Path | str) -> bytearray:
+    """A whole file in one read into a bytearray (so arrays viewing it are writable)."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            buf = bytearray(os.fstat(f.fileno()).st_size)
+            got = 0
+            with memoryview(buf) as view:
+                while got < len(buf) and (k := f.readinto(view[got:])):
+                    got += k
+    except OSError as e:
+        raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
+    del buf[got:]  # a file that shrank meanwhile reads as cut, which the parser reports
+    return buf
+
+
+def map_file(path: Path | str):
+    """The bytes of a local file as a writable buffer: a private copy-on-write mapping (a ctypes
+    array, unmapped once nothing views it), or a bytearray when mapping is off, unavailable or fails,
+    and for an empty file."""
+    if not enabled():
+        return read_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and hasattr(os, "posix_fadvise") and str(path) not in _PREFETCHED:
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)  # what is not cached: in large reads, now
+        _PREFETCHED.pop(str(path), None)
+        libc, prot, flags = _LIBC
+        addr = libc.mmap(None, size, prot, flags, fd, 0) if size else None
+    finally:
+        os.close(fd)
+    if addr is None or addr == _FAILED:  # empty, or the file system cannot map it: read it
+        return read_file(path)
+    if libc.madvise(addr, size, _POPULATE_READ) != 0 and ctypes.get_errno() != errno.EINVAL:
+        libc.munmap(addr, size)  # an I/O error, or no memory: the plain read says which
+        return read_file(path)
+    buf = (ctypes.c_char * size).from_address(addr)
+    weakref.finalize(buf, libc.munmap, addr, size)
+    return buf
+
+
+_PREFETCHED: dict[str, None] = {}  # files prefetched and not mapped yet (map_file need not ask again)
+_LOCK = threading.Lock()
+
+
+def prefetch(path: Path | str) -> None:
+    """Ask the kernel to start reading a file into the page cache now (asynchronously), so that a
+    reader parsing the shard before it does not wait for the disk; silent when it cannot."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    with _LOCK:
+        while len(_PREFETCHED) >= 64:  # files prefetched and never mapped: forget the oldest
+            del _PREFETCHED[next(iter(_PREFETCHED))]
+        _PREFETCHED[str(path)] = None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
