@@ -443,23 +443,24 @@ def render(m: dict, p: dict, seq: list[dict], rnd: list[dict], st: dict, mem: di
         f"Cache: {p['clips']} synthetic clips (bench_train's), three float16 fields of {p['steps']} steps "
         f"(512/768/384 dims), {p['shards']} shards, and its HDF5 copy; (a) also reads a cache of the same fields "
         f"with {p['long_steps']} steps per sample. {p['rounds']} round(s), order alternating, medians of the "
-        "per-round ratios. Page cache warm for every read (a warm-up pass first)."
+        "per-round ratios. (a) reads every file cold (evicted from the page cache first) and warm (after a "
+        "warm-up pass); (b)-(d) read a warm page cache."
     )
     out += ["", "### a. Sequential read: mmcache's reader vs a raw read of the same field files", ""]
     out.append("| cache | page cache | reader | ratio to raw read (median) | min-max | target | result |")
     out.append("|---|---|---|---:|---:|---:|---|")
     for s in seq:
-        for st in STATES:
+        for state in STATES:
             for k, what in (
                 ("load_field", "`load_field(name)` for every field"),
                 ("iter_samples", "`iter_samples()` (all fields)"),
             ):
-                r = s["ratios"][st][k]
-                if st == "cold":
+                r = s["ratios"][state][k]
+                if state == "cold":
                     target, result = f">= {RATIO_MIN}", verdict(med(r) >= RATIO_MIN)
                 else:
                     target, result = "(context)", ""
-                out.append(f"| {s['label']} | {st} | {what} | {med(r):.2f} | {spread(r)} | {target} | {result} |")
+                out.append(f"| {s['label']} | {state} | {what} | {med(r):.2f} | {spread(r)} | {target} | {result} |")
     out += ["", "Speed (MB of field files per second, medians):", ""]
     out.append(
         "| cache | page cache | raw read | raw read keeping the bytes | mapping the files (no parsing) | "
@@ -467,12 +468,12 @@ def render(m: dict, p: dict, seq: list[dict], rnd: list[dict], st: dict, mem: di
     )
     out.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for s in seq:
-        for st in STATES:
-            mb = s["mb_s"][st]
+        for state in STATES:
+            mb = s["mb_s"][state]
             out.append(
-                f"| {s['label']} | {st} | {mb['raw']:.0f} | {mb['raw_keep']:.0f} | {mb['raw_map']:.0f} | "
+                f"| {s['label']} | {state} | {mb['raw']:.0f} | {mb['raw_keep']:.0f} | {mb['raw_map']:.0f} | "
                 f"{mb['load_field']:.0f} | {mb['iter_samples']:.0f} | "
-                f"{med(s['ratios'][st]['load_field_vs_keep']):.2f} |"
+                f"{med(s['ratios'][state]['load_field_vs_keep']):.2f} |"
             )
     out.append("")
     out.append("| cache | field files | samples index (parsed once, before the rounds) | others' CPU (max) |")
@@ -494,12 +495,12 @@ def render(m: dict, p: dict, seq: list[dict], rnd: list[dict], st: dict, mem: di
         "",
         '*Warm*: the same reads with every file in the page cache, where a "read" is a memory copy. The raw '
         "read copies into one reused 4 MiB buffer and keeps nothing; a reader that hands out arrays must give "
-        "each page an address in the process, and on this VM just mapping every page of the files (column "
-        "'mapping the files') runs near the raw read's speed: that is the ceiling for any zero-copy reader "
-        "here, before any checking. A copying reader pays fresh memory instead (column 'raw read keeping the "
-        "bytes'). What mmcache adds on top is per member (the walk to the next tar header, every header, name "
-        "and .npy header checked in bulk with numpy, two array views): about 1 us a member, so warm ratios "
-        "rise with the bytes per sample (compare the 16- and 128-step caches).",
+        "each page an address in the process. On this VM, mapping every page of the files (column 'mapping "
+        "the files', what mmcache's reader starts with) is faster than the raw copy; a copying reader pays "
+        "fresh memory instead (column 'raw read keeping the bytes'). What mmcache adds on top is per member "
+        "(the walk to the next tar header, every header, name and .npy header checked in bulk with numpy, "
+        "two array views): about 1 us a member, so warm ratios rise with the bytes per sample (compare the "
+        "16- and 128-step caches). HDF5 shards are read by h5py (chunk by chunk into new arrays).",
         "",
         "### b. Random access by key vs sequential (samples/s, one field)",
         "",
@@ -568,6 +569,19 @@ def render(m: dict, p: dict, seq: list[dict], rnd: list[dict], st: dict, mem: di
     return "\n".join(out) + "\n"
 
 
+def rerender(path: Path, results: Path | None) -> int:
+    """Rewrite a run's section from its raw JSON (no measuring): for changes to the report's text."""
+    raw = json.loads(path.read_text())
+    p = raw["params"]
+    body = render(raw["machine"], p, raw["sequential"], raw["random"], raw["streaming"], raw["memory"])
+    target = results or (ROOT / "bench-out" / "RESULTS-quick.md" if p["quick"] else RESULTS)
+    title = "bench_read" + (" (--quick smoke run)" if p["quick"] else "")
+    print(body)
+    write_results(target, "bench_read", title, body)
+    print(f"wrote {target} from {path}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny caches, 1 round, < 60 s")
@@ -578,7 +592,15 @@ def main() -> int:
         type=Path,
         help="markdown file to update (default benchmarks/RESULTS.md; quick: bench-out/RESULTS-quick.md)",
     )
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="only re-render the section from a run's bench-out/bench_read/results*.json",
+    )
     a = ap.parse_args()
+    if a.from_json:
+        return rerender(a.from_json, a.results)
     quick = a.quick
     rounds = a.rounds or (1 if quick else 5)
     results_path = a.results or (a.out / "RESULTS-quick.md" if quick else RESULTS)
