@@ -24,6 +24,7 @@ import ctypes
 import errno
 import mmap
 import os
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -41,13 +42,15 @@ def _libc():
         libc.madvise.restype = ctypes.c_int
         libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         return libc, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE
-    except (OSError, AttributeError):  # no C library to call (Windows), or no mmap in it
+    except (OSError, AttributeError, TypeError):  # no C library to call (Windows), or no mmap in it
         return None
 
 
 _LIBC = _libc()
 _FAILED = ctypes.c_void_p(-1).value
-_POPULATE_READ = 22  # MADV_POPULATE_READ (Linux 5.14+): map every page now, reading what is not cached
+# MADV_POPULATE_READ (Linux 5.14+): map every page now, reading what is not cached (older kernels: EINVAL,
+# and the pages are mapped on first use instead)
+_POPULATE_READ = 22 if sys.platform.startswith("linux") else None
 
 
 def enabled() -> bool:
@@ -81,16 +84,18 @@ def map_file(path: Path | str):
         raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         size = os.fstat(fd).st_size
-        if size and hasattr(os, "posix_fadvise") and str(path) not in _PREFETCHED:
-            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)  # what is not cached: in large reads, now
-        _PREFETCHED.pop(str(path), None)
+        with _LOCK:
+            asked = str(path) in _PREFETCHED
+            _PREFETCHED.pop(str(path), None)
+        if size and not asked:
+            _fadvise_willneed(fd)  # what is not cached: read in large requests, now
         libc, prot, flags = _LIBC
         addr = libc.mmap(None, size, prot, flags, fd, 0) if size else None
     finally:
         os.close(fd)
     if addr is None or addr == _FAILED:  # empty, or the file system cannot map it: read it
         return read_file(path)
-    if libc.madvise(addr, size, _POPULATE_READ) != 0 and ctypes.get_errno() != errno.EINVAL:
+    if _POPULATE_READ and libc.madvise(addr, size, _POPULATE_READ) != 0 and ctypes.get_errno() != errno.EINVAL:
         libc.munmap(addr, size)  # an I/O error, or no memory: the plain read says which
         return read_file(path)
     buf = (ctypes.c_char * size).from_address(addr)
@@ -100,6 +105,14 @@ def map_file(path: Path | str):
 
 _PREFETCHED: dict[str, None] = {}  # files prefetched and not mapped yet (map_file need not ask again)
 _LOCK = threading.Lock()
+
+
+def _fadvise_willneed(fd: int) -> None:
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:  # a hint: a file system that does not take it reads on demand
+            pass
 
 
 def prefetch(path: Path | str) -> None:
@@ -116,8 +129,6 @@ def prefetch(path: Path | str) -> None:
     except OSError:
         return
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    except OSError:
-        pass
+        _fadvise_willneed(fd)
     finally:
         os.close(fd)
