@@ -47,3 +47,9 @@ def test_quick_run_writes_its_section(tmp_path):
     assert all(set(s["ratios"]) == {"cold", "warm"} for s in raw["sequential"])
     assert {r["mode"] for r in raw["memory"]["rows"]} == {"never", "always"}
     assert all(r["streaming"] == (r["mode"] == "always") for r in raw["memory"]["rows"])
+    again = tmp_path / "again.md"  # --from-json re-renders the same section from the raw JSON alone
+    raw_path = tmp_path / "out" / "bench_read" / "results-quick.json"
+    rerender = [*cmd[:2], "--from-json", str(raw_path), "--results", str(again)]
+    res = subprocess.run(rerender, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert again.read_text() == text

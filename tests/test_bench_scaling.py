@@ -40,3 +40,12 @@ def test_quick_run_writes_its_section(tmp_path):
     assert {e: s["identical"] for e, s in raw["summary"].items()} == {"snakemake": True, "dask": True}
     shards = {j["arg"] for r in raw["runs"] if r["engine"] == "snakemake" for j in r["jobs"] if j["cmd"] == "run-shard"}
     assert shards == {"000000", "000001"}  # 2 shard jobs, so 2 can run at once
+    again = tmp_path / "again.md"  # --from-json re-renders the same section from the raw JSON alone
+    res = subprocess.run(
+        [sys.executable, cmd[1], "--from-json", str(tmp_path / "work" / "results-quick.json"), "--results", str(again)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert again.read_text() == text
