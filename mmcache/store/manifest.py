@@ -168,11 +168,10 @@ def parse_samples(data: bytes, where: str) -> list[dict]:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise CacheError(f"{where}: cannot read samples index ({e})") from None
-    parsed = _parse_lines(lines)
     rows = []
     for i, line in enumerate(lines, 1):
         try:
-            row = json.loads(line) if parsed is None else parsed[i - 1]
+            row = json.loads(line)
             error = None if plain is not None and plain(row) else best_match(validator.iter_errors(row))
             if error is not None:
                 raise error
@@ -180,23 +179,6 @@ def parse_samples(data: bytes, where: str) -> list[dict]:
             raise CacheError(f"{where}:{i}: bad samples row ({str(e).splitlines()[0]})") from None
         rows.append(row)
     return rows
-
-
-def _parse_lines(lines: list[str]) -> list | None:
-    """Every line's JSON value from one `json.loads` of the whole index, which also shares the rows'
-    key strings (one decoder memo: about a third less memory than a call per line); None unless every
-    line is exactly its value as mmcache writes it (`samples_bytes`), so that the result is what a
-    parse per line gives. Other indexes are parsed line by line."""
-    try:
-        values = json.loads("[" + ",".join(lines) + "]")
-    except (json.JSONDecodeError, RecursionError):
-        return None
-    if len(values) != len(lines):
-        return None
-    for value, line in zip(values, lines, strict=True):
-        if json.dumps(value, sort_keys=True, ensure_ascii=False) != line:
-            return None
-    return values
 
 
 def samples_bytes(rows: list[dict]) -> bytes:
