@@ -397,6 +397,15 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
             f"{cores1:.2f} cores ({cpu1:.1f} CPU s: its decode, the reader thread and ffmpeg, ran on the idle "
             f"core beside torch's one thread), {job2:.1f} s with two at once ({cpu2:.1f} CPU s: {why})",
         ]
+        run_cpu1 = med([r.cpu for r in one])
+        # the 1-core run's CPU seconds spread over both cores, the serial steps kept as they are (a shard
+        # job's start-up is part of the work that two cores share)
+        spread2 = ser1 + (run_cpu1 - ser1) / 2
+        cpu_line = (
+            f" The resource that bounds it is the CPU: the 1-core run used {run_cpu1:.0f} CPU s in {t1:.1f} s. "
+            f"Spread over both cores, with the serial steps as they are, that work takes about {spread2:.1f} s "
+            f"(about {t1 / spread2:.2f}x); the 2-core run took {t2:.1f} s ({t1 / t2:.2f}x)."
+        )
     else:
         ser = ("serial: start-up (python, import torch + mmcache)", "serial: hash inputs")
         ser += ("serial: close the cluster, probe, pack the shards, exit",)
@@ -425,10 +434,8 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
             f"takes about {spread2:.1f} s (about {t1 / spread2:.2f}x); the 2-worker run took {t2:.1f} s "
             f"({t1 / t2:.2f}x)."
         )
-        first, second = (parts[0], parts[1]) if serial_loss >= parallel_loss else (parts[1], parts[0])
-        return f"Bound mostly by {first}; also {second}.{cpu_line}"
     first, second = (parts[0], parts[1]) if serial_loss >= parallel_loss else (parts[1], parts[0])
-    return f"Bound mostly by {first}; also {second}."
+    return f"Bound mostly by {first}; also {second}.{cpu_line}"
 
 
 def render(
