@@ -20,6 +20,7 @@ from .store.hdf5 import H5Shard, read_h5
 from .store.manifest import check_same_fingerprint, load_manifest, parse_samples
 from .store.tar import Sample, TarShard, read_tar
 
+PREFETCH_AHEAD = 2  # shard files asked for ahead of the one being read
 READERS = {"webdataset": read_tar, "hdf5": read_h5}  # backend -> whole local shard file -> samples
 SHARD_READERS = {"webdataset": TarShard, "hdf5": H5Shard}  # backend -> open shard file for random access
 
@@ -114,18 +115,26 @@ class Cache:
     def read_field_shard(self, name: str, shard: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {k: (f, t) for k, f, t in self._field_samples(name, shard)}
 
-    def _field_samples(self, name: str, shard: str, then: str | None = None) -> list[Sample]:
-        """(key, feats, ts) of field `name`'s file for `shard`, in file order, with its count checked;
-        the file of shard `then`, read next, is prefetched meanwhile."""
-        files = self._field(name)["files"]
-        entry = files.get(shard)
+    def _field_samples(self, name: str, shard: str) -> list[Sample]:
+        """(key, feats, ts) of field `name`'s file for `shard`, in file order, with its count checked."""
+        entry = self._field(name)["files"].get(shard)
         if entry is None:
             raise CacheError(f"field {name!r} has no file for shard {shard} (incomplete extraction: re-run extract)")
-        if then in files:
-            self.source.prefetch(files[then])
         data = list(self.source.iter_file(entry, self.backend))
         _check_count(entry, len(data))
         return data
+
+    def _in_order(self, pairs: list[tuple[str, str]]) -> Iterator[list[Sample]]:
+        """`_field_samples` of each (field, shard) of `pairs` in turn; meanwhile the files of the next
+        PREFETCH_AHEAD pairs are asked for (local files: the kernel reads them while this one is checked)."""
+        asked: set[int] = set()
+        for i, (name, shard) in enumerate(pairs):
+            for j in range(i + 1, min(i + 1 + PREFETCH_AHEAD, len(pairs))):
+                entry = self.fields.get(pairs[j][0], {}).get("files", {}).get(pairs[j][1])
+                if j not in asked and entry is not None:
+                    asked.add(j)
+                    self.source.prefetch(entry)
+            yield self._field_samples(name, shard)
 
     def ok_keys(self) -> list[str]:
         """Keys of every ok sample, in cache order."""
@@ -190,22 +199,13 @@ class Cache:
         fields = list(self.fields) if fields is None else list(fields)
         for name in fields:
             self._field(name)
-        shards = self.shards
-        for i, shard in enumerate(shards):
+        files = self._in_order([(name, shard) for shard in self.shards for name in fields])
+        for shard in self.shards:
             ok = self._ok_keys(shard)
-            then = shards[i + 1] if i + 1 < len(shards) else None
-            columns = [self._column(name, shard, ok, then) for name in fields]
+            columns = [_column(next(files), ok) for _ in fields]
             rows = (r for r in self._shard_rows(shard) if r["status"] == "ok")
             for row, *values in zip(rows, *columns, strict=True):
                 yield {**row, "shard": shard, **dict(zip(fields, values, strict=True))}
-
-    def _column(self, name: str, shard: str, keys: list[str], then: str | None) -> list:
-        """(feats, ts) or None of field `name` for each of `keys` of `shard`."""
-        samples = self._field_samples(name, shard, then)
-        if len(samples) == len(keys) and all(map(str.__eq__, keys, (s[0] for s in samples))):
-            return [(f, t) for _, f, t in samples]  # the file holds exactly these samples, in this order
-        found = {k: (f, t) for k, f, t in samples}
-        return [found.get(k) for k in keys]
 
     def load_field(self, name: str, keys: Sequence[str] | None = None) -> FieldArrays:
         """Arrays of one field for `keys` (default: every ok sample, in cache order). Reads only the
@@ -219,8 +219,7 @@ class Cache:
             keys = list(keys)
             needed = set(map(where.get, keys))
             shards = [s for s in self.shards if s in needed]
-        nexts = [*shards[1:], None]
-        samples = [s for shard, then in zip(shards, nexts, strict=True) for s in self._field_samples(name, shard, then)]
+        samples = [s for part in self._in_order([(name, shard) for shard in shards]) for s in part]
         if len(samples) == len(keys) and all(map(str.__eq__, keys, (s[0] for s in samples))):
             feats = [f for _, f, _ in samples]  # the files hold exactly these samples, in this order
             times = [t for _, _, t in samples]
@@ -237,6 +236,14 @@ class Cache:
         for name in sorted(set(self.fields) & set(other.fields)):
             f = other.fields[name]
             check_same_fingerprint(name, self.fields[name], f["fingerprint_parts"], f["fingerprint"], str(other.root))
+
+
+def _column(samples: list[Sample], keys: list[str]) -> list:
+    """(feats, ts) or None for each of `keys`, from one shard file's samples."""
+    if len(samples) == len(keys) and all(map(str.__eq__, keys, (s[0] for s in samples))):
+        return [(f, t) for _, f, t in samples]  # the file holds exactly these samples, in this order
+    found = {k: (f, t) for k, f, t in samples}
+    return [found.get(k) for k in keys]
 
 
 def _check_count(entry: dict, count: int) -> None:
