@@ -240,6 +240,25 @@ def test_tar_reader_on_long_runs_matches_tarfile_and_refuses_damage_inside_a_run
         list(iter_tar(damaged))
 
 
+def test_tar_reader_runs_of_scalars_and_vectors(tmp_path):
+    """Evenly spaced members of one header become rows of one strided view, whatever their rank."""
+
+    def npy(arr):  # np.save as is (npy_bytes would make a 0-d array 1-d)
+        out = io.BytesIO()
+        np.save(out, arr, allow_pickle=False)
+        return out.getvalue()
+
+    members = []
+    for i in range(6):
+        key = f"{i:08x}" + "ab" * 8
+        members += [(f"{key}.npy", npy(np.array(i, np.float32))), (f"{key}.ts.npy", npy(np.arange(3.0) + i))]
+    path = _write_tar(tmp_path / "ranks.tar", members)
+    got = list(iter_tar(path))
+    for i, (_, f, t) in enumerate(got):
+        assert type(f) is np.ndarray and f.shape == () and f == i and f.flags.writeable
+        assert t.shape == (3,) and np.array_equal(t, np.arange(3.0) + i)
+
+
 def test_shards_are_mapped_copy_on_write(tmp_path, monkeypatch):
     import gc
     from pathlib import Path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import math
 import re
 import struct
 import tarfile
@@ -180,7 +181,9 @@ def parse_tar(buf, label: str) -> list[Sample]:
     if n == 0:
         raise CacheError(f"{label}: not a readable tar (empty file)")
     u8 = np.frombuffer(mv, np.uint8)
-    offs, sizes = _walk(buf if isinstance(buf, (bytes, bytearray, ctypes.Array)) else mv, u8, n, label)
+    # the walk slices headers out as bytes: what `buf` itself does when it is bytes, a bytearray or a mapping
+    as_bytes = isinstance(buf, (bytes, bytearray)) or (isinstance(buf, ctypes.Array) and buf._type_ is ctypes.c_char)
+    offs, sizes = _walk(buf if as_bytes else mv.tobytes(), u8, n, label)
     if not offs:
         return []
     at = np.asarray(offs, np.int64)
@@ -350,13 +353,11 @@ def _views(mv, dtype: np.dtype, shape: tuple, data: np.ndarray, where: list[int]
     """out[where[i]] = the C-order array (shape, dtype) at byte data[i] of `mv`. Evenly spaced arrays
     (samples of one length written in a row) are the rows of one strided view, which is cheaper than
     making each one."""
-    if len(data) > 2:
+    if len(data) > 2 and shape:  # (rows of a 1-d view would be numpy scalars, not arrays)
         gaps = np.diff(data)
         if (gaps == gaps[0]).all():
-            strides = [dtype.itemsize]
-            for d in reversed(shape[1:]):
-                strides.insert(0, strides[0] * d)
-            rows = np.ndarray((len(data), *shape), dtype, mv, int(data[0]), (int(gaps[0]), *strides[-len(shape) :]))
+            strides = tuple(math.prod(shape[k + 1 :]) * dtype.itemsize for k in range(len(shape)))
+            rows = np.ndarray((len(data), *shape), dtype, mv, int(data[0]), (int(gaps[0]), *strides))
             for j, arr in zip(where, rows, strict=True):
                 out[j] = arr
             return
