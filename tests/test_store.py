@@ -259,6 +259,91 @@ def test_tar_reader_runs_of_scalars_and_vectors(tmp_path):
         assert t.shape == (3,) and np.array_equal(t, np.arange(3.0) + i)
 
 
+def _raw_member(name: bytes, data: bytes, size_field: bytes | None = None) -> bytes:
+    """A USTAR member written byte by byte (for header forms tarfile does not write)."""
+    h = bytearray(512)
+    h[: len(name)] = name
+    h[100:124] = b"0000644\x000000000\x000000000\x00"
+    h[124:136] = size_field if size_field is not None else b"%011o\x00" % len(data)
+    h[136:148] = b"00000000000\x00"
+    h[156:157] = b"0"
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\x00 " % sum(h)
+    return bytes(h) + data + b"\x00" * (-len(data) % 512)
+
+
+def _both_reads(path):
+    """iter_tar of a local file, and of the same bytes as a stream (a remote shard)."""
+    local = list(iter_tar(path))
+    with open(path, "rb") as stream:
+        streamed = list(iter_tar(path, fileobj=stream))
+    return local, streamed
+
+
+def test_tar_reader_edge_forms_same_locally_and_streamed(tmp_path):
+    from mmcache.store.arrays import npy_bytes
+
+    f, t = npy_bytes(np.ones((3, 4), np.float16)), npy_bytes(np.zeros((3, 2)))
+    key = b"0123abcd"
+    path = tmp_path / "edge.tar"
+    # a size field of 12 octal digits and no NUL (tarfile reads it): accepted by both reads
+    path.write_bytes(_raw_member(key + b".npy", f, b"%012o" % len(f)) + _raw_member(key + b".ts.npy", t) + bytes(1024))
+    local, streamed = _both_reads(path)
+    assert [(k, a.shape) for k, a, _ in local] == [(k, a.shape) for k, a, _ in streamed] == [("0123abcd", (3, 4))]
+    # size fields of NULs (read as 0) in a run long enough to be predicted, then tarfile's zero padding:
+    # the prediction must not run into the end-of-archive blocks; the empty payloads are refused
+    run = b"".join(_raw_member(b"%08x.%s" % (i, ext), b"", bytes(12)) for i in range(4) for ext in (b"npy", b"ts.npy"))
+    path.write_bytes(run + bytes(512 * 12))
+    for read in (lambda: list(iter_tar(path)), lambda: list(iter_tar(path, fileobj=open(path, "rb")))):
+        with pytest.raises(CacheError, match="edge.tar"):
+            read()
+    # a sample written twice is refused (it would hide a missing one), in order or not
+    pair = [_raw_member(key + b".npy", f), _raw_member(key + b".ts.npy", t)]
+    for members in ([*pair, *pair], [pair[0], pair[0], pair[1], pair[1]]):
+        path.write_bytes(b"".join(members) + bytes(1024))
+        for read in (lambda: list(iter_tar(path)), lambda: list(iter_tar(path, fileobj=open(path, "rb")))):
+            with pytest.raises(CacheError, match="appears twice"):
+                read()
+    # shapes numpy cannot make: refused as such, never a numpy error
+    for shape, words in (("(0, 1180591620717411303424)", "refusing .npy with shape"), (str((1,) * 65), "dimensions")):
+        head = ("{'descr': '<f2', 'fortran_order': False, 'shape': " + shape + ", }").encode()
+        head += b" " * (-(len(head) + 11) % 64) + b"\n"
+        npy = b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head
+        path.write_bytes(_raw_member(key + b".npy", npy) + _raw_member(key + b".ts.npy", t) + bytes(1024))
+        for read in (lambda: list(iter_tar(path)), lambda: list(iter_tar(path, fileobj=open(path, "rb")))):
+            with pytest.raises(CacheError, match=words):
+                read()
+
+
+def test_arrays_stay_readable_at_interpreter_exit(tmp_path):
+    """A mapped shard is never unmapped at exit while arrays may still be read (atexit handlers, __del__)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "runs.tar"
+    w = TarShardWriter(path, 6)
+    for k, f, t in _runs():
+        w.add(k, f, t)
+    w.close()
+    code = (
+        "import atexit, sys\n"
+        "state = {}\n"
+        "atexit.register(lambda: print('sum', float(state['x'].sum())))\n"
+        "from mmcache.store.tar import iter_tar\n"
+        "class Keeper:\n"
+        "    def __del__(self):\n"
+        "        print('del', float(self.x.sum()))\n"
+        f"got = list(iter_tar({str(path)!r}))\n"
+        "state['x'] = got[0][1]\n"
+        "keeper = Keeper(); keeper.x = got[1][1]\n"
+        "del got\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "sum " in res.stdout
+
+
 def test_shards_are_mapped_copy_on_write(tmp_path, monkeypatch):
     import gc
     from pathlib import Path
@@ -462,3 +547,34 @@ def test_the_fast_samples_row_check_never_accepts_what_the_schema_refuses():
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**good, "bytes": True}, {"type": "object", "properties": {"bytes": {"type": "integer"}}})
     assert not _plain_row({**good, "bytes": True}) and not _plain_row({**good, "key": KEYS[0] + "\n"})
+
+
+def test_a_shard_file_repeating_a_sample_instead_of_another_is_refused(two_backends, tmp_path):
+    """HDF5 shards can hold a key twice: whole-shard reads count distinct samples, so a file that
+    repeats one sample where the manifest promises two is an error naming it, never a silently
+    missing sample."""
+    import json
+    import shutil
+
+    from mmcache import open_cache
+
+    root = tmp_path / "cache"
+    shutil.copytree(two_backends["hdf5"], root)
+    cache = open_cache(root)
+    shard = next(s for s, e in sorted(cache.manifest["shards"].items()) if e["ok"] >= 2)
+    name = "logmel"
+    entry = cache.fields[name]["files"][shard]
+    (key, (feats, ts)), *_ = cache.read_field_shard(name, shard).items()
+    path = root / entry["path"]
+    path.unlink()
+    w = H5ShardWriter(path, cache.fields[name]["dim"], cache.fields[name]["dtype"])
+    w.add(key, feats, ts)
+    w.add(key, feats, ts)  # in place of the shard's other ok sample
+    w.close()
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["fields"][name]["files"][shard].update(count=2, missing={})  # the manifest promises both
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    cache = open_cache(root)
+    for read in (lambda: list(cache.iter_samples()), lambda: cache.load_field(name)):
+        with pytest.raises(CacheError, match=f"{path.name}: 1 samples read, manifest says 2"):
+            read()

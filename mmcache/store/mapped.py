@@ -3,7 +3,9 @@
 A tar shard is parsed into arrays that view its bytes. Read into a fresh buffer, every byte is copied
 out of the page cache and every page of the new buffer is faulted in and zeroed first: on a warm page
 cache that costs 3-4x the read itself. Mapped, the arrays view the page cache directly: nothing is
-copied and nothing is zeroed, and a page the caller never touches is never brought in.
+copied and nothing is zeroed. On Linux every page is mapped at once (MADV_POPULATE_READ), so I/O
+errors surface here as a failed mapping (the file is then read, and the read names the error) rather
+than later as a fault.
 
 The mapping is private and writable (copy-on-write), so the arrays are writable like np.load's and a
 write never reaches the file. It is made with libc's mmap through ctypes rather than the `mmap`
@@ -84,6 +86,8 @@ def map_file(path: Path | str):
         raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         size = os.fstat(fd).st_size
+        if size > sys.maxsize:  # more than this process can address (32-bit): the read says so
+            return read_file(path)
         with _LOCK:
             asked = str(path) in _PREFETCHED
             _PREFETCHED.pop(str(path), None)
@@ -99,7 +103,9 @@ def map_file(path: Path | str):
         libc.munmap(addr, size)  # an I/O error, or no memory: the plain read says which
         return read_file(path)
     buf = (ctypes.c_char * size).from_address(addr)
-    weakref.finalize(buf, libc.munmap, addr, size)
+    # unmapped when the last view goes; never at exit, when arrays may still be read (atexit handlers,
+    # __del__ of globals, daemon threads): the process's end unmaps it
+    weakref.finalize(buf, libc.munmap, addr, size).atexit = False
     return buf
 
 

@@ -148,15 +148,16 @@ class _Pairs:
     """Pairs <key>.npy with <key>.ts.npy in whatever order they come."""
 
     def __init__(self, label: str):
-        self.label, self.pending, self.out = label, {}, []
+        self.label, self.pending, self.done = label, {}, set()
 
     def add(self, key: bytes, ext: bytes, arr: np.ndarray) -> Sample | None:
         other = self.pending.pop(key, None)
-        if other is None:
+        if other is None and key not in self.done:
             self.pending[key] = (ext, arr)
             return None
-        if other[0] == ext:
+        if other is None or other[0] == ext:
             raise CacheError(f"{self.label}: member {key.decode()}.{ext.decode()} appears twice")
+        self.done.add(key)
         feats, ts = (arr, other[1]) if ext == b"npy" else (other[1], arr)
         return key.decode("ascii"), feats, ts
 
@@ -191,7 +192,8 @@ def parse_tar(buf, label: str) -> list[Sample]:
     keys, is_ts = _names(hdr, offs, sizes, label)
     arrays = _payloads(mv, u8, at + BLOCK, np.asarray(sizes, np.int64), is_ts, keys, label)
     if not is_ts[0::2].any() and is_ts[1::2].all() and len(keys) % 2 == 0 and keys[0::2] == keys[1::2]:
-        return list(zip(keys[0::2], arrays[0::2], arrays[1::2], strict=True))  # <key>.npy then <key>.ts.npy, as written
+        if len(set(keys[0::2])) == len(keys) // 2:  # <key>.npy then <key>.ts.npy, as written, each key once
+            return list(zip(keys[0::2], arrays[0::2], arrays[1::2], strict=True))
     return _pair(keys, is_ts.tolist(), arrays, label)
 
 
@@ -219,7 +221,7 @@ def _walk(raw, u8: np.ndarray, n: int, label: str) -> tuple[list[int], list[int]
             _header(bytes(raw[off : off + BLOCK]), label, off)
             raise _corrupt(label, f"unnamed member at byte {off}")  # not reached: _header refuses it
         try:  # tarfile's "%011o\0"; int() also takes e.g. "_" or spaces, which the header checks refuse
-            size = int(h[124:135], 8)
+            size = -1 if h[135] else int(h[124:135], 8)  # 12 digits and no NUL: the reference reads it
         except ValueError:
             size = -1
         if size < 0:
@@ -242,22 +244,30 @@ def _walk(raw, u8: np.ndarray, n: int, label: str) -> tuple[list[int], list[int]
 
 
 def _predict(u8: np.ndarray, n: int, off: int, a: int, b: int, size_a: int, size_b: int) -> list[int]:
-    """Offsets of the pairs from `off` on that repeat the pair of headers at `a` and `b` (same size
-    fields, byte for byte): the run up to the first header that differs."""
+    """Offsets of the pairs from `off` on that repeat the pair of headers at `a` and `b` (a name, and
+    the same size fields byte for byte): the run up to the first header that differs, compared in
+    chunks that double while the run lasts (a run that ends soon costs little)."""
     step_a = BLOCK + ((size_a + BLOCK - 1) & -BLOCK)
     period = step_a + BLOCK + ((size_b + BLOCK - 1) & -BLOCK)
-    count = (n - off) // period
-    if count <= 0:
-        return []
-    first = off + period * np.arange(count)
-    at = np.stack([first, first + step_a], 1).reshape(-1)
-    fields = u8[at[:, None] + np.arange(124, 136)]
+    count = (n - off) // period  # pairs that fit before the end of the file
     ref = np.stack([u8[a + 124 : a + 136], u8[b + 124 : b + 136]])
-    same = (fields.reshape(count, 2, 12) == ref).all(2).reshape(-1)
-    stop = len(same) if same.all() else int(same.argmin())
-    return at[: stop - stop % 2].tolist()
+    runs: list[np.ndarray] = []
+    done, chunk = 0, 16
+    while done < count:
+        m = min(count - done, chunk)
+        first = off + period * np.arange(done, done + m)
+        at = np.stack([first, first + step_a], 1).reshape(-1)
+        same = (u8[at[:, None] + _SIZE_FIELD].reshape(m, 2, 12) == ref).all(2).reshape(-1) & (u8[at] != 0)
+        if not same.all():
+            stop = int(same.argmin())
+            runs.append(at[: stop - stop % 2])
+            break
+        runs.append(at)
+        done, chunk = done + m, chunk * 2
+    return np.concatenate(runs).tolist() if runs else []
 
 
+_SIZE_FIELD = np.arange(124, 136)
 _U64 = np.dtype("<u8")
 _TS_NAME = np.frombuffer(b".ts.npy\0", np.uint8)
 _NPY_NAME = np.frombuffer(b".npy\0", np.uint8)
@@ -284,9 +294,8 @@ def _names(hdr: np.ndarray, offs: list[int], sizes: list[int], label: str) -> tu
     ok = np.zeros(m, bool)
     is_ts = np.zeros(m, bool)
     nul = hdr[0, :100] == 0
-    key_len = int(nul.argmax()) - 4 if nul.any() else -1  # of the first member if it is a <key>.npy
-    if hdr[0, key_len + 1 : key_len + 2].tobytes() == b"t":
-        key_len -= 3
+    end = int(nul.argmax()) if nul.any() else 0  # the first member's name length
+    key_len = end - (7 if hdr[0, max(end - 7, 0) : end].tobytes() == b".ts.npy" else 4)
     if 8 <= key_len <= 64:
         suffix = hdr[:, key_len : key_len + 8]
         is_ts = (suffix == _TS_NAME).all(1)
@@ -314,7 +323,10 @@ def _names(hdr: np.ndarray, offs: list[int], sizes: list[int], label: str) -> tu
                 for i, k in zip(rows.tolist(), found, strict=True):
                     keys[i] = k
     for i in np.flatnonzero(~ok).tolist():
-        key, ext, size = _header(hdr[i].tobytes(), label, offs[i])
+        head = _header(hdr[i].tobytes(), label, offs[i])
+        if head is None:  # the walk stops at an end-of-archive block: not reached
+            raise _corrupt(label, f"end-of-archive block inside the archive at byte {offs[i]}")
+        key, ext, size = head
         if size != sizes[i]:
             raise _corrupt(label, f"bad size field at byte {offs[i]}")
         keys[i], is_ts[i] = key.decode("ascii"), ext == b"ts.npy"
@@ -353,7 +365,7 @@ def _views(mv, dtype: np.dtype, shape: tuple, data: np.ndarray, where: list[int]
     """out[where[i]] = the C-order array (shape, dtype) at byte data[i] of `mv`. Evenly spaced arrays
     (samples of one length written in a row) are the rows of one strided view, which is cheaper than
     making each one."""
-    if len(data) > 2 and shape:  # (rows of a 1-d view would be numpy scalars, not arrays)
+    if len(data) > 2 and 0 < len(shape) < 32:  # rows of a 1-d view would be scalars; numpy caps dimensions
         gaps = np.diff(data)
         if (gaps == gaps[0]).all():
             strides = tuple(math.prod(shape[k + 1 :]) * dtype.itemsize for k in range(len(shape)))
@@ -369,13 +381,15 @@ def _pair(keys: list[str], is_ts: list[bool], arrays: list, label: str) -> list[
     """Samples from members in any order: each <key>.npy with its <key>.ts.npy."""
     out: list[Sample] = []
     pending: dict[str, tuple[bool, np.ndarray]] = {}
+    done: set[str] = set()
     for key, ts, arr in zip(keys, is_ts, arrays, strict=True):
         other = pending.pop(key, None)
-        if other is None:
+        if other is None and key not in done:
             pending[key] = (ts, arr)
-        elif other[0] == ts:
+        elif other is None or other[0] == ts:
             raise CacheError(f"{label}: member {key}.{'ts.npy' if ts else 'npy'} appears twice")
         else:
+            done.add(key)
             out.append((key, other[1], arr) if ts else (key, arr, other[1]))
     if pending:
         raise CacheError(f"{label}: sample {next(iter(pending))} lacks its pair member")
