@@ -73,7 +73,9 @@ def _parse_header(raw: bytes, major: int) -> tuple[np.dtype, tuple[int, ...], bo
         return f"refusing .npy with dtype {dtype}"
     if any(d < 0 for d in shape):
         return f"negative shape {shape}"
-    if len(shape) > 32 or any(d > 2**40 for d in shape):  # numpy could not make it (65 dims, 2**70 rows)
+    # what numpy could not make (65 dimensions, or no elements of 2**70 columns); a non-empty array of
+    # impossible size fails the payload size check instead
+    if len(shape) > 32 or (0 in shape and any(d > 2**40 for d in shape)):
         return f"refusing .npy with shape {shape if len(shape) <= 8 else f'of {len(shape)} dimensions'}"
     return dtype, shape, fortran, math.prod(shape) * dtype.itemsize
 
