@@ -252,7 +252,7 @@ def _predict(u8: np.ndarray, n: int, off: int, a: int, b: int, size_a: int, size
     count = (n - off) // period  # pairs that fit before the end of the file
     ref = np.stack([u8[a + 124 : a + 136], u8[b + 124 : b + 136]])
     runs: list[np.ndarray] = []
-    done, chunk = 0, 16
+    done, chunk = 0, 64
     while done < count:
         m = min(count - done, chunk)
         first = off + period * np.arange(done, done + m)
