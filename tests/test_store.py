@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 
 import h5py
@@ -578,3 +579,17 @@ def test_a_shard_file_repeating_a_sample_instead_of_another_is_refused(two_backe
     for read in (lambda: list(cache.iter_samples()), lambda: cache.load_field(name)):
         with pytest.raises(CacheError, match=f"{path.name}: 1 samples read, manifest says 2"):
             read()
+
+
+def test_samples_rows_share_their_key_strings():
+    """A samples index holds thousands of rows with the same field names: parsed rows share one str per
+    name (nested dicts too) instead of each holding its own copies."""
+    from mmcache.store.manifest import parse_samples
+
+    row = {"key": "ab" * 12, "source": "a.mp4", "sha256": "0" * 64, "bytes": 1, "status": "ok"}
+    row["streams"] = {"video": {"codec": "h264", "fps": 25.0}}
+    data = "".join(json.dumps({**row, "key": f"{i:024x}"}) + "\n" for i in range(3)).encode()
+    a, b, c = parse_samples(data, "x.jsonl")
+    assert [r["key"] for r in (a, b, c)] == [f"{i:024x}" for i in range(3)]
+    assert all(x is y for x, y in zip(a, c, strict=True))
+    assert all(x is y for x, y in zip(a["streams"]["video"], b["streams"]["video"], strict=True))
