@@ -343,10 +343,12 @@ def _payloads(mv, u8: np.ndarray, start: np.ndarray, size: np.ndarray, is_ts: np
     v1 = (size >= 16) & ((first_two[:, 0] & 0xFFFFFFFFFFFFFF) == _NPY_V1)
     head_len = np.where(v1, 10 + (first_two[:, 1] & 0xFFFF).astype(np.int64), 0)
     _, first, inverse = np.unique((size << 1) | is_ts, return_index=True, return_inverse=True)
+    by_group = np.argsort(inverse.reshape(-1), kind="stable")  # members of each group, in file order
+    bounds = np.cumsum(np.bincount(inverse.reshape(-1), minlength=len(first))).tolist()
     out: list = [None] * len(start)
     starts, ends = start.tolist(), (start + size).tolist()
     for g, i in enumerate(first.tolist()):
-        members = np.flatnonzero(inverse == g) if len(first) > 1 else np.arange(len(start))
+        members = by_group[(bounds[g - 1] if g else 0) : bounds[g]]
         hl = int(head_len[i])
         info = npy_header(mv, starts[i], ends[i]) if 0 < hl < size[i] and hl % 8 == 0 else None
         same = members[:0]
