@@ -500,7 +500,8 @@ def render(m: dict, p: dict, seq: list[dict], rnd: list[dict], st: dict, mem: di
         "fresh memory instead (column 'raw read keeping the bytes'). What mmcache adds on top is per member "
         "(the walk to the next tar header, every header, name and .npy header checked in bulk with numpy, "
         "two array views): about 1 us a member, so warm ratios rise with the bytes per sample (compare the "
-        "16- and 128-step caches). HDF5 shards are read by h5py (chunk by chunk into new arrays).",
+        "16- and 128-step caches). HDF5 shards are opened by h5py (layout, keys, offsets checked), and their "
+        "rows viewed in the mapped file.",
         "",
         "### b. Random access by key vs sequential (samples/s, one field)",
         "",

@@ -5,6 +5,7 @@ One file per field per shard, one writer per file; readers open files lazily in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError
+from . import mapped
 from .arrays import ALLOWED_KINDS
 from .atomic import publish, temp_path
 from .tar import KEY_RE
@@ -104,15 +106,49 @@ def _layout(f: h5py.File, path) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray,
 
 def read_h5(path: Path | str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Every (key, feats, ts) of a shard in file order: each dataset is read whole, once, and the
-    samples are views of it."""
+    samples are views of it. A dataset whose rows lie in one run of the file (uncompressed, its chunks
+    in order back to back: what H5ShardWriter writes) is a view of the mapped file instead of a copy
+    (see mapped.py; MMCACHE_MAP_SHARDS=0 reads it with h5py)."""
     try:
         with h5py.File(path, "r") as f:
             feats, ts, offsets, keys = _layout(f, path)
-            all_feats, all_ts = feats[()], ts[()]
+            runs = (_run(feats), _run(ts)) if mapped.enabled() else (None, None)
+            arrays = [ds[()] if at is None else None for ds, at in zip((feats, ts), runs, strict=True)]
+            shapes = [(ds.shape, ds.dtype) for ds in (feats, ts)]
     except _ERRORS as e:
         raise _unreadable(path, e) from None
+    if any(at is not None for at in runs):
+        buf = mapped.map_file(path)
+        for i, at in enumerate(runs):
+            if at is not None:
+                (shape, dtype), end = shapes[i], at + math.prod(shapes[i][0]) * shapes[i][1].itemsize
+                if end > len(buf):
+                    raise CacheError(f"{path}: truncated HDF5 shard (data up to byte {end}, {len(buf)} bytes)")
+                arrays[i] = np.ndarray(shape, dtype, buf, at)
+    all_feats, all_ts = arrays
     bounds = offsets.tolist()
     return [(k, all_feats[a:b], all_ts[a:b]) for k, a, b in zip(keys, bounds, bounds[1:], strict=False)]
+
+
+def _run(ds: h5py.Dataset) -> int | None:
+    """Byte offset in the file of a 2-d dataset's rows when they lie there in order, back to back and
+    unfiltered; None otherwise (compressed, chunks in another order or not all written, other shapes)."""
+    if ds.ndim != 2 or ds.shape[0] == 0 or ds.id.get_create_plist().get_nfilters():
+        return None
+    row = ds.shape[1] * ds.dtype.itemsize
+    if ds.chunks is None:  # contiguous layout
+        return ds.id.get_offset()
+    rows = ds.chunks[0]
+    if ds.chunks[1] != ds.shape[1] or ds.id.get_num_chunks() != -(-ds.shape[0] // rows):
+        return None
+    first = ds.id.get_chunk_info(0)
+    for i in range(ds.id.get_num_chunks()):
+        info = ds.id.get_chunk_info(i)
+        if info.chunk_offset != (i * rows, 0) or info.byte_offset != first.byte_offset + i * rows * row:
+            return None
+        if info.size != rows * row or info.filter_mask:
+            return None
+    return first.byte_offset
 
 
 def iter_h5(path: Path | str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
