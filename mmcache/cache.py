@@ -130,7 +130,7 @@ class Cache:
         asked: set[int] = set()
         for i, (name, shard) in enumerate(pairs):
             for j in range(i + 1, min(i + 1 + PREFETCH_AHEAD, len(pairs))):
-                entry = self.fields.get(pairs[j][0], {}).get("files", {}).get(pairs[j][1])
+                entry = self._field(pairs[j][0])["files"].get(pairs[j][1])
                 if j not in asked and entry is not None:
                     asked.add(j)
                     self.source.prefetch(entry)

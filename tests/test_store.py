@@ -201,12 +201,16 @@ def _runs(seed=3):
     return out
 
 
-def test_tar_reader_on_long_runs_matches_tarfile_and_refuses_damage_inside_a_run(tmp_path):
-    path = tmp_path / "runs.tar"
+def _write_runs(path):
     w = TarShardWriter(path, 6)
     for k, f, t in _runs():
         w.add(k, f, t)
     w.close()
+    return path
+
+
+def test_tar_reader_on_long_runs_matches_tarfile_and_refuses_damage_inside_a_run(tmp_path):
+    path = _write_runs(tmp_path / "runs.tar")
     ref = _reference(path)
     got = list(iter_tar(path))
     assert [k for k, _, _ in got] == [k for k, _, _ in _runs()]
@@ -322,11 +326,7 @@ def test_arrays_stay_readable_at_interpreter_exit(tmp_path):
     import subprocess
     import sys
 
-    path = tmp_path / "runs.tar"
-    w = TarShardWriter(path, 6)
-    for k, f, t in _runs():
-        w.add(k, f, t)
-    w.close()
+    path = _write_runs(tmp_path / "runs.tar")
     code = (
         "import atexit, sys\n"
         "state = {}\n"
@@ -354,11 +354,7 @@ def test_shards_are_mapped_copy_on_write(tmp_path, monkeypatch):
     def mapped_now():
         return str(path) in Path("/proc/self/maps").read_text()
 
-    path = tmp_path / "runs.tar"
-    w = TarShardWriter(path, 6)
-    for k, f, t in _runs():
-        w.add(k, f, t)
-    w.close()
+    path = _write_runs(tmp_path / "runs.tar")
     before = path.read_bytes()
     got = list(iter_tar(path))
     assert mapped_now()  # the arrays view the file's pages (Linux)
@@ -629,3 +625,32 @@ def test_hdf5_rows_are_views_of_the_mapped_file_when_they_lie_in_order(tmp_path,
     got = read_h5(tmp_path / "a.h5")
     assert str(tmp_path / "a.h5") not in maps.read_text()
     assert [k for k, _, _ in got] == [k for k, _, _ in rows]
+
+
+@pytest.mark.parametrize("backend", ["webdataset", "hdf5"])
+def test_whole_shard_reads_ask_for_the_next_files_ahead(two_backends, backend):
+    """iter_samples reads shard by shard, every field of a shard in turn; load_field one field's shards.
+    Every file after the first is asked for (prefetched) once, while one of the two files before it is
+    read."""
+    from mmcache import open_cache
+
+    cache = open_cache(two_backends[backend])
+    events: list[tuple[str, str]] = []
+    cache.source.prefetch = lambda entry: events.append(("ask", entry["path"]))
+    iter_file = cache.source.iter_file
+    cache.source.iter_file = lambda entry, b: (events.append(("read", entry["path"])), iter_file(entry, b))[1]
+
+    def check(files):
+        assert [p for e, p in events if e == "read"] == files
+        assert [p for e, p in events if e == "ask"] == files[1:]
+        for i, path in enumerate(files[1:], 1):  # asked for before it is read, and at most 2 files ahead
+            reads_before = [p for e, p in events[: events.index(("ask", path))] if e == "read"]
+            assert i - 2 <= len(reads_before) <= i - 1, (path, reads_before)
+        events.clear()
+
+    fields = list(cache.fields)
+    list(cache.iter_samples())
+    check([cache.fields[n]["files"][s]["path"] for s in cache.shards for n in fields])
+    for name in fields:
+        cache.load_field(name)
+        check([cache.fields[name]["files"][s]["path"] for s in cache.shards])

@@ -23,7 +23,6 @@ from .atomic import publish, temp_path
 from .mapped import map_file
 
 KEY_RE = re.compile(r"^[0-9a-f]{8,64}$")
-MEMBER_RE = re.compile(r"^([0-9a-f]{8,64})\.(npy|ts\.npy)$")
 
 
 class TarShardWriter:
@@ -145,25 +144,25 @@ def _array(buf, start: int, end: int, label: str, name: bytes) -> np.ndarray:
 
 
 class _Pairs:
-    """Pairs <key>.npy with <key>.ts.npy in whatever order they come."""
+    """Pairs <key>.npy with <key>.ts.npy in whatever order they come; a member seen twice, or a
+    sample seen twice, is an error."""
 
     def __init__(self, label: str):
         self.label, self.pending, self.done = label, {}, set()
 
-    def add(self, key: bytes, ext: bytes, arr: np.ndarray) -> Sample | None:
+    def add(self, key: str, ts: bool, arr: np.ndarray) -> Sample | None:
         other = self.pending.pop(key, None)
         if other is None and key not in self.done:
-            self.pending[key] = (ext, arr)
+            self.pending[key] = (ts, arr)
             return None
-        if other is None or other[0] == ext:
-            raise CacheError(f"{self.label}: member {key.decode()}.{ext.decode()} appears twice")
+        if other is None or other[0] == ts:
+            raise CacheError(f"{self.label}: member {key}.{'ts.npy' if ts else 'npy'} appears twice")
         self.done.add(key)
-        feats, ts = (arr, other[1]) if ext == b"npy" else (other[1], arr)
-        return key.decode("ascii"), feats, ts
+        return (key, other[1], arr) if ts else (key, arr, other[1])
 
     def finish(self) -> None:
         if self.pending:
-            raise CacheError(f"{self.label}: sample {next(iter(self.pending)).decode()} lacks its pair member")
+            raise CacheError(f"{self.label}: sample {next(iter(self.pending))} lacks its pair member")
 
 
 def parse_tar(buf, label: str) -> list[Sample]:
@@ -381,20 +380,9 @@ def _views(mv, dtype: np.dtype, shape: tuple, data: np.ndarray, where: list[int]
 
 def _pair(keys: list[str], is_ts: list[bool], arrays: list, label: str) -> list[Sample]:
     """Samples from members in any order: each <key>.npy with its <key>.ts.npy."""
-    out: list[Sample] = []
-    pending: dict[str, tuple[bool, np.ndarray]] = {}
-    done: set[str] = set()
-    for key, ts, arr in zip(keys, is_ts, arrays, strict=True):
-        other = pending.pop(key, None)
-        if other is None and key not in done:
-            pending[key] = (ts, arr)
-        elif other is None or other[0] == ts:
-            raise CacheError(f"{label}: member {key}.{'ts.npy' if ts else 'npy'} appears twice")
-        else:
-            done.add(key)
-            out.append((key, other[1], arr) if ts else (key, arr, other[1]))
-    if pending:
-        raise CacheError(f"{label}: sample {next(iter(pending))} lacks its pair member")
+    pairs = _Pairs(label)
+    out = [s for s in map(pairs.add, keys, is_ts, arrays) if s is not None]
+    pairs.finish()
     return out
 
 
@@ -436,7 +424,7 @@ def _stream_tar(fileobj, label: str) -> Iterator[Sample]:
             end = off + BLOCK + len(data)
             raise _corrupt(label, f"the member at byte {off} ends past the end of the file ({end} bytes)")
         off += BLOCK + padded
-        sample = pairs.add(key, ext, _array(data, 0, size, label, key + b"." + ext))
+        sample = pairs.add(key.decode("ascii"), ext == b"ts.npy", _array(data, 0, size, label, key + b"." + ext))
         if sample is not None:
             yield sample
     pairs.finish()
