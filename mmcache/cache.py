@@ -20,6 +20,7 @@ from .store.hdf5 import H5Shard, read_h5
 from .store.manifest import check_same_fingerprint, load_manifest, parse_samples
 from .store.tar import Sample, TarShard, read_tar
 
+TS_DTYPES = ("float64",)  # what every writer stores timestamps as (seconds)
 PREFETCH_AHEAD = 2  # shard files asked for ahead of the one being read
 READERS = {"webdataset": read_tar, "hdf5": read_h5}  # backend -> whole local shard file -> samples
 SHARD_READERS = {"webdataset": TarShard, "hdf5": H5Shard}  # backend -> open shard file for random access
@@ -298,7 +299,7 @@ class FieldReader:
             self.close()
             handle = self.cache.read_field_shard(self.name, shard)
         else:
-            handle = SHARD_READERS[self.cache.backend](self.cache.source.root / entry["path"])
+            handle = SHARD_READERS[self.cache.backend](self.cache.source.checked(entry))
             try:
                 _check_count(entry, len(handle))
             except CacheError:
@@ -395,7 +396,7 @@ def _check_file(cache: Cache, entry: dict, backend: str | None, problems: list[s
 
 def _check_contents(scan: Scan, field: dict, entry: dict, ok: set[str], problems: list[str]) -> None:
     keys, steps = [], 0
-    for key, dtype, shape, ts_shape in scan.records or []:
+    for key, dtype, shape, ts_shape, ts_dtype, ts_finite in scan.records or []:
         n = shape[0] if shape else 0
         if len(shape) != 2 or shape[1] != field["dim"] or dtype != field["dtype"]:
             problems.append(
@@ -403,6 +404,10 @@ def _check_contents(scan: Scan, field: dict, entry: dict, ok: set[str], problems
             )
         if ts_shape != (n, 2):
             problems.append(f"{entry['path']}: sample {key} has timestamps {ts_shape} for {n} steps")
+        if ts_dtype not in TS_DTYPES:
+            problems.append(f"{entry['path']}: sample {key} has timestamps of dtype {ts_dtype}, expected float64")
+        elif not ts_finite:
+            problems.append(f"{entry['path']}: sample {key} has NaN or infinite timestamps")
         keys.append(key)
         steps += n
     if scan.error is not None:
@@ -415,7 +420,14 @@ def _check_contents(scan: Scan, field: dict, entry: dict, ok: set[str], problems
     stray = set(keys) - ok
     if stray:
         problems.append(f"{entry['path']}: sample {sorted(stray)[0]} is not an ok sample of its shard")
-    unaccounted = ok - set(keys) - set(entry["missing"])
+    listed = set(entry["missing"])
+    both = listed & set(keys)
+    if both:
+        problems.append(f"{entry['path']}: sample {sorted(both)[0]} is listed as missing but has data")
+    not_ok = listed - ok
+    if not_ok:
+        problems.append(f"{entry['path']}: missing names {sorted(not_ok)[0]}, not an ok sample of its shard")
+    unaccounted = ok - set(keys) - listed
     if unaccounted:
         problems.append(f"{entry['path']}: ok sample {sorted(unaccounted)[0]} has neither data nor a reason")
 

@@ -39,20 +39,20 @@ import numpy as np
 from . import __version__
 from .errors import CacheError
 from .store.atomic import sha256_file
+from .store.files import MissingFile, check_size, checked_path, open_listed
 from .store.hdf5 import iter_h5
-from .store.manifest import MANIFEST, parse_manifest, parse_samples
-from .store.mapped import prefetch, read_file
+from .store.manifest import MANIFEST, MAX_MANIFEST_BYTES, parse_manifest, parse_samples
+from .store.mapped import map_fd, prefetch, read_fd
 from .store.tar import iter_tar, parse_tar
 
 CHUNK = 1 << 20
 HTTP_TIMEOUT = float(os.environ.get("MMCACHE_HTTP_TIMEOUT", "60"))  # seconds without data before giving up
 HTTP_ATTEMPTS = 3  # connection errors and 5xx answers are retried before any byte is read
 
-Record = tuple[str, str, tuple, tuple]  # key, dtype, feats shape, ts shape
+Record = tuple[str, str, tuple, tuple, str, bool]  # key, dtype, feats shape, ts shape, ts dtype, ts finite
 
 
-class Missing(CacheError):
-    """The file does not exist at the source (no such file, HTTP 404)."""
+Missing = MissingFile  # the file does not exist at the source (no such file, HTTP 404)
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -109,7 +109,7 @@ class Source:
     def manifest(self) -> dict | None:
         try:
             with self._open(MANIFEST) as f:
-                data = HashingReader(f, self.label(MANIFEST)).read()
+                data = HashingReader(f, self.label(MANIFEST), MAX_MANIFEST_BYTES).read()
         except Missing:
             return None
         return parse_manifest(data, self.label(MANIFEST))
@@ -118,7 +118,7 @@ class Source:
         """A whole listed file, checked against its manifest size and sha256."""
         rel = entry["path"]
         with self._open(rel) as f:
-            reader = HashingReader(f, self.label(rel))
+            reader = HashingReader(f, self.label(rel), entry["bytes"])
             data = reader.read()
         reader.check(entry)
         return data
@@ -135,7 +135,7 @@ class Source:
                 yield from _relabel(iter_h5(path), path, self.label(rel))
             return
         with self._open(rel) as f:
-            reader = HashingReader(f, self.label(rel))
+            reader = HashingReader(f, self.label(rel), entry["bytes"])
             yield from iter_tar(self.label(rel), fileobj=reader)
             reader.drain()
         if check:
@@ -148,7 +148,7 @@ class Source:
         fd, tmp = tempfile.mkstemp(prefix="mmcache-", suffix=Path(rel).suffix)
         try:
             with os.fdopen(fd, "wb") as out, self._open(rel) as f:
-                reader = HashingReader(f, self.label(rel))
+                reader = HashingReader(f, self.label(rel), entry["bytes"])
                 while block := reader.read(CHUNK):
                     out.write(block)
             reader.check(entry)
@@ -159,7 +159,7 @@ class Source:
     def copy_to(self, entry: dict, dest: Path) -> None:
         """Write a listed file to `dest` (a temp path the caller publishes), checking it on the way."""
         with open(dest, "wb") as out, self._open(entry["path"]) as f:
-            reader = HashingReader(f, self.label(entry["path"]))
+            reader = HashingReader(f, self.label(entry["path"]), entry["bytes"])
             while block := reader.read(CHUNK):
                 out.write(block)
         reader.check(entry)
@@ -173,14 +173,14 @@ class Source:
         label = self.label(rel)
         if backend is None:
             with self._open(rel) as f:
-                reader = HashingReader(f, label)
+                reader = HashingReader(f, label, entry["bytes"])
                 data = reader.read()
             return Scan(reader.size, reader.hexdigest(), data=data)
         if backend == "hdf5":
             fd, tmp = tempfile.mkstemp(prefix="mmcache-", suffix=".h5")
             try:
                 with os.fdopen(fd, "wb") as out, self._open(rel) as f:
-                    reader = HashingReader(f, label)
+                    reader = HashingReader(f, label, entry["bytes"])
                     while block := reader.read(CHUNK):
                         out.write(block)
                 scan = Scan(reader.size, reader.hexdigest())
@@ -190,13 +190,17 @@ class Source:
             finally:
                 os.unlink(tmp)
         with self._open(rel) as f:  # tar: parse while hashing, then hash what the parser left
-            reader = HashingReader(f, label)
+            reader = HashingReader(f, label, entry["bytes"])
             recs, error = records(iter_tar(label, fileobj=reader))
             reader.drain()
         return Scan(reader.size, reader.hexdigest(), records=recs, error=error)
 
 
 class LocalSource(Source):
+    """A cache directory. Every listed file is opened through store/files.py (no symlink in its path,
+    a regular file) and its size compared with the manifest's before anything is read: a plain read is
+    never longer than the manifest says, and verify never hashes a file of the wrong size."""
+
     remote = False
 
     def __init__(self, root: Path):
@@ -207,71 +211,99 @@ class LocalSource(Source):
         return str(self.root / rel)
 
     def prefetch(self, entry: dict) -> None:
-        prefetch(self.root / entry["path"])
+        try:
+            fd = open_listed(self.root, entry["path"])
+        except CacheError:  # a hint: the read that follows names the problem
+            return
+        try:
+            prefetch(self.root / entry["path"], fd)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _open(self, rel: str) -> Iterator[BinaryIO]:
-        try:
-            f = open(self.root / rel, "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            raise Missing(f"{self.root / rel}: missing") from None
-        except OSError as e:
-            raise CacheError(f"{self.root / rel}: cannot read ({e.strerror or e})") from None
-        with f:
+        fd = open_listed(self.root, rel)
+        with os.fdopen(fd, "rb") as f:
             yield f
+
+    @contextlib.contextmanager
+    def _listed(self, entry: dict) -> Iterator[int]:
+        """A descriptor of a listed file whose size is the manifest's."""
+        fd = open_listed(self.root, entry["path"])
+        try:
+            check_size(fd, entry["bytes"], self.root / entry["path"])
+            yield fd
+        finally:
+            os.close(fd)
+
+    def checked(self, entry: dict) -> Path:
+        """The path of a listed file, checked as `_listed` checks it (for readers that open by path)."""
+        return checked_path(self.root, entry["path"], entry["bytes"])
 
     def samples(self, entry: dict) -> list[dict]:
         path = self.root / entry["path"]
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise CacheError(f"{path}: cannot read samples index ({e})") from None
+        with self._listed(entry) as fd:
+            data = read_fd(fd, path)
         return parse_samples(data, str(path))
+
+    def fetch(self, entry: dict) -> bytes:
+        with self._listed(entry) as fd:
+            data = bytes(read_fd(fd, self.root / entry["path"]))
+        _check_digest(entry, len(data), hashlib.sha256(data).hexdigest(), self.label(entry["path"]))
+        return data
 
     def iter_file(self, entry: dict, backend: str, check: bool = False) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         path = self.root / entry["path"]
-        if not check:  # plain reads of a local cache: no hashing (verify does that)
-            from .cache import read_shard_file
-
-            yield from read_shard_file(path, backend)
-            return
         if backend == "hdf5":
-            sha, size = sha256_file(path)
-            _check_digest(entry, size, sha, str(path))
+            self.checked(entry)
+            if check:
+                sha, size = sha256_file(path)
+                _check_digest(entry, size, sha, str(path))
             yield from iter_h5(path)
             return
-        buf = read_file(path)  # tar: hash and parse the same bytes, read once
-        _check_digest(entry, len(buf), hashlib.sha256(buf).hexdigest(), str(path))
+        with self._listed(entry) as fd:
+            # plain reads of a local cache: mapped, no hashing (verify does that); checked: hash and
+            # parse the same bytes, read once
+            buf = read_fd(fd, path) if check else map_fd(fd, path)
+        if check:
+            _check_digest(entry, len(buf), hashlib.sha256(buf).hexdigest(), str(path))
         yield from parse_tar(buf, str(path))
 
     @contextlib.contextmanager
     def download(self, entry: dict) -> Iterator[Path]:
-        path = self.root / entry["path"]
-        if not path.is_file():
-            raise Missing(f"{path}: missing")
+        path = self.checked(entry)
         sha, size = sha256_file(path)
         _check_digest(entry, size, sha, str(path))
         yield path
 
+    def copy_to(self, entry: dict, dest: Path) -> None:
+        with self._listed(entry) as fd, os.fdopen(os.dup(fd), "rb") as f, open(dest, "wb") as out:
+            reader = HashingReader(f, self.label(entry["path"]), entry["bytes"])
+            while block := reader.read(CHUNK):
+                out.write(block)
+        reader.check(entry)
+
     def scan(self, entry: dict, backend: str | None) -> Scan:
         path = self.root / entry["path"]
-        if not path.is_file():
-            raise Missing(f"{path}: missing")
-        if backend is None:
-            data = path.read_bytes()
-            return Scan(len(data), hashlib.sha256(data).hexdigest(), data=data)
-        if backend == "webdataset":  # hash and parse the same bytes, read once
-            buf = read_file(path)
-            scan = Scan(len(buf), hashlib.sha256(buf).hexdigest())
-            if (scan.size, scan.sha256) == (entry["bytes"], entry["sha256"]):  # only a file that matches is parsed
-                scan.records, scan.error = records(_parsed(buf, str(path)))
-            return scan
-        sha, size = sha256_file(path)
-        scan = Scan(size, sha)
-        if (size, sha) == (entry["bytes"], entry["sha256"]):
-            from .cache import iter_shard_file
-
-            scan.records, scan.error = records(iter_shard_file(path, backend))
+        fd = open_listed(self.root, entry["path"])
+        try:
+            size = os.fstat(fd).st_size
+            if size != entry["bytes"]:  # the size decides first: a huge file is never hashed
+                return Scan(size, "")
+            if backend == "hdf5":
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    reader = HashingReader(f, str(path), entry["bytes"])
+                    reader.drain()
+                scan = Scan(reader.size, reader.hexdigest())
+            else:  # samples index, tar: hash and parse the same bytes, read once
+                buf = read_fd(fd, path)
+                scan = Scan(len(buf), hashlib.sha256(buf).hexdigest(), data=buf if backend is None else None)
+        finally:
+            os.close(fd)
+        if backend is not None and (scan.size, scan.sha256) == (entry["bytes"], entry["sha256"]):
+            # only a file that matches is parsed
+            parsed = iter_h5(path) if backend == "hdf5" else _parsed(buf, str(path))
+            scan.records, scan.error = records(parsed)
         return scan
 
 
@@ -353,21 +385,28 @@ class PipeSource(Source):
 
 
 class HashingReader:
-    """A read-only stream that hashes and counts what passes through it."""
+    """A read-only stream that hashes and counts what passes through it, and refuses to pass more
+    than `limit` bytes (the manifest's size of the file): an endless or oversized source (an http body
+    that never ends, `pipe:yes`) stops at the first byte too many, and a read asking for more than is
+    left (a tar header claiming 8 GiB) allocates no more than is left."""
 
-    def __init__(self, raw, label: str):
-        self.raw, self.label = raw, label
+    def __init__(self, raw, label: str, limit: int | None = None):
+        self.raw, self.label, self.limit = raw, label, limit
         self.hash, self.size = hashlib.sha256(), 0
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             return b"".join(iter(lambda: self.read(CHUNK), b""))
+        if self.limit is not None:
+            n = min(n, self.limit - self.size + 1, CHUNK)  # one byte past the limit shows there is more
         try:
             data = self.raw.read(n)
         except (http.client.HTTPException, OSError) as e:
             raise CacheError(f"{self.label}: transfer failed ({e})") from None
         self.hash.update(data)
         self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            raise CacheError(f"{self.label}: more than the {self.limit} bytes the manifest says (replaced or endless)")
         return data
 
     def drain(self) -> None:
@@ -406,7 +445,8 @@ def _check_digest(entry: dict, size: int, sha: str, label: str) -> None:
 
 
 def records(it: Iterator[tuple[str, np.ndarray, np.ndarray]]) -> tuple[list[Record], str | None]:
-    """Per-sample (key, dtype, feats shape, ts shape) of a field file, or what stopped the read."""
+    """Per-sample (key, dtype, feats shape, ts shape, ts dtype, ts all finite) of a field file, or what
+    stopped the read."""
     out: list[Record] = []
     names: dict[np.dtype, str] = {}  # str(dtype) is slow, and a file has one or two
     try:
@@ -414,7 +454,11 @@ def records(it: Iterator[tuple[str, np.ndarray, np.ndarray]]) -> tuple[list[Reco
             name = names.get(feats.dtype)
             if name is None:
                 name = names[feats.dtype] = str(feats.dtype)
-            out.append((key, name, feats.shape, ts.shape))
+            ts_name = names.get(ts.dtype)
+            if ts_name is None:
+                ts_name = names[ts.dtype] = str(ts.dtype)
+            finite = ts.dtype.kind != "f" or bool(np.isfinite(ts).all())
+            out.append((key, name, feats.shape, ts.shape, ts_name, finite))
     except CacheError as e:
         return out, str(e)
     return out, None

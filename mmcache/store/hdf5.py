@@ -6,6 +6,7 @@ One file per field per shard, one writer per file; readers open files lazily in 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..errors import CacheError
 from . import mapped
 from .arrays import ALLOWED_KINDS
 from .atomic import publish, temp_path
-from .tar import KEY_RE
+from .tar import KEY_RE, check_key
 
 CHUNK_ROWS = 1024
 
@@ -43,6 +44,7 @@ class H5ShardWriter:
         self.steps = 0
 
     def add(self, key: str, feats: np.ndarray, ts: np.ndarray) -> None:
+        check_key(key, self.path)
         n = len(feats)
         for ds, arr in ((self.feats, feats), (self.ts, ts)):
             ds.resize(self.steps + n, axis=0)
@@ -57,18 +59,23 @@ class H5ShardWriter:
             self.f.create_dataset("offsets", data=np.asarray(self.offsets, np.int64), track_times=False)
             width = max([len(k) for k in self.keys] + [1])
             self.f.create_dataset("keys", data=np.asarray(self.keys, f"S{width}").reshape(-1), track_times=False)
-            self.f.close()
-            self.f = None
+            # flush first: a close whose flush fails (disk full) leaves HDF5 to retry at interpreter
+            # exit, which crashes the process; a failed flush() raises here and abort() cleans up
+            self.f.flush()
+            f, self.f = self.f, None  # a close that fails still leaves the file closed: never again
+            f.close()
         return self.tmp
 
     def close(self) -> None:
         publish(self.finish(), self.path)
 
     def abort(self) -> None:
-        if self.f:
-            self.f.close()
-            self.f = None
-        self.tmp.unlink(missing_ok=True)
+        f, self.f = self.f, None  # h5py crashes on a second use of a file whose close failed
+        try:
+            if f:
+                f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 _ERRORS = (OSError, KeyError, UnicodeDecodeError, AttributeError, TypeError, ValueError, RuntimeError)
@@ -83,7 +90,12 @@ def _unreadable(path, e: Exception) -> CacheError:
 def _layout(f: h5py.File, path) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray, list[str]]:
     """feats, ts, offsets and keys of an open shard, checked: plain dtypes, offsets that cover feats
     in order, one key per sample, keys that are hex digests."""
-    feats, ts = f["feats"], f["ts"]
+    feats, ts = _own_dataset(f, "feats", path), _own_dataset(f, "ts", path)
+    file_size = os.fstat(f.id.get_vfd_handle()).st_size if f.driver == "sec2" else None
+    for ds in (feats, ts, _own_dataset(f, "offsets", path), _own_dataset(f, "keys", path)):
+        _check_stored(ds, file_size, path)
+    if f["keys"].dtype.kind != "S" or f["offsets"].dtype.kind not in "iu":  # vlen keys: bytes on a heap
+        raise CacheError(f"{path}: malformed HDF5 shard (keys {f['keys'].dtype}, offsets {f['offsets'].dtype})")
     offsets = np.asarray(f["offsets"][()], np.int64)
     keys = [k.decode("ascii") for k in f["keys"][()]]
     if (
@@ -102,6 +114,51 @@ def _layout(f: h5py.File, path) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray,
         if not KEY_RE.fullmatch(key):
             raise CacheError(f"{path}: bad key {key!r}")
     return feats, ts, offsets, keys
+
+
+_LAYOUTS = {h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked", h5py.h5d.COMPACT: "compact"}
+# deflate, the strongest filter h5py ships, expands at most ~1032x: a filtered dataset declaring more
+# than this many bytes per stored byte cannot hold real data
+MAX_EXPANSION = 1100
+
+
+def _own_dataset(f: h5py.File, name: str, path) -> h5py.Dataset:
+    """Dataset `name` of the file's root group, whose bytes are stored in this file: a hard link to a
+    dataset with contiguous, chunked or compact storage, and no external raw storage. Soft and
+    external links, virtual datasets (whose rows come from other files) and external storage (raw
+    bytes in any file named, e.g. /etc/passwd) would make verified bytes and read bytes differ."""
+    link = f.get(name, getlink=True)
+    if link is None:
+        raise CacheError(f"{path}: malformed HDF5 shard (no dataset {name!r})")
+    if not isinstance(link, h5py.HardLink):
+        raise CacheError(f"{path}: {name!r} is a {type(link).__name__}, not a dataset stored in the file: refused")
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise CacheError(f"{path}: malformed HDF5 shard ({name!r} is not a dataset)")
+    plist = ds.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout not in _LAYOUTS:
+        what = "a virtual dataset" if layout == h5py.h5d.VIRTUAL else f"storage layout {layout}"
+        raise CacheError(f"{path}: {name!r} is {what}, whose bytes live outside the file: refused")
+    if plist.get_external_count():
+        raise CacheError(f"{path}: {name!r} has external raw storage (bytes read from other files): refused")
+    return ds
+
+
+def _check_stored(ds: h5py.Dataset, file_size: int | None, path) -> None:
+    """Refuse a dataset that declares more bytes than it stores, before anything is read (reading it
+    would allocate the declared size: 10^9 rows in a 4 KB file). Unfiltered, a dataset stores every
+    byte it declares (an unwritten chunk would read as fill values: refused too); filtered, at most
+    MAX_EXPANSION bytes per stored byte. Stored bytes cannot exceed the file."""
+    declared = math.prod(ds.shape) * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    if file_size is not None and stored > file_size:
+        raise CacheError(f"{path}: {ds.name!r} claims {stored} stored bytes in a {file_size}-byte file")
+    limit = stored * MAX_EXPANSION if ds.id.get_create_plist().get_nfilters() else stored
+    if declared > limit:
+        raise CacheError(
+            f"{path}: {ds.name!r} declares {ds.shape} {ds.dtype} ({declared} bytes) but stores {stored}: refused"
+        )
 
 
 def read_h5(path: Path | str) -> list[tuple[str, np.ndarray, np.ndarray]]:

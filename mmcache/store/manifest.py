@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -12,9 +13,16 @@ from .. import __version__
 from ..errors import CacheError, FingerprintMismatch
 from ..schema import load_schema, schema_errors
 from .atomic import write_atomic
+from .files import MissingFile, open_listed, read_listed
 
 MANIFEST = "manifest.json"
 BACKENDS = ("webdataset", "hdf5")
+# a manifest holds ~250 bytes per field file: 64 MiB is ~250,000 of them (a 6M-video cache with 1,000
+# videos a shard and 5 fields needs ~9 MB); more is not a manifest
+MAX_MANIFEST_BYTES = int(os.environ.get("MMCACHE_MAX_MANIFEST_BYTES", 64 << 20))
+# line separators other than \n that str.splitlines() and some JSONL readers split on, and that
+# json.dumps(ensure_ascii=False) leaves raw inside strings
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def new_manifest(backend: str) -> dict:
@@ -29,20 +37,56 @@ def new_manifest(backend: str) -> dict:
 
 
 def load_manifest(root: Path) -> dict | None:
-    """The validated manifest, or None when `root` holds no cache yet."""
-    path = Path(root) / MANIFEST
-    if not path.is_file():
+    """The validated manifest, or None when `root` holds no cache yet. A manifest.json that is a
+    symlink, a FIFO or a device, or larger than MAX_MANIFEST_BYTES, is refused."""
+    try:
+        data = read_listed(root, MANIFEST, MAX_MANIFEST_BYTES)
+    except MissingFile:
         return None
-    return parse_manifest(path.read_bytes(), str(path))
+    return parse_manifest(data, str(Path(root) / MANIFEST))
+
+
+def loads(text: str | bytes, where: str):
+    """json.loads for untrusted bytes: every way it can fail (bad UTF-8, bad JSON, nesting deep enough
+    to exhaust the recursion limit, an integer of more digits than Python converts) is a CacheError
+    naming `where`, and so is nesting deeper than MAX_JSON_DEPTH."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise CacheError(f"{where}: not valid JSON ({str(e).splitlines()[0][:200]})") from None
+    check_depth(doc, text, where)
+    return doc
+
+
+# Nothing mmcache writes nests deeper than ~8 levels. Deeper documents that json.loads still parses
+# (up to ~1000 levels) would recurse through every later step instead: schema validation, the
+# validator's error message (pprint), json.dumps when a cache is merged
+MAX_JSON_DEPTH = 64
+
+
+def check_depth(doc, text: str, where: str) -> None:
+    """Refuse `doc` (parsed from `text`) when it nests deeper than MAX_JSON_DEPTH. Text with fewer
+    brackets than that cannot: the walk is skipped (every samples row)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    level = [doc]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [v for c in level if isinstance(c, dict | list) for v in (c.values() if isinstance(c, dict) else c)]
+        if not level:
+            return
+    if any(isinstance(v, dict | list) for v in level):
+        raise CacheError(f"{where}: JSON nested more than {MAX_JSON_DEPTH} levels deep: refused")
 
 
 def parse_manifest(data: bytes, where: str) -> dict:
     """Validate manifest bytes (from a file or a URL) against the schema and the path rules."""
+    manifest = loads(data, where)
     try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"{where}: not valid JSON ({e})") from None
-    errs = schema_errors(manifest, "cache-manifest")
+        errs = schema_errors(manifest, "cache-manifest")
+    except RecursionError:  # nesting that json parsed but the validator recurses through too deeply
+        raise CacheError(f"{where}: invalid manifest (nested too deeply)") from None
     if errs:
         raise CacheError(f"{where}: invalid manifest: {errs[0]}")
     for name, field in manifest["fields"].items():
@@ -98,12 +142,19 @@ def value_at(parts: dict, dotted: str):
     return parts
 
 
-def read_samples(path: Path) -> list[dict]:
-    """Rows of a samples index file, each checked against the schema's sample definition."""
+def read_samples(path: Path, size: int | None = None) -> list[dict]:
+    """Rows of a samples index file (a regular file, not a symlink; of `size` bytes when given), each
+    checked against the schema's sample definition."""
+    path = Path(path)
+    fd = open_listed(path.parent, path.name)
     try:
-        data = Path(path).read_bytes()
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if size is not None and st.st_size != size:
+                raise CacheError(f"{path}: {st.st_size} bytes, manifest says {size} (truncated or replaced)")
+            data = f.read(st.st_size + 1)
     except OSError as e:
-        raise CacheError(f"{path}: cannot read samples index ({e})") from None
+        raise CacheError(f"{path}: cannot read samples index ({e.strerror or e})") from None
     return parse_samples(data, str(path))
 
 
@@ -165,23 +216,40 @@ def parse_samples(data: bytes, where: str) -> list[dict]:
     validator = _row_validator()
     plain = _plain_row if _row_schema_known() else None
     try:
-        lines = data.decode("utf-8").splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CacheError(f"{where}: cannot read samples index ({e})") from None
+    # rows end with exactly "\n" (what samples_bytes writes): never str.splitlines(), which also splits
+    # inside a row at U+2028, U+0085, \x1c... that older writers left raw in names
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
     rows = []
     shared = {}.setdefault  # one str per distinct key name across the rows: a third less memory per row
     share_keys = lambda pairs: {shared(k, k): v for k, v in pairs}  # noqa: E731
     for i, line in enumerate(lines, 1):
         try:
             row = json.loads(line, object_pairs_hook=share_keys)
+            check_depth(row, line, f"{where}:{i}")
             error = None if plain is not None and plain(row) else best_match(validator.iter_errors(row))
             if error is not None:
                 raise error
-        except (json.JSONDecodeError, jsonschema.ValidationError) as e:
-            raise CacheError(f"{where}:{i}: bad samples row ({str(e).splitlines()[0]})") from None
+        except (ValueError, RecursionError, jsonschema.ValidationError) as e:  # ValueError: JSON, huge ints
+            raise CacheError(f"{where}:{i}: bad samples row ({str(e).splitlines()[0][:200]})") from None
         rows.append(row)
     return rows
 
 
 def samples_bytes(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode()
+    """JSON lines, each ended by "\n": names stay readable (ensure_ascii=False) but the line
+    separators other than \n are escaped, so that any line splitter sees one row per line."""
+    return "".join(_escape_breaks(json.dumps(r, sort_keys=True, ensure_ascii=False)) + "\n" for r in rows).encode()
+
+
+def _escape_breaks(line: str) -> str:
+    """\u2028, \u2029 and \x85 as JSON escapes (equal JSON: they can only stand inside strings)."""
+    if line.isascii():
+        return line
+    for raw, esc in _LINE_BREAKS.items():
+        line = line.replace(raw, esc)
+    return line

@@ -26,6 +26,7 @@ import ctypes
 import errno
 import mmap
 import os
+import stat
 import sys
 import threading
 import weakref
@@ -49,6 +50,8 @@ def _libc():
 
 
 _LIBC = _libc()
+# a FIFO opened without O_NONBLOCK waits for a writer; with it, the open returns and the size check refuses it
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _FAILED = ctypes.c_void_p(-1).value
 # MADV_POPULATE_READ (Linux 5.14+): map every page now, reading what is not cached (older kernels: EINVAL,
 # and the pages are mapped on first use instead)
@@ -62,46 +65,71 @@ def enabled() -> bool:
 def read_file(path: Path | str) -> bytearray:
     """A whole file in one read into a bytearray (so arrays viewing it are writable)."""
     try:
-        with open(path, "rb", buffering=0) as f:
-            buf = bytearray(os.fstat(f.fileno()).st_size)
-            got = 0
-            with memoryview(buf) as view:
-                while got < len(buf) and (k := f.readinto(view[got:])):
-                    got += k
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return read_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_fd(fd: int, path: Path | str) -> bytearray:
+    """`read_file` of an open descriptor (left open); `path` names it in errors."""
+    try:
+        buf = bytearray(_regular_size(fd, path))
+        got = 0
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as f, memoryview(buf) as view:
+            f.seek(0)
+            while got < len(buf) and (k := f.readinto(view[got:])):
+                got += k
     except OSError as e:
         raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
     del buf[got:]  # a file that shrank meanwhile reads as cut, which the parser reports
     return buf
 
 
+def _regular_size(fd: int, path) -> int:
+    """The size of a regular file; anything else (a FIFO, a device: endless or blocking) is refused."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise CacheError(f"{path}: not a regular file: refused")
+    return st.st_size
+
+
 def map_file(path: Path | str):
     """The bytes of a local file as a writable buffer: a private copy-on-write mapping (a ctypes
     array, unmapped once nothing views it), or a bytearray when mapping is off, unavailable or fails,
-    and for an empty file."""
-    if not enabled():
-        return read_file(path)
+    and for an empty file. Only a regular file is read."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
         raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        size = os.fstat(fd).st_size
-        if size > sys.maxsize:  # more than this process can address (32-bit): the read says so
-            return read_file(path)
-        with _LOCK:
-            asked = str(path) in _PREFETCHED
-            _PREFETCHED.pop(str(path), None)
-        if size and not asked:
-            _fadvise_willneed(fd)  # what is not cached: read in large requests, now
-        libc, prot, flags = _LIBC
-        addr = libc.mmap(None, size, prot, flags, fd, 0) if size else None
+        return map_fd(fd, path)
     finally:
         os.close(fd)
+
+
+def map_fd(fd: int, path: Path | str):
+    """`map_file` of an open descriptor (left open); `path` names it in errors and prefetch hints."""
+    if not enabled():
+        return read_fd(fd, path)
+    size = _regular_size(fd, path)
+    if size > sys.maxsize:  # more than this process can address (32-bit): the read says so
+        return read_fd(fd, path)
+    with _LOCK:
+        asked = str(path) in _PREFETCHED
+        _PREFETCHED.pop(str(path), None)
+    if size and not asked:
+        _fadvise_willneed(fd)  # what is not cached: read in large requests, now
+    libc, prot, flags = _LIBC
+    addr = libc.mmap(None, size, prot, flags, fd, 0) if size else None
     if addr is None or addr == _FAILED:  # empty, or the file system cannot map it: read it
-        return read_file(path)
+        return read_fd(fd, path)
     if _POPULATE_READ and libc.madvise(addr, size, _POPULATE_READ) != 0 and ctypes.get_errno() != errno.EINVAL:
         libc.munmap(addr, size)  # an I/O error, or no memory: the plain read says which
-        return read_file(path)
+        return read_fd(fd, path)
     buf = (ctypes.c_char * size).from_address(addr)
     # unmapped when the last view goes; never at exit, when arrays may still be read (atexit handlers,
     # __del__ of globals, daemon threads): the process's end unmaps it
@@ -121,20 +149,13 @@ def _fadvise_willneed(fd: int) -> None:
             pass
 
 
-def prefetch(path: Path | str) -> None:
-    """Ask the kernel to start reading a file into the page cache now (asynchronously), so that a
-    reader parsing the shard before it does not wait for the disk; silent when it cannot."""
+def prefetch(path: Path | str, fd: int) -> None:
+    """Ask the kernel to start reading the open file `path` into the page cache now (asynchronously),
+    so that a reader parsing the shard before it does not wait for the disk; silent when it cannot."""
     if not hasattr(os, "posix_fadvise"):
         return
     with _LOCK:
         while len(_PREFETCHED) >= 64:  # files prefetched and never mapped: forget the oldest
             del _PREFETCHED[next(iter(_PREFETCHED))]
         _PREFETCHED[str(path)] = None
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return
-    try:
-        _fadvise_willneed(fd)
-    finally:
-        os.close(fd)
+    _fadvise_willneed(fd)

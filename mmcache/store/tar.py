@@ -9,7 +9,9 @@ from __future__ import annotations
 import ctypes
 import io
 import math
+import os
 import re
+import stat
 import struct
 import tarfile
 from collections.abc import Iterator
@@ -23,6 +25,13 @@ from .atomic import publish, temp_path
 from .mapped import map_file
 
 KEY_RE = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def check_key(key, path) -> None:
+    """Writers' last line of defence: a sample key is a hex digest, so a member name can never be a
+    path (`../x`), hold a dot, or collide with another sample's name."""
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
+        raise CacheError(f"{path}: refusing sample key {key!r} (keys are 8-64 lowercase hex digits)")
 
 
 class TarShardWriter:
@@ -46,6 +55,7 @@ class TarShardWriter:
         self.tar.addfile(info, io.BytesIO(data))
 
     def add(self, key: str, feats: np.ndarray, ts: np.ndarray) -> None:
+        check_key(key, self.path)
         self._member(f"{key}.npy", npy_bytes(feats))
         self._member(f"{key}.ts.npy", npy_bytes(ts))
         self.keys.append(key)
@@ -64,7 +74,11 @@ class TarShardWriter:
         publish(self.finish(), self.path)
 
     def abort(self) -> None:
-        self.finish()
+        """Drop the temp file: close it without writing the end blocks (which could fail again on a
+        full disk) and unlink it."""
+        if not self.tar.closed:
+            self.tar.closed = True
+            self.tar.fileobj.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -395,7 +409,7 @@ def _read_exact(f, n: int, label: str) -> bytes:
     chunks, got = [], 0
     while got < n:
         try:
-            b = f.read(n - got)
+            b = f.read(min(n - got, 1 << 20))  # a size field claiming 8 GiB allocates only what arrives
         except (OSError, EOFError) as e:
             raise CacheError(f"{label}: truncated or corrupt tar ({e})") from None
         if not b:
@@ -443,8 +457,10 @@ def iter_tar(path: Path | str, fileobj=None) -> Iterator[Sample]:
 def tar_index(f, label: str) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
     """key -> ((offset, size) of <key>.npy's payload, (offset, size) of <key>.ts.npy's) of an open
     shard file, from its headers alone (one small read per member, each header checked as in a full
-    read): random access without reading the payloads."""
+    read): random access without reading the payloads. A member that would run past the end of the
+    file is an error here, before any payload is read or allocated."""
     found: dict[bytes, dict[bytes, tuple[int, int]]] = {}
+    total = os.fstat(f.fileno()).st_size
     off = 0
     while True:
         f.seek(off)
@@ -455,6 +471,8 @@ def tar_index(f, label: str) -> dict[str, tuple[tuple[int, int], tuple[int, int]
         if head is None:
             break
         key, ext, size = head
+        if off + BLOCK + size > total:
+            raise _corrupt(label, f"the member at byte {off} ends past the end of the file ({total} bytes)")
         members = found.setdefault(key, {})
         if ext in members:
             raise CacheError(f"{label}: member {key.decode()}.{ext.decode()} appears twice")
@@ -478,6 +496,9 @@ class TarShard:
             self.f = open(path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as e:
             raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
+        if not stat.S_ISREG(os.fstat(self.f.fileno()).st_mode):
+            self.f.close()
+            raise CacheError(f"{path}: not a regular file: refused")
         try:
             self.index = tar_index(self.f, self.path)
         except BaseException:
