@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,17 +29,26 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def clean_errors(fn):
-    """Turn project errors into one clear line on stderr and exit code 1."""
+    """Turn project errors into one clear line on stderr and exit code 1. So is a full disk that no
+    write site named (they do, naming the file: see shards.writing): never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except MMCacheError as e:
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _error_line(str(e))
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            _error_line(f"{e.filename or 'writing'}: disk full ({e.strerror}); free space and re-run to resume")
 
     return wrapper
+
+
+def _error_line(text: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
 
 
 @app.callback()

@@ -22,9 +22,8 @@ from .errors import InputError
 from .extraction import use_threads
 from .pipeline import Job, Outcome, run_encoder
 from .probe import probe
-from .shards import Progress, Task
+from .shards import Progress, Task, write_file
 from .store.arrays import load_npy, npy_bytes
-from .store.atomic import write_atomic
 from .types import VideoInput
 
 STAGING = ".staging"
@@ -52,10 +51,10 @@ def stage_video(root: str, video: dict, arg: str, field: str, timeout: float) ->
     else:
         (o,) = run_encoder(enc, [Job(v.key, v, info)], timeout=timeout)
         if o.status == "ok":
-            write_atomic(feats_p, npy_bytes(o.feats))
-            write_atomic(ts_p, npy_bytes(o.ts))
+            write_file(feats_p, npy_bytes(o.feats))
+            write_file(ts_p, npy_bytes(o.ts))
         status = {"status": o.status, "reason": o.reason}
-    write_atomic(status_p, json.dumps(status).encode())  # last: its presence means done
+    write_file(status_p, json.dumps(status).encode())  # last: its presence means done
     return status["status"]
 
 

@@ -3,8 +3,11 @@
 Order of work: check encoder options (fast, before loading anything), resolve and hash inputs,
 take the cache lock, *plan* (fields missing from existing shards; new shards for new videos with
 every field the cache has), then run each shard task (shards.py) and record its part in the
-manifest, which is always written last. `plan_to_dir`/`run_planned_shard`/`finalize` split the
-same work across processes for Snakemake; `dask=` computes features on a dask cluster.
+manifest, which is always written last. A field added to existing shards enters the manifest only
+once every shard has its file; until then its finished files are kept in the journal
+(`shards.Pending`), from which an interrupted run resumes. `plan_to_dir`/`run_planned_shard`/
+`finalize` split the same work across processes for Snakemake; `dask=` computes features on a dask
+cluster.
 """
 
 from __future__ import annotations
@@ -17,9 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CacheError, DecodeError, FingerprintMismatch, InputError
-from .inputs import dedupe, key_input, resolve_inputs
-from .shards import Encoders, Progress, Task, apply_part, read_part, run_task, write_part
-from .store.atomic import remove_stale_temps, write_atomic
+from .inputs import HashMemo, dedupe, key_input, recheck_aliases, resolve_inputs
+from .shards import (
+    Encoders,
+    Pending,
+    Progress,
+    Task,
+    load_hint_json,
+    read_hint,
+    read_part,
+    run_task,
+    write_file,
+    write_part,
+    writing,
+)
+from .store.atomic import remove_stale_temps
 from .store.lock import CacheLock
 from .store.manifest import (
     BACKENDS,
@@ -33,6 +48,7 @@ from .store.manifest import (
 )
 
 HASH_MEMO = ".input-hashes.json"
+MAX_MEMO_BYTES = 1 << 30  # ~250 bytes a video: 4 million videos; a larger memo is not read (all are hashed)
 PLAN_DIR, PARTS_DIR = "plan", "parts"
 
 __all__ = [
@@ -167,18 +183,21 @@ def extract(
         remove_stale_temps(root)
         plan = make_plan(videos, encoders, requested, root, backend, shard_size, progress)
         enc = Encoders(plan.args, plan.manifest["fields"])
+        pending = Pending.load(root, plan.manifest)
+        work = [pending.reuse(task, enc) for task in plan.tasks]  # (what is left to run, files reused)
         outcomes = None
-        if dask and plan.tasks:
+        if dask and any(left.fields for left, _ in work):
             from .distributed import stage_on_dask
 
-            outcomes = stage_on_dask(dask, root, plan.tasks, plan.args, timeout, progress)
-        for task in plan.tasks:
-            part = run_task(root, backend, task, enc, timeout, progress, **({"outcomes": outcomes} if outcomes else {}))
-            apply_part(plan.manifest, part)
-            save_manifest(root, plan.manifest)
+            todo = [left for left, _ in work if left.fields]
+            outcomes = stage_on_dask(dask, root, todo, plan.args, timeout, progress)
+        for task, (left, reused) in zip(plan.tasks, work, strict=True):
+            part = run_task(root, backend, left, enc, timeout, progress, **({"outcomes": outcomes} if outcomes else {}))
+            part["fields"].update(reused)
+            record_parts(root, plan.manifest, pending, [part])
             plan.report.record(task, part)
         if not plan.manifest["shards"]:
-            save_manifest(root, plan.manifest)
+            _save_manifest(root, plan.manifest)
         if dask:
             shutil.rmtree(root / ".staging", ignore_errors=True)
     if strict and plan.report.failures:
@@ -186,16 +205,31 @@ def extract(
     return plan.report
 
 
+def record_parts(root: Path, manifest: dict, pending: Pending, parts: list[dict]) -> None:
+    """Record finished parts and publish. Order: the journal first, still listing a field about to
+    enter the manifest (a crash before the manifest is written loses no finished file), then the
+    manifest, all of whose fields are complete, then the journal without the fields that moved."""
+    for part in parts:
+        pending.add(manifest, part)
+    ready = pending.complete(manifest)
+    pending.save()
+    pending.promote(manifest, ready)
+    _save_manifest(root, manifest)
+    if ready:
+        pending.save()
+
+
+def _save_manifest(root: Path, manifest: dict) -> None:
+    with writing(root / "manifest.json"):
+        save_manifest(root, manifest)
+
+
 def make_plan(videos, encoder_args, requested, root, backend, shard_size, progress) -> Plan:
     manifest = load_manifest(root) or new_manifest(backend)
     if manifest["backend"] != backend and manifest["shards"]:
         raise CacheError(f"cache {root} uses format {manifest['backend']}, not {backend}")
-    progress.start("hash", len(videos))
-    memo = _load_hash_memo(root)
-    for v in videos:
-        key_input(v, memo)
-        progress.advance("hash")
-    write_atomic(root / HASH_MEMO, json.dumps(memo, sort_keys=True).encode())
+    existing = {s: read_samples(root / e["path"]) for s, e in sorted(manifest["shards"].items())}
+    _key_inputs(videos, root, existing, progress)
     videos, aliases = dedupe(videos)
     report = ExtractReport(cache=root, inputs=len(videos))
 
@@ -206,7 +240,6 @@ def make_plan(videos, encoder_args, requested, root, backend, shard_size, progre
     for name, entry in manifest["fields"].items():
         args.setdefault(name, encoder_arg(name, entry))
 
-    existing = {s: read_samples(root / e["path"]) for s, e in sorted(manifest["shards"].items())}
     known = {row["key"] for rows in existing.values() for row in rows}
     by_key = {v.key: v for v in videos}
     report.cached = sum(k in known for k in by_key)
@@ -257,13 +290,18 @@ def _numeric_options(opts: dict) -> dict:
     return {k: v for k, v in opts.items() if k not in NOT_FINGERPRINTED}
 
 
-def _load_hash_memo(root: Path) -> dict:
-    """Local memo of input hashes (not part of the cache contract; safe to delete)."""
-    try:
-        memo = json.loads((root / HASH_MEMO).read_text())
-        return memo if isinstance(memo, dict) else {}
-    except (OSError, ValueError):
-        return {}
+def _key_inputs(videos: list, root: Path, existing: dict[str, list[dict]], progress: Progress) -> None:
+    """Hash every input, sparing the reads the local memo may (HashMemo: only for files the published
+    samples index already records under that name, size and hash), then save the memo."""
+    progress.start("hash", len(videos))
+    memo = HashMemo.parse(read_hint(root / HASH_MEMO, MAX_MEMO_BYTES))  # malformed in any way: empty
+    for rows in existing.values():
+        memo.vouch(rows)
+    for v in videos:
+        key_input(v, memo)
+        progress.advance("hash")
+    recheck_aliases(videos, memo)
+    write_file(root / HASH_MEMO, memo.dumps())
 
 
 def encoder_arg(name: str, entry: dict) -> str:
@@ -292,15 +330,38 @@ def plan_to_dir(
     with CacheLock(root):
         remove_stale_temps(root)
         plan = make_plan(videos, encoders, requested, root, backend, shard_size, progress)
+        _fold_stale_parts(root, plan.manifest)
         shutil.rmtree(root / PLAN_DIR, ignore_errors=True)
-        (root / PLAN_DIR).mkdir()
+        with writing(root / PLAN_DIR):
+            (root / PLAN_DIR).mkdir()
         for task in plan.tasks:
             body = {"backend": backend, "args": plan.args, "task": task.to_json()}
-            write_atomic(
+            write_file(
                 root / PLAN_DIR / f"{task.shard}.json", json.dumps(body, sort_keys=True).encode()
             )  # ascii: any name
-        write_atomic(root / PLAN_DIR / "plan.json", dumps({"shards": [t.shard for t in plan.tasks]}).encode())
+        write_file(root / PLAN_DIR / "plan.json", dumps({"shards": [t.shard for t in plan.tasks]}).encode())
     return [t.shard for t in plan.tasks]
+
+
+def _fold_stale_parts(root: Path, manifest: dict) -> None:
+    """Parts left by an earlier plan that was never finalized describe that plan's tasks: a new shard
+    of the same name may now hold other videos, so `run-shard` must not take them as done. Their
+    files of fields being added to existing shards go to the journal (checked before any reuse), then
+    the parts go."""
+    parts = root / PARTS_DIR
+    if not parts.is_dir():
+        return
+    pending = Pending.load(root, manifest)
+    for path in sorted(parts.glob("*.json")):
+        part = load_hint_json(path)
+        if type(part) is dict and part.get("samples") is None and type(part.get("fields")) is dict:
+            shard = path.stem
+            for name, f in part["fields"].items():
+                if type(f) is dict and type(f.get("header")) is dict and name not in manifest["fields"]:
+                    entry = {"fingerprint": f["header"].get("fingerprint"), "files": {shard: f.get("file")}}
+                    pending.note(name, entry, manifest)
+    pending.save()
+    shutil.rmtree(parts, ignore_errors=True)
 
 
 def run_planned_shard(cache: str | Path, shard: str, timeout: float = 120.0, progress: Progress | None = None) -> dict:
@@ -315,14 +376,11 @@ def run_planned_shard(cache: str | Path, shard: str, timeout: float = 120.0, pro
             return done
         body = json.loads(path.read_text("utf-8"))
         manifest = load_manifest(root) or new_manifest(body["backend"])
-        part = run_task(
-            root,
-            body["backend"],
-            Task.from_json(body["task"]),
-            Encoders(body["args"], manifest["fields"]),
-            timeout,
-            progress,
-        )
+        encoders = Encoders(body["args"], manifest["fields"])
+        # the journal is only read here (finalize writes it, under the cache lock)
+        task, reused = Pending.load(root, manifest).reuse(Task.from_json(body["task"]), encoders)
+        part = run_task(root, body["backend"], task, encoders, timeout, progress)
+        part["fields"].update(reused)
         write_part(root, part)
         return part
 
@@ -348,10 +406,9 @@ def finalize(cache: str | Path) -> ExtractReport:
         report = ExtractReport(cache=root)
         for s in shards:
             task = Task.from_json(json.loads((root / PLAN_DIR / f"{s}.json").read_text("utf-8"))["task"])
-            apply_part(manifest, parts[s])
             report.record(task, parts[s])
         report.inputs = report.new_ok + report.new_failed
-        save_manifest(root, manifest)
+        record_parts(root, manifest, Pending.load(root, manifest), [parts[s] for s in shards])
         shutil.rmtree(root / PARTS_DIR, ignore_errors=True)
         shutil.rmtree(root / PLAN_DIR, ignore_errors=True)
         for lock in root.glob(".lock-*"):

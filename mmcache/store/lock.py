@@ -16,7 +16,10 @@ class CacheLock:
         self.path = root / name
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only or full file system, a folder that vanished
+            raise CacheError(f"{self.path}: cannot open the cache lock ({e.strerror or e})") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
