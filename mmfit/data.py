@@ -358,7 +358,31 @@ def field_arrays(cfg: TrainConfig, data: Data, rows: list[dict], names: list[str
         # compute that token fusions spend on masked positions; aligned fields share the grid's width
         width = t if aligned else max([min(len(r[0]), t) for r in raw if r is not None] + [1])
         feats[n], masks[n] = layout_field(n, raw, grids, width, data.dims[n])
+        check_finite(n, feats[n], rows)
     return feats, masks, grids
+
+
+FINITE_ROWS = 256  # rows per chunk of the NaN/inf check (bounds its boolean copy)
+
+
+def check_finite(name: str, x: np.ndarray, rows: list[dict]) -> None:
+    """Refuse NaN/inf features, naming the sample and field. Every split and predict read features
+    here, so all get this one check: the model would turn them into NaN outputs (a NaN loss in
+    train, a metrics ValueError in val/test, NaN scores in predictions). Checked on the float16
+    layout, so a stored float32 value too large for float16 is caught too."""
+    for i in range(0, len(x), FINITE_ROWS):
+        bad = ~np.isfinite(x[i : i + FINITE_ROWS]).all(axis=(1, 2))
+        if bad.any():
+            raise DataError(
+                f"field {name!r}: sample {sample_name(rows[i + int(bad.argmax())])} has NaN or infinite "
+                "feature values; re-extract it, or leave it out of the labels"
+            )
+
+
+def sample_name(row: dict) -> str:
+    """How errors name a cache sample: its id when it has one, always its key and source."""
+    ident = f"{row['id']!r} " if row.get("id") else ""
+    return f"{ident}(key {row['key']}, source {row['source']})"
 
 
 def layout_field(name: str, raw: list, grids: list, t: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,10 +22,13 @@ class LabelTable:
     source: str = ""
 
 
-def read_csv(path: Path) -> list[dict]:
+def read_csv(path: Path) -> list[tuple[int, dict]]:
+    """The sheet's rows, each with the file line it ends on (what messages name)."""
+    rows = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read labels {path}: {e}") from None
     if not rows:
@@ -49,27 +52,31 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
     """Rows with `key` or `id` (an id may also be a video's file name or stem), label columns,
     an optional `split`; for segments: start, end, label per row."""
     rows = read_csv(path)
-    cols = set(rows[0])
+    header = rows[0][1]
     need = ["start", "end", *columns] if segments else columns
-    missing = [c for c in need if c not in cols]
-    if missing or not ({"key", "id"} & cols):
+    missing = [c for c in need if c not in header]
+    if missing or not ({"key", "id"} & set(header)):
         # a row longer than the header puts its extra cells under the key None (csv.DictReader):
         # joining that None raised TypeError instead of this message
-        has = ", ".join(c for c in rows[0] if c is not None)
+        has = ", ".join(c for c in header if c is not None)
         raise DataError(f"labels {path} needs columns {'key or id'}, {', '.join(need)} (has: {has})")
     by_id, by_stem = _index(samples)
     keys = {s["key"] for s in samples}
     table = LabelTable({}, {}, source=str(path))
-    for row in rows:
+    first: dict[str, tuple[int, str, list[str], str]] = {}  # key -> its first row: line, ref, labels, split
+    for line, row in rows:
         ref = (row.get("key") or "").strip() or (row.get("id") or "").strip()
         key = ref if ref in keys else by_id.get(ref) or by_stem.get(ref)
         if key is None:
             table.unknown.append(ref)
             continue
         split = (row.get("split") or "").strip()
+        if split and split not in SPLITS:
+            raise DataError(f"labels {path}: split {split!r} for {ref}; allowed: {', '.join(SPLITS)}")
+        # a segment sample has one row per span: only its split must agree between rows
+        labels = [] if segments else [(row[c] or "").strip() for c in columns]
+        _check_repeat(path, columns, first.setdefault(key, (line, ref, labels, split)), (line, ref, labels, split))
         if split:
-            if split not in SPLITS:
-                raise DataError(f"labels {path}: split {split!r} for {ref}; allowed: {', '.join(SPLITS)}")
             table.split[key] = split
         if segments:
             try:  # a row shorter than the header has None cells: TypeError/AttributeError, not a crash
@@ -79,8 +86,27 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
             table.spans.setdefault(key, []).append(span)
             table.values.setdefault(key, [])
         else:
-            table.values[key] = [(row[c] or "").strip() for c in columns]
+            table.values[key] = labels
     return table
+
+
+def _check_repeat(path: Path, columns: list[str], first: tuple, row: tuple) -> None:
+    """A sample named by two rows (the same id twice, or its id and its file name) must get the same
+    labels and split from both: otherwise the last row would silently win. Identical repeats (e.g. a
+    sheet concatenated with an overlapping one) change nothing and are accepted."""
+    if first[2:] == row[2:]:
+        return
+    raise DataError(
+        f"labels {path}: one sample has conflicting rows: {_row_text(columns, first)} vs {_row_text(columns, row)}; "
+        "keep one row per sample"
+    )
+
+
+def _row_text(columns: list[str], row: tuple) -> str:
+    line, ref, labels, split = row  # labels: one per column, none for segment rows
+    parts = [f"{c}={v!r}" for c, v in zip(columns[: len(labels)], labels, strict=True)]
+    parts += [f"split={split!r}"] if split else []
+    return f"line {line} {ref!r} ({', '.join(parts) or 'no split'})"
 
 
 def from_metadata(samples: list[dict], columns: list[str]) -> LabelTable:

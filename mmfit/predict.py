@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import csv
+import io
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mmcache.cache import open_cache
 from mmcache.extraction import encoder_arg
+from mmcache.store.atomic import write_atomic
 from mmcache.store.manifest import check_same_fingerprint
 
-from .checkpoint import load_checkpoint
+from .checkpoint import FOR_MODEL, check_weights, load_checkpoint
 from .config import TrainConfig
 from .data import Data, load_data
-from .errors import CheckpointError, DataError
-from .model import build_model
+from .errors import DataError
+from .model import FusionModel, build_model
+from .paths import check_output_file
 from .tasks import TASKS
 from .train import device_of, evaluate, predict_rows
 
@@ -41,30 +45,40 @@ def check_fields(ckpt: dict, cache_path: str | Path) -> None:
             )
         f = cache.fields[name]
         check_same_fingerprint(name, meta, f["fingerprint_parts"], f["fingerprint"], f"cache {cache_path}")
+        if meta["dim"] != f["dim"]:  # the fingerprint covers it, unless the checkpoint was edited
+            raise DataError(f"field {name!r}: the model takes size {meta['dim']}, cache {cache_path} has {f['dim']}")
 
 
-def _model_and_data(ckpt: dict, cfg: TrainConfig, labelled: bool):
+def model_of(ckpt: dict, cfg: TrainConfig, path) -> FusionModel:
+    """The checkpoint's model with its weights. Their names and shapes are checked against a model
+    built on the meta device first: nothing is allocated for sizes the file's weights do not have."""
+    dims, out_dim = dict(ckpt["dims"]), len(ckpt["classes"])
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in build_model(cfg, dims, out_dim).state_dict().items()}
+    check_weights(expected, ckpt["model"], path)
+    model = build_model(cfg, dims, out_dim)
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def _model_and_data(ckpt: dict, cfg: TrainConfig, labelled: bool, path):
+    model = model_of(ckpt, cfg, path)  # before the data: a bad checkpoint fails at once
     norm = {k: (v[0].numpy(), v[1].numpy()) for k, v in ckpt["norm"].items()}
     data = load_data(cfg, classes=list(ckpt["classes"]), norm=norm, labelled=labelled)
     task = TASKS[cfg.task](cfg, data)
     task.state = dict(ckpt["task_state"])
-    model = build_model(cfg, {k: int(v) for k, v in ckpt["dims"].items()}, task.out_dim)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint weights do not fit its config: {str(e)[:200]}") from None
     return model.to(device_of(cfg)), data, task
 
 
 def evaluate_checkpoint(
     path, cache, split: str = "test", labels: str | None = None, batch_size: int | None = None, verify: bool = True
 ) -> dict:
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, FOR_MODEL)
     check_fields(ckpt, cache)
     cfg = config_of(
         ckpt, cache=str(cache), labels=labels, eval_batch_size=batch_size, verify=verify, fields=tuple(ckpt["fields"])
     )
-    model, data, task = _model_and_data(ckpt, cfg, labelled=True)
+    model, data, task = _model_and_data(ckpt, cfg, labelled=True, path=path)
     rows = data.rows(split) if split != "all" else np.flatnonzero(data.split != "dropped")
     if not len(rows):
         raise DataError(f"split {split!r} is empty in {cache} (splits: {data.report.get('splits')})")
@@ -72,10 +86,11 @@ def evaluate_checkpoint(
 
 
 def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> int:
-    ckpt = load_checkpoint(path)
+    out_csv = check_output_file(out_csv)
+    ckpt = load_checkpoint(path, FOR_MODEL)
     check_fields(ckpt, cache)
     cfg = config_of(ckpt, cache=str(cache), labels=None, verify=verify, fields=tuple(ckpt["fields"]))
-    model, data, task = _model_and_data(ckpt, cfg, labelled=False)
+    model, data, task = _model_and_data(ckpt, cfg, labelled=False, path=path)
     rows = np.flatnonzero(data.split != "dropped")
     _, out = predict_rows(model, data, rows, cfg, device_of(cfg))
     labels, scores = task.predictions(out)
@@ -84,21 +99,23 @@ def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> int:
 
 
 def write_predictions(path: Path, data: Data, rows, labels, scores: np.ndarray, classes, task: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        per_class = task in ("multiclass", "multilabel")
-        w.writerow(["key", "id", "source", "prediction"] + ([f"score_{c}" for c in classes] if per_class else []))
-        for r, label, s in zip(rows, labels, scores, strict=True):
-            extra = [f"{x:.6f}" for x in s] if per_class else []
-            w.writerow([data.keys[r], data.ids[r] or "", data.sources[r], label, *extra])
+    """Written whole or not at all (atomic): a failure never leaves a half CSV under the name."""
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    per_class = task in ("multiclass", "multilabel")
+    w.writerow(["key", "id", "source", "prediction"] + ([f"score_{c}" for c in classes] if per_class else []))
+    for r, label, s in zip(rows, labels, scores, strict=True):
+        extra = [f"{x:.6f}" for x in s] if per_class else []
+        w.writerow([data.keys[r], data.ids[r] or "", data.sources[r], label, *extra])
+    write_atomic(Path(path), f.getvalue().encode("utf-8"))
 
 
 def predict_videos(path, videos: list[str], out_csv: Path, work: Path | None = None) -> int:
     """Extract exactly the encoders recorded in the checkpoint, then predict (the deploy path)."""
     import mmcache
 
-    ckpt = load_checkpoint(path)
+    out_csv = check_output_file(out_csv)  # before the extraction, which may take long
+    ckpt = load_checkpoint(path, FOR_MODEL)
     encoders = [encoder_arg(name, meta) for name, meta in ckpt["fields"].items()]
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="mmfit-predict-"))
     mmcache.extract(videos, encoders, work / "cache")

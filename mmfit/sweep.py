@@ -14,6 +14,7 @@ from mmcache.schema import schema_errors
 
 from .config import build_config
 from .errors import ConfigError
+from .paths import check_run_dir
 from .train import train
 
 
@@ -41,7 +42,7 @@ def load_sweep(path: Path) -> dict:
 
 
 def run_sweep(spec: dict, on_trial=None) -> list[dict]:
-    out = Path(spec.get("out", "runs/sweep"))
+    out = check_run_dir(spec.get("out", "runs/sweep"))  # summary.json goes there after every trial has run
     rows = []
     for i, opts in enumerate(trials(spec)):
         scores, tests, monitor = [], [], None

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import yaml
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import FOR_MODEL, FOR_RESUME, check_checkpoint, check_weights, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import Data, load_data
 from .errors import CheckpointError, ConfigError, TrainingError
 from .model import FusionModel, build_model
+from .paths import check_run_dir
 from .tasks import TASKS, Task, higher_is_better, scalar_keys
 
 
@@ -106,6 +107,7 @@ class Trainer:
         on_epoch: Callable[[dict], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
     ):
+        check_run_dir(cfg.out)  # before loading any data: an unwritable --out fails at once
         seed_everything(cfg.seed)
         self.cfg, self.on_epoch, self.on_step = cfg, on_epoch, on_step
         self.data = data if data is not None else load_data(cfg)
@@ -175,9 +177,10 @@ class Trainer:
         save_checkpoint(self.out / "last.pt", state)
 
     def resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, FOR_MODEL)
         if "optimizer" not in ckpt:
             raise CheckpointError(f"{path} is a best-weights checkpoint; resume from last.pt")
+        check_checkpoint(ckpt, path, FOR_RESUME)
         mine, theirs = self.cfg.to_dict(), dict(ckpt["config"])
         differ = [k for k in mine if k not in ("epochs", "out") and mine[k] != theirs.get(k)]
         if differ:
@@ -185,11 +188,11 @@ class Trainer:
                 f"{path} was trained with a different config ({differ[0]}: {theirs.get(differ[0])!r}"
                 f" vs {mine[differ[0]]!r})"
             )
+        shapes = {k: v.shape for k, v in self.model.state_dict().items()}
+        for key in ("model", "best_state"):
+            check_weights(shapes, ckpt[key], path, key)
         self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.gen.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        self._restore_torch_states(ckpt, path)
         self.history, self.epoch = list(ckpt["history"]), int(ckpt["epoch"])
         self.best_score, self.best_loss, self.best_epoch = (
             ckpt["best_score"],
@@ -198,6 +201,20 @@ class Trainer:
         )
         self.best_state, self.bad_epochs = ckpt["best_state"], int(ckpt["bad_epochs"])
         self.task.state = dict(ckpt["task_state"])
+
+    def _restore_torch_states(self, ckpt: dict, path) -> None:
+        """Optimizer, scheduler and RNG states are torch's formats, checked by torch as they load:
+        its refusals (ValueError, KeyError, RuntimeError, ...) become one CheckpointError here."""
+        try:
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.gen.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+        except Exception as e:  # noqa: BLE001 - whatever torch raises, the file does not fit this run
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]  # one line, never a traceback
+            raise CheckpointError(
+                f"{path}: its optimizer, scheduler or RNG state does not fit this run ({why})"
+            ) from None
 
     def _train_epoch(self) -> dict:
         self.model.train()
@@ -233,10 +250,10 @@ class Trainer:
         }
 
     def fit(self, resume: str | Path | None = None) -> RunResult:
+        if resume:  # first: a checkpoint that cannot be resumed leaves no run directory behind
+            self.resume(resume)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        if resume:
-            self.resume(resume)
         if self.cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
