@@ -4,7 +4,7 @@ PIP ?= $(PY) -m pip
 DEMO ?= demo
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup ffmpeg test demo bench lint clean
+.PHONY: setup ffmpeg test demo bench lint clean reliability fuzz
 
 ffmpeg:  ## Debian's ffmpeg/ffprobe, when missing
 	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || \
@@ -16,6 +16,14 @@ setup: ffmpeg  ## ffmpeg + torch (CPU-capable wheels from the local index) + thi
 
 test: setup
 	$(PY) -m pytest -q
+
+RELIABILITY_TESTS = tests/test_reliability_*.py tests/test_hardening_*.py tests/test_fuzz_parsers.py
+
+reliability: setup  ## the reliability, hardening and fuzz suites, then regenerate docs/RELIABILITY.md (about 3 minutes on 2 cores)
+	$(PY) -m pytest -q $(RELIABILITY_TESTS) --reliability-doc
+
+fuzz: setup  ## every fuzz test, long: MMCACHE_FUZZ_EXAMPLES examples each (default 5000; about 40 minutes on 2 cores)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -m fuzz -p no:cacheprovider
 
 lint: setup
 	$(PY) -m ruff check .

@@ -104,3 +104,47 @@ def stalling_fifo(path: Path):
         with contextlib.suppress(OSError):  # release a writer still blocked in open()
             os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
         t.join(timeout=10)
+
+
+# -- docs/RELIABILITY.md: written only when asked (`make reliability`) ------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reliability-doc",
+        action="store_true",
+        help="write docs/RELIABILITY.md at the end (run the reliability, hardening and fuzz suites)",
+    )
+
+
+def pytest_runtest_logreport(report):
+    """Outcomes of the tests marked hardening(n), for the document's second table."""
+    from reliability_report import REPORT
+
+    marks = getattr(report, "hardening", None)
+    if marks is None or (report.when != "call" and report.passed):
+        return
+    for n in marks:
+        REPORT.hardening_outcome(n, report.nodeid.split("::")[-1].split("[")[0], report.outcome)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    report.hardening = [m.args[0] for m in item.iter_markers("hardening")]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not session.config.getoption("--reliability-doc"):
+        return
+    from reliability_report import DOC, REPORT
+
+    gaps = REPORT.complete()
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if gaps:
+        tr.write_line(f"docs/RELIABILITY.md not written: no test ran for {', '.join(gaps)}", red=True)
+        session.exitstatus = 1
+        return
+    changed = REPORT.write()
+    tr.write_line(f"{DOC.relative_to(DOC.parent.parent)} {'rewritten' if changed else 'unchanged'}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from reliability_report import REPORT, reliability_doc  # noqa: F401
+from reliability_report import REPORT
 
 import mmcache
 from mmcache.errors import CacheError, MMCacheError

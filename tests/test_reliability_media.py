@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_report import REPORT, reliability_doc  # noqa: F401
+from reliability_report import REPORT
 from typer.testing import CliRunner
 
 import mmcache

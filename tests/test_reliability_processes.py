@@ -31,7 +31,7 @@ import pytest
 import torch
 import yaml
 from conftest import stalling_fifo
-from reliability_report import REPORT, reliability_doc  # noqa: F401
+from reliability_report import REPORT
 from typer.testing import CliRunner
 
 import mmcache

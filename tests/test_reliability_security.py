@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from fuzzing import fuzz, nested
+from hypothesis import given
 from hypothesis import strategies as st
-from reliability_report import REPORT, reliability_doc  # noqa: F401
+from reliability_report import REPORT
 
 import mmcache
 from mmcache.encoders import check_encoder_arg
@@ -39,14 +40,6 @@ from mmfit.labels import from_csv
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "0123456789abcdef01234567"
-EXAMPLES = 100
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,  # the same examples every run: failures reproduce and the report does not churn
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
 
 
 class Trap:
@@ -222,7 +215,7 @@ def test_crafted_npy_headers_and_hdf5_layouts_are_project_errors(tmp_path, small
         {"feats": np.zeros((1, 4), "f2"), "ts": ts, "offsets": np.array([0, 1]), "keys": np.array(KEY.encode())},
         {"feats": None, "ts": ts, "offsets": np.array([0, 1]), "keys": np.array([KEY.encode()])},
     ):
-        with pytest.raises(CacheError, match="not a readable mmcache HDF5 shard"):
+        with pytest.raises(CacheError, match="not a readable mmcache HDF5 shard|malformed HDF5 shard"):
             list(iter_h5(_h5(tmp_path / "crafted.h5", **layout)))
         case.ok()
     root = tmp_path / "cache"
@@ -234,6 +227,7 @@ def test_crafted_npy_headers_and_hdf5_layouts_are_project_errors(tmp_path, small
     case.ok()
 
 
+@pytest.mark.fuzz
 def test_fuzz_damaged_shards_read_without_verification(small_cache, tmp_path):
     """Random flips, overwrites and cuts of real tar and HDF5 shards, read as `--no-verify` would:
     the samples, or a CacheError; never another exception (verify catches them by sha256 first)."""
@@ -256,7 +250,7 @@ def test_fuzz_damaged_shards_read_without_verification(small_cache, tmp_path):
         for _key, feats, ts in reader(path):
             assert feats.ndim == 2 and len(ts) == len(feats)
 
-    @FUZZ
+    @fuzz()
     @given(
         st.sampled_from(sorted(originals)),
         # anywhere, or in the first member's .npy header (bytes 512-640 of a tar), where parsers are fussiest
@@ -352,11 +346,7 @@ def test_crafted_samples_rows_tar_members_and_hdf5_keys_cannot_escape(tmp_path):
 # -- property-based fuzzing ----------------------------------------------------------------------
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
-json_values = st.recursive(
-    json_scalars,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
-    max_leaves=20,
-)
+json_values = nested(json_scalars, width=4, max_leaves=20)
 
 
 def fuzz_case(name: str):
@@ -385,6 +375,7 @@ def _replace_at(doc, path: list[int], value):
     return new
 
 
+@pytest.mark.fuzz
 def test_fuzz_manifest_loader_and_verify(small_cache, tmp_path):
     check = fuzz_case("manifest loader + verify_cache: arbitrary JSON, bytes, and mutations of a real manifest")
     real = json.loads((small_cache / "manifest.json").read_text())
@@ -396,7 +387,7 @@ def test_fuzz_manifest_loader_and_verify(small_cache, tmp_path):
         if load_manifest(work) is not None:
             assert isinstance(mmcache.verify_cache(work), list)
 
-    @FUZZ
+    @fuzz()
     @given(
         st.one_of(
             json_values.map(lambda v: json.dumps(v).encode()),
@@ -412,6 +403,7 @@ def test_fuzz_manifest_loader_and_verify(small_cache, tmp_path):
     run()
 
 
+@pytest.mark.fuzz
 def test_fuzz_samples_index_reader(tmp_path):
     check = fuzz_case("samples index reader (read_samples): arbitrary lines and JSON rows")
     path = tmp_path / "000000.jsonl"
@@ -422,7 +414,7 @@ def test_fuzz_samples_index_reader(tmp_path):
         rows = read_samples(path)
         assert all(re.fullmatch(r"[0-9a-f]{8,64}", r["key"]) for r in rows)
 
-    @FUZZ
+    @fuzz()
     @given(
         st.one_of(
             st.binary(max_size=200),
@@ -458,6 +450,7 @@ def _csv_text(table) -> str:
     return buf.getvalue()
 
 
+@pytest.mark.fuzz
 def test_fuzz_label_sheet_and_video_sheet_parsers(tmp_path):
     labels = fuzz_case("label sheet (mmfit.labels.from_csv) and video sheet (read_sheet): arbitrary CSV text")
     d = tmp_path
@@ -477,7 +470,7 @@ def test_fuzz_label_sheet_and_video_sheet_parsers(tmp_path):
             for v in read_sheet_or_error(d / f"videos{suffix}"):
                 assert isinstance(v.source, str) and v.source
 
-    @FUZZ
+    @fuzz()
     @given(
         st.one_of(csv_tables.map(_csv_text), st.text(max_size=200)),
         st.binary(max_size=100),
@@ -518,6 +511,7 @@ def read_sheet_or_error(path: Path) -> list:
         return []
 
 
+@pytest.mark.fuzz
 def test_fuzz_subtitle_parser():
     check = fuzz_case("subtitle parser (parse_cues): arbitrary SRT/WebVTT-like text")
     timing = st.builds(
@@ -534,7 +528,7 @@ def test_fuzz_subtitle_parser():
         assert all(c.end >= c.start >= 0 and c.text for c in cues)
         assert cues == sorted(cues, key=lambda c: (c.start, c.end))
 
-    @FUZZ
+    @fuzz()
     @given(st.one_of(st.text(max_size=300), st.lists(block, max_size=5).map("\n".join)))
     def run(text):
         check(parse, text)
@@ -542,13 +536,14 @@ def test_fuzz_subtitle_parser():
     run()
 
 
+@pytest.mark.fuzz
 def test_fuzz_encoder_option_parser():
     check = fuzz_case("encoder option parser (check_encoder_arg): arbitrary text")
     names = st.sampled_from(["resnet18", "logmel", "mfcc", "minilm-text", "torchvision-image", "hf-text", "x"])
     keys = st.sampled_from(["fps", "num_frames", "window", "weights", "model", "dtype", "batch_size", "field", "?"])
     option = st.builds(lambda k, v: f"{k}={v}", keys, st.text(max_size=8))
 
-    @FUZZ
+    @fuzz()
     @given(
         st.one_of(
             st.text(max_size=60), st.builds(lambda n, o: n + ":" + ",".join(o), names, st.lists(option, max_size=4))
@@ -560,20 +555,17 @@ def test_fuzz_encoder_option_parser():
     run()
 
 
+@pytest.mark.fuzz
 def test_fuzz_train_config(tmp_path):
     check = fuzz_case("train config (build_config): arbitrary YAML")
     path = tmp_path / "train.yaml"
-    yaml_values = st.recursive(
-        json_scalars,
-        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
-        max_leaves=10,
-    )
+    yaml_values = nested(json_scalars, width=3, max_leaves=10)
 
     def build(text: str):
         path.write_text(text, "utf-8", errors="surrogatepass")
         build_config(path)
 
-    @FUZZ
+    @fuzz()
     @given(
         st.one_of(
             st.text(max_size=200),
