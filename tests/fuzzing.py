@@ -49,3 +49,14 @@ def nested(scalars, width: int = 4, max_leaves: int = 20):
         return st.lists(kids, max_size=width) | st.dictionaries(st.text(max_size=10), kids, max_size=width)
 
     return st.recursive(scalars, containers, max_leaves=max_leaves)
+
+
+def replace_at(doc, path: list[int], value):
+    """`doc` with the sub-value chosen by `path` (indices into keys/items) replaced by `value`."""
+    if not path or not isinstance(doc, dict | list) or not doc:
+        return value
+    items = list(doc.items()) if isinstance(doc, dict) else list(enumerate(doc))
+    k, v = items[path[0] % len(items)]
+    new = dict(doc) if isinstance(doc, dict) else list(doc)
+    new[k] = replace_at(v, path[1:], value)
+    return new

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fuzzing import fuzz, nested
+from fuzzing import fuzz, nested, replace_at
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -360,17 +360,6 @@ def test_the_schema_covers_what_training_saves(tiny):
     check_checkpoint(last, "last.pt", FOR_RESUME)
 
 
-def _replace_at(doc, path: list[int], value):
-    """`doc` with the sub-value chosen by `path` (indices into keys/items) replaced by `value`."""
-    if not path or not isinstance(doc, dict | list) or not doc:
-        return value
-    items = list(doc.items()) if isinstance(doc, dict) else list(enumerate(doc))
-    k, v = items[path[0] % len(items)]
-    new = dict(doc) if isinstance(doc, dict) else list(doc)
-    new[k] = _replace_at(v, path[1:], value)
-    return new
-
-
 values = nested(
     st.none()
     | st.booleans()
@@ -419,7 +408,7 @@ def test_fuzz_checkpoint_bytes_and_structure(tiny, tmp_path):
                 data[where] = byte
             path.write_bytes(bytes(data[: int(len(data) * b)] if b is not None else data))
         else:
-            torch.save(_replace_at(real, a, b), path)
+            torch.save(replace_at(real, a, b), path)
         use()
 
     run()

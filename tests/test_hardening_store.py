@@ -277,11 +277,13 @@ def test_an_endless_samples_index_is_refused_by_every_reader(cache, tmp_path, ki
     assert not (tmp_path / "merged" / "manifest.json").exists()
 
 
-class _EndlessHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a cache directory, except that every field file's body never ends."""
-
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
+
+
+class _EndlessHandler(_QuietHandler):
+    """Serves a cache directory, except that every field file's body never ends."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if not self.path.endswith((".tar", ".h5")):
@@ -294,8 +296,9 @@ class _EndlessHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def endless_server(directory: Path):
-    handler = lambda *a, **k: _EndlessHandler(*a, directory=str(directory), **k)  # noqa: E731
+def http_server(directory: Path, handler_class=_QuietHandler):
+    """A loopback http server of `directory` (its URL) for the duration of the block."""
+    handler = lambda *a, **k: handler_class(*a, directory=str(directory), **k)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     t = threading.Thread(target=server.serve_forever, daemon=True)
@@ -310,7 +313,7 @@ def endless_server(directory: Path):
 @pytest.mark.hardening(5)
 def test_an_endless_http_body_or_pipe_stops_at_the_manifest_size(cache, tmp_path):
     size = manifest(cache)["fields"]["logmel"]["files"]["000000"]["bytes"]
-    with endless_server(cache) as url:
+    with http_server(cache, _EndlessHandler) as url:
         problems = mmcache.verify_cache(url)
         assert any(f"more than the {size} bytes" in p for p in problems), problems
         with pytest.raises(CacheError, match="more than the"):
@@ -371,20 +374,6 @@ def test_a_tar_header_claiming_8_gib_allocates_nothing(tmp_path, cache):
         with http_server(cache) as url, allocation_limit(64 * MiB):
             problems = mmcache.verify_cache(url)
             assert any("past the end of the file" in p for p in problems), problems
-
-
-@contextlib.contextmanager
-def http_server(directory: Path):
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **k)  # noqa: E731
-    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.hardening(6)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fuzzing import fuzz, nested
+from fuzzing import fuzz, nested, replace_at
 from hypothesis import given
 from hypothesis import strategies as st
 from reliability_report import REPORT
@@ -364,17 +364,6 @@ def fuzz_case(name: str):
     return check
 
 
-def _replace_at(doc, path: list[int], value):
-    """`doc` with the sub-value chosen by `path` (indices into keys/items) replaced by `value`."""
-    if not path or not isinstance(doc, dict | list) or not doc:
-        return value
-    items = list(doc.items()) if isinstance(doc, dict) else list(enumerate(doc))
-    k, v = items[path[0] % len(items)]
-    new = dict(doc) if isinstance(doc, dict) else list(doc)
-    new[k] = _replace_at(v, path[1:], value)
-    return new
-
-
 @pytest.mark.fuzz
 def test_fuzz_manifest_loader_and_verify(small_cache, tmp_path):
     check = fuzz_case("manifest loader + verify_cache: arbitrary JSON, bytes, and mutations of a real manifest")
@@ -393,7 +382,7 @@ def test_fuzz_manifest_loader_and_verify(small_cache, tmp_path):
             json_values.map(lambda v: json.dumps(v).encode()),
             st.binary(max_size=200),
             st.tuples(st.lists(st.integers(0, 50), max_size=6), json_values).map(
-                lambda pv: json.dumps(_replace_at(real, *pv)).encode()
+                lambda pv: json.dumps(replace_at(real, *pv)).encode()
             ),
         )
     )
@@ -420,7 +409,7 @@ def test_fuzz_samples_index_reader(tmp_path):
             st.binary(max_size=200),
             st.lists(json_values.map(json.dumps), max_size=4).map(lambda ls: "\n".join(ls).encode()),
             st.tuples(st.lists(st.integers(0, 10), max_size=2), json_values).map(
-                lambda pv: (json.dumps(_replace_at(row, *pv)) + "\n").encode("utf-8", "surrogatepass")
+                lambda pv: (json.dumps(replace_at(row, *pv)) + "\n").encode("utf-8", "surrogatepass")
             ),
         )
     )

@@ -64,12 +64,17 @@ def enabled() -> bool:
 
 def read_file(path: Path | str) -> bytearray:
     """A whole file in one read into a bytearray (so arrays viewing it are writable)."""
+    return _by_path(path, read_fd)
+
+
+def _by_path(path: Path | str, use):
+    """use(fd, path) on the file at `path`, opened for reading (non-blocking: a FIFO is refused, not waited on)."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
         raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        return read_fd(fd, path)
+        return use(fd, path)
     finally:
         os.close(fd)
 
@@ -101,14 +106,7 @@ def map_file(path: Path | str):
     """The bytes of a local file as a writable buffer: a private copy-on-write mapping (a ctypes
     array, unmapped once nothing views it), or a bytearray when mapping is off, unavailable or fails,
     and for an empty file. Only a regular file is read."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as e:
-        raise CacheError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        return map_fd(fd, path)
-    finally:
-        os.close(fd)
+    return _by_path(path, map_fd)
 
 
 def map_fd(fd: int, path: Path | str):
