@@ -2,8 +2,9 @@
 samples by key (`Cache.read_sample`, `Cache.field_reader`), and `verify_cache(path)` to recompute
 every size, hash and count the manifest records.
 
-`path` is a directory, or a remote location (http(s):// URL or `pipe:` command, see remote.py)
-read through the same relative paths of the validated manifest."""
+`path` is a directory, or a remote location (http(s):// URL or `pipe:` command, see transport.py)
+read through the same relative paths of the validated manifest. A cache composes a transport (where
+its bytes come from) with its shard format (what they mean) through reading.py."""
 
 from __future__ import annotations
 
@@ -15,25 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CacheError, FingerprintMismatch
-from .remote import LocalSource, Missing, Scan, Source, source_for
-from .store.hdf5 import H5Shard, read_h5
-from .store.manifest import check_same_fingerprint, load_manifest, parse_samples
-from .store.tar import Sample, TarShard, read_tar
+from .reading import Scan, iter_file, scan
+from .store.formats import shard_format
+from .store.manifest import check_same_fingerprint, load_manifest, parse_manifest, parse_samples
+from .store.tar import Sample
+from .transport import LocalTransport, Missing, Transport, transport_for
 
 TS_DTYPES = ("float64",)  # what every writer stores timestamps as (seconds)
 PREFETCH_AHEAD = 2  # shard files asked for ahead of the one being read
-READERS = {"webdataset": read_tar, "hdf5": read_h5}  # backend -> whole local shard file -> samples
-SHARD_READERS = {"webdataset": TarShard, "hdf5": H5Shard}  # backend -> open shard file for random access
-
-
-def read_shard_file(path: Path, backend: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Every (key, feats, ts) of a local shard file, in file order, checked (see store/tar.py, store/hdf5.py)."""
-    return READERS[backend](path)
-
-
-def iter_shard_file(path: Path, backend: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """`read_shard_file` as an iterator (nothing is read before the first `next`)."""
-    yield from READERS[backend](path)
 
 
 @dataclass
@@ -69,11 +59,13 @@ class FieldArrays:
 
 class Cache:
     """A published cache: only what manifest.json lists exists. `root` is the directory (a Path) or
-    the URL as given; `source` reads the listed files from either."""
+    the URL as given; `transport` reads the listed files from either, and the manifest's backend
+    names the shard format that parses them."""
 
-    def __init__(self, root: Path | str, manifest: dict, source: Source | None = None):
+    def __init__(self, root: Path | str, manifest: dict, transport: Transport | None = None):
         self.root, self.manifest = root, manifest
-        self.source = source or LocalSource(Path(root))
+        self.transport = transport or LocalTransport(Path(root))
+        self.format = shard_format(manifest["backend"])
         self._rows: dict[str, list[dict]] = {}  # samples index per shard (listed files never change)
         self._where: dict[str, tuple[str, dict]] | None = None  # key -> (shard, samples row)
         self._readers: dict[str, FieldReader] = {}  # read_sample's open readers, per field
@@ -103,7 +95,9 @@ class Cache:
 
     def _shard_rows(self, shard: str) -> list[dict]:
         if shard not in self._rows:
-            self._rows[shard] = self.source.samples(self.manifest["shards"][shard])
+            entry = self.manifest["shards"][shard]
+            data = self.transport.read(entry, check=self.transport.remote)  # local: verify hashes
+            self._rows[shard] = parse_samples(data, self.transport.label(entry["path"]))
         return self._rows[shard]
 
     def _field(self, name: str) -> dict:
@@ -121,9 +115,14 @@ class Cache:
         entry = self._field(name)["files"].get(shard)
         if entry is None:
             raise CacheError(f"field {name!r} has no file for shard {shard} (incomplete extraction: re-run extract)")
-        data = list(self.source.iter_file(entry, self.backend))
+        data = list(self.iter_file(entry))
         _check_count(entry, len({k for k, _, _ in data}))  # distinct samples: a repeated one is not two
         return data
+
+    def iter_file(self, entry: dict, check: bool | None = None) -> Iterator[Sample]:
+        """(key, feats, ts) of a listed field file; `check` (default: remote caches) compares its bytes
+        with the manifest's size and sha256."""
+        return iter_file(self.transport, entry, self.format, check)
 
     def _in_order(self, pairs: list[tuple[str, str]]) -> Iterator[list[Sample]]:
         """`_field_samples` of each (field, shard) of `pairs` in turn; meanwhile the files of the next
@@ -134,7 +133,7 @@ class Cache:
                 entry = self._field(pairs[j][0])["files"].get(pairs[j][1])
                 if j not in asked and entry is not None:
                     asked.add(j)
-                    self.source.prefetch(entry)
+                    self.transport.prefetch(entry)
             yield self._field_samples(name, shard)
 
     def ok_keys(self) -> list[str]:
@@ -295,11 +294,11 @@ class FieldReader:
             raise CacheError(
                 f"field {self.name!r} has no file for shard {shard} (incomplete extraction: re-run extract)"
             )
-        if self.cache.source.remote:
+        if self.cache.transport.remote:
             self.close()
             handle = self.cache.read_field_shard(self.name, shard)
         else:
-            handle = SHARD_READERS[self.cache.backend](self.cache.source.checked(entry))
+            handle = self.cache.format.open(self.cache.transport.checked(entry))
             try:
                 _check_count(entry, len(handle))
             except CacheError:
@@ -328,15 +327,16 @@ class FieldReader:
 
 def open_cache(path: str | Path) -> Cache:
     """A cache directory, or a remote one: `http(s)://host/cache/` or `pipe:CMD ... {path} ...`."""
-    source = source_for(path)
-    if isinstance(source, LocalSource):
-        root = source.root
+    transport = transport_for(path)
+    if isinstance(transport, LocalTransport):
+        root = transport.root
         manifest = load_manifest(root)
     else:
-        root, manifest = path, source.manifest()
+        root, data = path, transport.manifest()
+        manifest = None if data is None else parse_manifest(data, transport.label("manifest.json"))
     if manifest is None:
         raise CacheError(f"{root} is not an mmcache cache (no manifest.json)")
-    return Cache(root, manifest, source)
+    return Cache(root, manifest, transport)
 
 
 def verify_cache(path: str | Path) -> list[str]:
@@ -347,10 +347,10 @@ def verify_cache(path: str | Path) -> list[str]:
     ok_keys: dict[str, set[str]] = {}
     for shard in cache.shards:
         entry = cache.manifest["shards"][shard]
-        scan = _check_file(cache, entry, None, problems)
-        if scan is not None:
+        found = _check_file(cache, entry, None, problems)
+        if found is not None:
             try:
-                rows = parse_samples(scan.data, cache.source.label(entry["path"]))
+                rows = parse_samples(found.data, cache.transport.label(entry["path"]))
             except CacheError as e:
                 problems.append(str(e))
                 continue
@@ -369,29 +369,30 @@ def verify_cache(path: str | Path) -> list[str]:
             if shard not in cache.manifest["shards"]:
                 problems.append(f"{entry['path']}: shard {shard} is not in the manifest's shards")
                 continue
-            scan = _check_file(cache, entry, cache.backend, problems)
-            if scan is not None:
-                _check_contents(scan, field, entry, ok_keys.get(shard, set()), problems)
+            found = _check_file(cache, entry, cache.format, problems)
+            if found is not None:
+                _check_contents(found, field, entry, ok_keys.get(shard, set()), problems)
     return problems
 
 
-def _check_file(cache: Cache, entry: dict, backend: str | None, problems: list[str]) -> Scan | None:
-    """Read a listed file once; the scan when its size and sha256 match the manifest."""
+def _check_file(cache: Cache, entry: dict, fmt, problems: list[str]) -> Scan | None:
+    """Read a listed file once (`fmt`: its shard format, None for a samples index); the scan when its
+    size and sha256 match the manifest."""
     try:
-        scan = cache.source.scan(entry, backend)
+        found = scan(cache.transport, entry, fmt)
     except Missing:
         problems.append(f"{entry['path']}: missing")
         return None
     except CacheError as e:
         problems.append(f"{entry['path']}: cannot read ({e})")
         return None
-    if scan.size != entry["bytes"]:
-        problems.append(f"{entry['path']}: {scan.size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+    if found.size != entry["bytes"]:
+        problems.append(f"{entry['path']}: {found.size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
         return None
-    if scan.sha256 != entry["sha256"]:
+    if found.sha256 != entry["sha256"]:
         problems.append(f"{entry['path']}: sha256 mismatch (content changed or corrupt)")
         return None
-    return scan
+    return found
 
 
 def _check_contents(scan: Scan, field: dict, entry: dict, ok: set[str], problems: list[str]) -> None:

@@ -327,8 +327,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full per-dimension stats as JSON.")] = False,
 ):
     """Per-dimension mean/std of every stored step of a field (out of core, float64), for normalisation."""
-    from .remote import is_url
     from .sharing import compute_stats, record_stats
+    from .transport import is_url
 
     changed: list[str] = []
     recorded = record and not is_url(cache)

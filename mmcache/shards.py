@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -24,9 +23,9 @@ from typing import TYPE_CHECKING
 
 from .errors import CacheError, DecodeError, MMCacheError
 from .probe import probe
-from .store import WRITERS
+from .store import FORMATS
 from .store.atomic import sha256_file, write_atomic
-from .store.manifest import check_same_fingerprint, samples_bytes
+from .store.manifest import check_same_fingerprint, field_file_entry, samples_bytes, samples_entry
 from .types import VideoInput
 
 if TYPE_CHECKING:  # the encoder stack imports torch: loaded only where features are computed, so that
@@ -243,7 +242,7 @@ class Pending:
     """
 
     def __init__(self, root: Path, backend: str):
-        self.root, self.backend, self.suffix = root, backend, WRITERS[backend].suffix
+        self.root, self.backend, self.suffix = root, backend, FORMATS[backend].suffix
         self.fields: dict[str, dict] = {}
         self.headers: dict[str, dict] = {}  # fields checked or written in this run: their fresh headers
 
@@ -303,8 +302,6 @@ class Pending:
     def _file_holds(self, entry: dict, enc: Encoder, ok_keys: set[str]) -> bool:
         """The file is what the entry says: a regular file of its size and sha256, holding `count`
         samples of `steps` steps of the field's dim, which with `missing` are the shard's ok samples."""
-        from .cache import iter_shard_file
-
         path = self.root / entry["path"]
         try:
             st = os.lstat(path)
@@ -313,7 +310,7 @@ class Pending:
             if sha256_file(path) != (entry["sha256"], entry["bytes"]):
                 return False
             keys, steps = set(), 0
-            for key, feats, _ in iter_shard_file(path, self.backend):
+            for key, feats, _ in FORMATS[self.backend].read(path):
                 if key in keys or feats.ndim != 2 or feats.shape[1] != enc.dim:
                     return False
                 keys.add(key)
@@ -398,7 +395,7 @@ def with_source(reason: str, v: VideoInput) -> str:
 
 
 def _writer(root: Path, backend: str, shard: str, enc: Encoder):
-    cls = WRITERS[backend]
+    cls = FORMATS[backend].writer
     path = root / enc.field / f"{shard}{cls.suffix}"
     with writing(path):
         return cls(path, enc.dim, enc.store_dtype)
@@ -464,18 +461,7 @@ def _publish(enc: Encoder, writer, missing: dict) -> dict:
     except BaseException:
         _discard(writer)  # a writer `_drop_failed` made is not among the caller's to discard
         raise
-    sha, size = sha256_file(writer.path)
-    return {
-        "header": field_header(enc),
-        "file": {
-            "path": f"{enc.field}/{writer.path.name}",
-            "bytes": size,
-            "sha256": sha,
-            "count": len(writer.keys),
-            "steps": writer.steps,
-            "missing": dict(sorted(missing.items())),
-        },
-    }
+    return {"header": field_header(enc), "file": field_file_entry(enc.field, writer, missing)}
 
 
 def _local(enc: Encoder, jobs: list[Job], timeout: float) -> Iterator[Outcome]:
@@ -527,14 +513,7 @@ def _new_shard(root, backend, task, encoders, timeout, progress, outcomes) -> di
         raise
     data = samples_bytes(rows)
     write_file(root / "samples" / f"{task.shard}.jsonl", data)
-    samples = {
-        "path": f"samples/{task.shard}.jsonl",
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "count": len(rows),
-        "ok": len(ok),
-        "failed": len(rows) - len(ok),
-    }
+    samples = samples_entry(task.shard, data, rows)
     return {
         "shard": task.shard,
         "samples": samples,
@@ -545,10 +524,8 @@ def _new_shard(root, backend, task, encoders, timeout, progress, outcomes) -> di
 
 def _drop_failed(root, backend, shard, enc, writer, ok):
     """Rewrite a field's temp shard without samples that failed a later field (rare)."""
-    from .cache import iter_shard_file
-
     with writing(writer.path):
-        keep = [(k, f, t) for k, f, t in iter_shard_file(writer.finish(), backend) if k in ok]
+        keep = [(k, f, t) for k, f, t in FORMATS[backend].read(writer.finish()) if k in ok]
     _discard(writer)
     fresh = _writer(root, backend, shard, enc)
     try:

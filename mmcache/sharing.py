@@ -8,8 +8,6 @@ input is checked against the size and sha256 its manifest records.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,22 +16,25 @@ import numpy as np
 
 from .cache import Cache, open_cache
 from .errors import CacheError, FingerprintMismatch, InputError
-from .remote import LocalSource, is_url, source_for
-from .store import WRITERS
-from .store.atomic import atomic_path, remove_stale_temps, sha256_file, write_atomic
+from .store import FORMATS
+from .store.atomic import atomic_path, remove_stale_temps, write_atomic
 from .store.lock import CacheLock
 from .store.manifest import (
     check_same_fingerprint,
     differing_keys,
+    field_file_entry,
+    files_digest,
+    fresh_stats,
     load_manifest,
     new_manifest,
     parse_samples,
     samples_bytes,
+    samples_entry,
     save_manifest,
     value_at,
 )
+from .transport import LocalTransport, is_url, transport_for
 
-SUFFIX = {"webdataset": ".tar", "hdf5": ".h5"}
 HEADER_KEYS = ("encoder", "options", "modality", "dim", "dtype", "fingerprint", "fingerprint_parts")
 
 __all__ = [
@@ -94,7 +95,7 @@ def merge_caches(
     caches = [open_cache(p) for p in inputs]
     names = [str(p) for p in inputs]
     for c, name in zip(caches, names, strict=True):
-        if isinstance(c.source, LocalSource) and c.source.root.resolve() == out.resolve():
+        if isinstance(c.transport, LocalTransport) and c.transport.root.resolve() == out.resolve():
             raise InputError(f"merge output {out} is one of the inputs ({name}); merge into a new directory")
     if load_manifest(out) is not None:
         raise InputError(f"{out} already holds a cache; merge into a new directory (give it as an input)")
@@ -203,7 +204,7 @@ def _rows(cache: Cache, shard: str) -> list[dict]:
     """A shard's samples rows, fetched once and checked against the manifest's size and sha256."""
     if shard not in cache._rows:
         entry = cache.manifest["shards"][shard]
-        cache._rows[shard] = parse_samples(cache.source.fetch(entry), cache.source.label(entry["path"]))
+        cache._rows[shard] = parse_samples(cache.transport.read(entry), cache.transport.label(entry["path"]))
     return cache._rows[shard]
 
 
@@ -232,15 +233,7 @@ def _choose_rows(caches: list[Cache], report: MergeReport):
 def _write_samples(out: Path, shard: str, rows: list[dict]) -> dict:
     data = samples_bytes(rows)
     write_atomic(out / "samples" / f"{shard}.jsonl", data)
-    ok = sum(r["status"] == "ok" for r in rows)
-    return {
-        "path": f"samples/{shard}.jsonl",
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "count": len(rows),
-        "ok": ok,
-        "failed": len(rows) - ok,
-    }
+    return samples_entry(shard, data, rows)
 
 
 def _copy_field_file(
@@ -248,32 +241,24 @@ def _copy_field_file(
 ) -> dict:
     """Copy (or, when a kept-elsewhere duplicate has data in it, rewrite) one field file as `shard`."""
     field_ = cache.fields[name]
-    path = out / name / f"{shard}{SUFFIX[cache.backend]}"
+    path = out / name / f"{shard}{FORMATS[cache.backend].suffix}"
     missing = {k: v for k, v in entry["missing"].items() if k in ok}
     if not dropped - set(entry["missing"]):  # nothing to remove: the same bytes under the new name
         with atomic_path(path) as tmp:
-            cache.source.copy_to(entry, tmp)
+            cache.transport.copy_to(entry, tmp)
         report.copied += 1
         return {**entry, "path": f"{name}/{path.name}", "missing": missing}
-    writer = WRITERS[cache.backend](path, field_["dim"], field_["dtype"])
+    writer = FORMATS[cache.backend].writer(path, field_["dim"], field_["dtype"])
     try:
-        for key, feats, ts in cache.source.iter_file(entry, cache.backend, check=True):
+        for key, feats, ts in cache.iter_file(entry, check=True):
             if key in ok:
                 writer.add(key, feats, ts)
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    sha, size = sha256_file(path)
     report.rewritten += 1
-    return {
-        "path": f"{name}/{path.name}",
-        "bytes": size,
-        "sha256": sha,
-        "count": len(writer.keys),
-        "steps": writer.steps,
-        "missing": missing,
-    }
+    return field_file_entry(name, writer, missing)
 
 
 # -- diff -----------------------------------------------------------------------------------------
@@ -354,32 +339,13 @@ def _with_data(cache: Cache, name: str) -> set[str]:
 # -- stats ----------------------------------------------------------------------------------------
 
 
-def files_digest(field_entry: dict) -> str:
-    """sha256 of the canonical JSON of {shard: file sha256}: which bytes a field's stats describe."""
-    files = {s: e["sha256"] for s, e in field_entry["files"].items()}
-    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def fresh_stats(field_entry: dict) -> dict | None:
-    """The field's recorded stats when they describe its current files (else None: stale or absent)."""
-    st = field_entry.get("stats")
-    if not st or st.get("files_digest") != files_digest(field_entry):
-        return None
-    dim = field_entry["dim"]
-    if len(st.get("mean", [])) != dim or len(st.get("std", [])) != dim:
-        return None
-    if st.get("steps") != sum(e["steps"] for e in field_entry["files"].values()):
-        return None
-    return st
-
-
-def _load_steps(source, entry: dict, backend: str, dim: int) -> np.ndarray:
+def _load_steps(cache: Cache, entry: dict, dim: int) -> np.ndarray:
     """Every step of one field file as float64 (T_total, D); remote bytes are checked."""
-    feats = [f for _, f, _ in source.iter_file(entry, backend)]
+    feats = [f for _, f, _ in cache.iter_file(entry)]
     x = np.concatenate(feats).astype(np.float64) if feats else np.zeros((0, dim))
     if x.shape != (entry["steps"], dim):
         raise CacheError(
-            f"{source.label(entry['path'])}: {x.shape[0]} steps of dim {x.shape[1]}, manifest says "
+            f"{cache.transport.label(entry['path'])}: {x.shape[0]} steps of dim {x.shape[1]}, manifest says "
             f"{entry['steps']} of {dim} (run `mmcache verify`)"
         )
     return x
@@ -407,7 +373,7 @@ def compute_stats(
             continue
         chunks = [
             da.from_delayed(
-                dask.delayed(_load_steps)(cache.source, e, cache.backend, f["dim"]),
+                dask.delayed(_load_steps)(cache, e, f["dim"]),
                 shape=(e["steps"], f["dim"]),
                 dtype=np.float64,
             )
@@ -433,11 +399,11 @@ def record_stats(
     """Compute stats (without holding the lock), then under the cache lock re-read the manifest and
     record `fields.<f>.stats` for each field whose files are still the ones measured; the manifest
     is rewritten atomically. Returns (stats, fields skipped because they changed meanwhile)."""
-    source = source_for(path)
-    if not isinstance(source, LocalSource):
+    transport = transport_for(path)
+    if not isinstance(transport, LocalTransport):
         raise CacheError(f"{path}: stats can only be recorded in a local cache (use --no-record to print them)")
-    stats = compute_stats(open_cache(source.root), fields, scheduler)
-    root = source.root
+    root = transport.root
+    stats = compute_stats(open_cache(root), fields, scheduler)
     changed = []
     with _locked(root):
         manifest = load_manifest(root)

@@ -28,8 +28,9 @@ from reliability_report import REPORT
 
 from mmcache.errors import CacheError
 from mmcache.inputs import MEMO_VERSION, HashMemo, _memo_entry
+from mmcache.store import H5ShardWriter
 from mmcache.store.arrays import ALLOWED_KINDS, load_npy
-from mmcache.store.hdf5 import H5Shard, H5ShardWriter, read_h5
+from mmcache.store.hdf5 import H5Shard, read_h5
 from mmcache.store.manifest import dumps, loads, parse_samples, samples_bytes
 from mmcache.store.tar import TarShard, iter_tar, read_tar
 

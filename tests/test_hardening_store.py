@@ -25,9 +25,10 @@ import pytest
 
 import mmcache
 from mmcache.errors import CacheError
+from mmcache.store import TarShardWriter
 from mmcache.store.hdf5 import H5Shard, read_h5
 from mmcache.store.manifest import load_manifest, parse_samples, samples_bytes
-from mmcache.store.tar import TarShard, TarShardWriter, iter_tar, read_tar
+from mmcache.store.tar import TarShard, iter_tar, read_tar
 
 LOGMEL = "logmel:fps=2,window=0.5"
 MiB = 1 << 20
@@ -439,13 +440,13 @@ def test_deep_json_and_huge_integers_are_one_clear_line(cache, where, bad):
 def _rewrite_field(root: Path, edit) -> tuple[str, list]:
     """Re-write shard 000000 of logmel with `edit(samples)` applied, republished in the manifest."""
     rel = field_file(root)
-    samples = [(k, np.array(f), np.array(t)) for k, f, t in mmcache.open_cache(root).source.iter_file(
-        manifest(root)["fields"]["logmel"]["files"]["000000"], manifest(root)["backend"])]  # fmt: skip
+    entry = manifest(root)["fields"]["logmel"]["files"]["000000"]
+    samples = [(k, np.array(f), np.array(t)) for k, f, t in mmcache.open_cache(root).iter_file(entry)]
     samples = edit(samples)
-    from mmcache.store import WRITERS
+    from mmcache.store import FORMATS
 
     tmp = root / "rewrite" / Path(rel).name
-    w = WRITERS[manifest(root)["backend"]](tmp, samples[0][1].shape[1], str(samples[0][1].dtype))
+    w = FORMATS[manifest(root)["backend"]].writer(tmp, samples[0][1].shape[1], str(samples[0][1].dtype))
     for s in samples:
         w.add(*s)
     w.close()
@@ -489,10 +490,10 @@ def test_verify_checks_timestamp_dtype_and_values(cache, bad):
 @pytest.mark.hardening(3)
 def test_writers_refuse_a_key_that_is_not_a_hex_digest(tmp_path):
     """The last line of defence behind the memo fix: no writer makes a member name from anything else."""
-    from mmcache.store import WRITERS
+    from mmcache.store import FORMATS
 
-    for backend, writer in WRITERS.items():
-        w = writer(tmp_path / backend / "000000.x", 4)
+    for backend, fmt in FORMATS.items():
+        w = fmt.writer(tmp_path / backend / "000000.x", 4)
         for key in ("../../etc/x", "0123456789ABCDEF", "abc", "0123456789abcdef.npy", 7):
             with pytest.raises(CacheError, match="refusing sample key"):
                 w.add(key, np.zeros((1, 4), np.float16), np.zeros((1, 2)))

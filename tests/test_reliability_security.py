@@ -264,7 +264,7 @@ def test_fuzz_damaged_shards_read_without_verification(small_cache, tmp_path):
 
 
 def _h5_shard_bytes(root: Path) -> bytes:
-    from mmcache.store.hdf5 import H5ShardWriter
+    from mmcache.store import H5ShardWriter
 
     w = H5ShardWriter(root / "logmel" / "000000.h5", 4)
     rng = np.random.default_rng(0)

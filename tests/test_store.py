@@ -12,9 +12,10 @@ import pytest
 import webdataset as wds
 
 from mmcache.errors import CacheError
+from mmcache.store import H5ShardWriter, TarShardWriter
 from mmcache.store.arrays import load_npy
-from mmcache.store.hdf5 import H5ShardWriter, iter_h5
-from mmcache.store.tar import TarShardWriter, iter_tar
+from mmcache.store.hdf5 import iter_h5
+from mmcache.store.tar import iter_tar
 
 KEYS = ["aa11bb22cc33dd44ee55ff66", "0123456789abcdef01234567"]
 
@@ -636,9 +637,9 @@ def test_whole_shard_reads_ask_for_the_next_files_ahead(two_backends, backend):
 
     cache = open_cache(two_backends[backend])
     events: list[tuple[str, str]] = []
-    cache.source.prefetch = lambda entry: events.append(("ask", entry["path"]))
-    iter_file = cache.source.iter_file
-    cache.source.iter_file = lambda entry, b: (events.append(("read", entry["path"])), iter_file(entry, b))[1]
+    cache.transport.prefetch = lambda entry: events.append(("ask", entry["path"]))
+    iter_file = cache.iter_file
+    cache.iter_file = lambda entry: (events.append(("read", entry["path"])), iter_file(entry))[1]
 
     def check(files):
         assert [p for e, p in events if e == "read"] == files

@@ -6,8 +6,6 @@ checked against the spec's accepted names and schemas/encoder-options.schema.jso
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,7 @@ import yaml
 
 from ..errors import EncoderError
 from ..schema import load_schema
+from ..store.manifest import fingerprint_of
 from ..types import InputSpec
 
 FORMAT_VERSION = 1
@@ -111,15 +110,6 @@ def _portable(value):
     if isinstance(value, str) and ("/" in value or "\\" in value) and Path(value).exists():
         return "local-path"
     return value
-
-
-def fingerprint_of(parts: dict) -> str:
-    """sha256 of canonical JSON; a part that is not plain JSON data is an error, never skipped."""
-    try:
-        text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise EncoderError(f"fingerprint part is not plain JSON data: {e}") from e
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_encoder_arg(text: str) -> tuple[str, dict]:

@@ -1,6 +1,8 @@
-"""Cache storage: atomic publish, WebDataset tar shards, HDF5 shards, the manifest, the lock."""
+"""Cache storage: shard formats (FORMATS: tar and HDF5 writers and readers), atomic publish, the
+manifest and its entries, listed-file opening, the lock."""
 
-from .hdf5 import H5ShardWriter
-from .tar import TarShardWriter
+from .formats import FORMATS, ShardFormat, shard_format
+from .hdf5_writer import H5ShardWriter
+from .tar_writer import TarShardWriter
 
-WRITERS = {"webdataset": TarShardWriter, "hdf5": H5ShardWriter}  # backend -> shard writer
+__all__ = ["FORMATS", "H5ShardWriter", "ShardFormat", "TarShardWriter", "shard_format"]

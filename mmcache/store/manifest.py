@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 
 from .. import __version__
-from ..errors import CacheError, FingerprintMismatch
+from ..errors import CacheError, EncoderError, FingerprintMismatch
 from ..schema import load_schema, schema_errors
-from .atomic import write_atomic
+from .atomic import sha256_file, write_atomic
 from .files import MissingFile, open_listed, read_listed
 
 MANIFEST = "manifest.json"
@@ -97,6 +97,65 @@ def parse_manifest(data: bytes, where: str) -> dict:
         if entry["path"] != f"samples/{shard}.jsonl":
             raise CacheError(f"{where}: shard {shard} points at {entry['path']!r}")
     return manifest
+
+
+# -- manifest entries: every writer of a cache (extraction, merge, benchmarks) builds them here --------
+
+
+def samples_entry(shard: str, data: bytes, rows: list[dict]) -> dict:
+    """The `shards` entry of a samples index file holding `data` (samples_bytes(rows))."""
+    ok = sum(r["status"] == "ok" for r in rows)
+    return {
+        "path": f"samples/{shard}.jsonl",
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "count": len(rows),
+        "ok": ok,
+        "failed": len(rows) - ok,
+    }
+
+
+def field_file_entry(field: str, writer, missing: dict) -> dict:
+    """The `fields.<field>.files` entry of the file a shard writer published (hashed from disk);
+    `missing` maps the shard's ok samples without data in it to the reason."""
+    sha, size = sha256_file(writer.path)
+    return {
+        "path": f"{field}/{writer.path.name}",
+        "bytes": size,
+        "sha256": sha,
+        "count": len(writer.keys),
+        "steps": writer.steps,
+        "missing": dict(sorted(missing.items())),
+    }
+
+
+def fingerprint_of(parts: dict) -> str:
+    """A field's fingerprint: sha256 of the canonical JSON of its `fingerprint_parts`; a part that is
+    not plain JSON data is an error, never skipped."""
+    try:
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise EncoderError(f"fingerprint part is not plain JSON data: {e}") from e
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def files_digest(field_entry: dict) -> str:
+    """sha256 of the canonical JSON of {shard: file sha256}: which bytes a field's stats describe."""
+    files = {s: e["sha256"] for s, e in field_entry["files"].items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fresh_stats(field_entry: dict) -> dict | None:
+    """The field's recorded stats when they describe its current files (else None: stale or absent)."""
+    st = field_entry.get("stats")
+    if not st or st.get("files_digest") != files_digest(field_entry):
+        return None
+    dim = field_entry["dim"]
+    if len(st.get("mean", [])) != dim or len(st.get("std", [])) != dim:
+        return None
+    if st.get("steps") != sum(e["steps"] for e in field_entry["files"].values()):
+        return None
+    return st
 
 
 def save_manifest(root: Path, manifest: dict) -> None:

@@ -1,19 +1,23 @@
-"""Where a cache's bytes come from: a local directory, an http(s):// URL, or a `pipe:` command.
+"""Moving a cache's bytes: a local directory, an http(s):// URL, or a `pipe:` command. A transport
+knows relative paths, sizes and sha256 digests; it knows nothing of shard formats (reading.py
+composes a transport with a format, store/formats.py).
 
-A *source* reads files by the relative paths of a validated manifest (`samples/NNNNNN.jsonl`,
+A transport reads files by the relative paths of a validated manifest (`samples/NNNNNN.jsonl`,
 `<field>/NNNNNN.(tar|h5)`, and `manifest.json` itself); no other path is ever formed, so a crafted
 manifest cannot make a reader fetch anything outside the cache.
 
-* `http://host/cache/` (or `.../cache/manifest.json`): files are fetched with urllib; tar shards
-  are streamed into `iter_tar(fileobj=...)`, HDF5 shards (h5py needs random access) are downloaded
-  to a temp file that is deleted after reading.
+* a directory (or `file://`): every listed file is opened through store/files.py (no symlink on its
+  path, a regular file) and its size compared with the manifest's before anything is read; plain
+  reads map the file and do not hash (verify does), checked reads hash what they read.
+* `http://host/cache/` (or `.../cache/manifest.json`): files are fetched with urllib (redirects only
+  to http/https, retries on connection errors and 5xx before any byte is read).
 * `pipe:CMD ... {path} ...`: the command is split with `shlex.split` (never a shell) and run once
   per file with `{path}` replaced by the file's relative path in each argument, its stdout being
   the file, e.g. `pipe:aws s3 cp s3://bucket/cache/{path} -` or `pipe:ssh host cat /data/cache/{path}`.
 
-Remote bytes are checked as they arrive against the size and sha256 the manifest records, so a cut
-or altered transfer is an error, never silently fewer samples. Local reads keep the plain path
-(verify checks them).
+Remote bytes are hashed as they arrive and checked against the size and sha256 the manifest records,
+and no read goes past the listed size, so a cut, altered or endless transfer is an error, never
+silently fewer samples.
 """
 
 from __future__ import annotations
@@ -30,27 +34,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from . import __version__
 from .errors import CacheError
-from .store.atomic import sha256_file
 from .store.files import MissingFile, check_size, checked_path, open_listed
-from .store.hdf5 import iter_h5
-from .store.manifest import MANIFEST, MAX_MANIFEST_BYTES, parse_manifest, parse_samples
+from .store.manifest import MANIFEST, MAX_MANIFEST_BYTES
 from .store.mapped import map_fd, prefetch, read_fd
-from .store.tar import iter_tar, parse_tar
 
 CHUNK = 1 << 20
 HTTP_TIMEOUT = float(os.environ.get("MMCACHE_HTTP_TIMEOUT", "60"))  # seconds without data before giving up
 HTTP_ATTEMPTS = 3  # connection errors and 5xx answers are retried before any byte is read
-
-Record = tuple[str, str, tuple, tuple, str, bool]  # key, dtype, feats shape, ts shape, ts dtype, ts finite
-
 
 Missing = MissingFile  # the file does not exist at the source (no such file, HTTP 404)
 
@@ -59,144 +54,102 @@ def is_url(location: str | os.PathLike) -> bool:
     return isinstance(location, str) and (location.startswith("pipe:") or "://" in location)
 
 
-def source_for(location: str | os.PathLike) -> Source:
-    """The source of a cache given as a directory, file:// or http(s):// URL, or pipe: command."""
+def transport_for(location: str | os.PathLike) -> Transport:
+    """The transport of a cache given as a directory, file:// or http(s):// URL, or pipe: command."""
     if not isinstance(location, str):
-        return LocalSource(Path(location))
+        return LocalTransport(Path(location))
     if location.startswith("pipe:"):
-        return PipeSource(location[len("pipe:") :])
+        return PipeTransport(location[len("pipe:") :])
     scheme = location.split("://", 1)[0].lower() if "://" in location else ""
     if scheme in ("http", "https"):
-        return HttpSource(location)
+        return HttpTransport(location)
     if scheme == "file":
-        return LocalSource(Path(urllib.parse.unquote(urllib.parse.urlparse(location).path)))
+        return LocalTransport(Path(urllib.parse.unquote(urllib.parse.urlparse(location).path)))
     if scheme:
         raise CacheError(
             f"{location}: unsupported URL scheme {scheme!r}; use a directory, http(s)://, or a pipe: "
             "command with {path}, e.g. 'pipe:aws s3 cp s3://bucket/cache/{path} -'"
         )
-    return LocalSource(Path(location))
+    return LocalTransport(Path(location))
 
 
-@dataclass
-class Scan:
-    """What verify learns from reading one listed file once."""
-
-    size: int
-    sha256: str
-    data: bytes | None = None  # samples index bytes
-    records: list[Record] | None = None  # field files whose size and hash match: one per sample
-    error: str | None = None  # the field file could not be parsed
-
-
-class Source:
-    """Reads a cache's listed files by relative path. Subclasses implement `_open` and `label`."""
+class Transport:
+    """Reads a cache's listed files by manifest entry ({"path", "bytes", "sha256", ...}). Subclasses
+    implement `open` and `label`; the checked reads below work on any byte stream."""
 
     remote = True
     location: str
 
-    def prefetch(self, entry: dict) -> None:
-        """Start fetching a file that will be read next (local files only)."""
-
     def label(self, rel: str) -> str:
+        """How errors name the file `rel`."""
         raise NotImplementedError
 
-    def _open(self, rel: str) -> contextlib.AbstractContextManager[BinaryIO]:
+    def open(self, rel: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """The raw bytes of `rel` as a stream (Missing when the file does not exist)."""
         raise NotImplementedError
 
-    # -- reads used by Cache -----------------------------------------------------------------
+    def prefetch(self, entry: dict) -> None:
+        """Start fetching a file that will be read next (a hint; local files only)."""
 
-    def manifest(self) -> dict | None:
+    def manifest(self) -> bytes | None:
+        """The bytes of manifest.json (at most MAX_MANIFEST_BYTES), or None when there is none."""
         try:
-            with self._open(MANIFEST) as f:
-                data = HashingReader(f, self.label(MANIFEST), MAX_MANIFEST_BYTES).read()
+            with self.open(MANIFEST) as f:
+                return HashingReader(f, self.label(MANIFEST), MAX_MANIFEST_BYTES).read()
         except Missing:
             return None
-        return parse_manifest(data, self.label(MANIFEST))
 
-    def fetch(self, entry: dict) -> bytes:
-        """A whole listed file, checked against its manifest size and sha256."""
-        rel = entry["path"]
-        with self._open(rel) as f:
-            reader = HashingReader(f, self.label(rel), entry["bytes"])
-            data = reader.read()
-        reader.check(entry)
-        return data
+    def size(self, entry: dict) -> int | None:
+        """The file's size when it is known without reading it (local files), else None."""
+        return None
 
-    def samples(self, entry: dict) -> list[dict]:
-        return parse_samples(self.fetch(entry), self.label(entry["path"]))
-
-    def iter_file(self, entry: dict, backend: str, check: bool = True) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """(key, feats, ts) of a listed field file; raises after the last sample when the bytes do not
-        match the manifest (callers that keep a whole shard see the error before using it)."""
-        rel = entry["path"]
-        if backend == "hdf5":
-            with self.download(entry) as path:
-                yield from _relabel(iter_h5(path), path, self.label(rel))
-            return
-        with self._open(rel) as f:
-            reader = HashingReader(f, self.label(rel), entry["bytes"])
-            yield from iter_tar(self.label(rel), fileobj=reader)
-            reader.drain()
+    def read(self, entry: dict, check: bool = True, mapped: bool = False):
+        """A whole listed file in memory (a writable buffer), compared with its manifest size and
+        sha256 when `check`. `mapped`: an unchecked local read may map the file instead."""
+        with self.stream(entry) as reader:
+            data = bytearray(reader.read())
         if check:
             reader.check(entry)
+        return data
 
     @contextlib.contextmanager
-    def download(self, entry: dict) -> Iterator[Path]:
-        """A checked local copy of a listed file in a temp file, deleted afterwards."""
+    def stream(self, entry: dict) -> Iterator[HashingReader]:
+        """The file as a stream that hashes what passes and stops past the listed size; the caller
+        drains it and calls `check(entry)` when it wants the digest compared."""
         rel = entry["path"]
-        fd, tmp = tempfile.mkstemp(prefix="mmcache-", suffix=Path(rel).suffix)
+        with self.open(rel) as f:
+            yield HashingReader(f, self.label(rel), entry["bytes"])
+
+    @contextlib.contextmanager
+    def local_file(self, entry: dict, check: bool = True) -> Iterator[Path]:
+        """A local copy of a listed file (a temp file deleted afterwards), checked when `check`."""
+        with self.hashed_copy(entry) as (path, size, sha):
+            if check:
+                check_digest(entry, size, sha, self.label(entry["path"]))
+            yield path
+
+    @contextlib.contextmanager
+    def hashed_copy(self, entry: dict) -> Iterator[tuple[Path, int, str]]:
+        """(a local copy of the file, its size, its sha256), not compared with the manifest (verify
+        reports differences itself); the copy is deleted afterwards."""
+        fd, tmp = tempfile.mkstemp(prefix="mmcache-", suffix=Path(entry["path"]).suffix)
         try:
-            with os.fdopen(fd, "wb") as out, self._open(rel) as f:
-                reader = HashingReader(f, self.label(rel), entry["bytes"])
+            with os.fdopen(fd, "wb") as out, self.stream(entry) as reader:
                 while block := reader.read(CHUNK):
                     out.write(block)
-            reader.check(entry)
-            yield Path(tmp)
+            yield Path(tmp), reader.size, reader.hexdigest()
         finally:
             os.unlink(tmp)
 
     def copy_to(self, entry: dict, dest: Path) -> None:
         """Write a listed file to `dest` (a temp path the caller publishes), checking it on the way."""
-        with open(dest, "wb") as out, self._open(entry["path"]) as f:
-            reader = HashingReader(f, self.label(entry["path"]), entry["bytes"])
+        with open(dest, "wb") as out, self.stream(entry) as reader:
             while block := reader.read(CHUNK):
                 out.write(block)
         reader.check(entry)
 
-    # -- verify ------------------------------------------------------------------------------
 
-    def scan(self, entry: dict, backend: str | None) -> Scan:
-        """Size and sha256 of a listed file, plus its bytes (samples index, backend None) or the
-        per-sample records of a field file, reading it once."""
-        rel = entry["path"]
-        label = self.label(rel)
-        if backend is None:
-            with self._open(rel) as f:
-                reader = HashingReader(f, label, entry["bytes"])
-                data = reader.read()
-            return Scan(reader.size, reader.hexdigest(), data=data)
-        if backend == "hdf5":
-            fd, tmp = tempfile.mkstemp(prefix="mmcache-", suffix=".h5")
-            try:
-                with os.fdopen(fd, "wb") as out, self._open(rel) as f:
-                    reader = HashingReader(f, label, entry["bytes"])
-                    while block := reader.read(CHUNK):
-                        out.write(block)
-                scan = Scan(reader.size, reader.hexdigest())
-                if (scan.size, scan.sha256) == (entry["bytes"], entry["sha256"]):
-                    scan.records, scan.error = records(_relabel(iter_h5(Path(tmp)), tmp, label))
-                return scan
-            finally:
-                os.unlink(tmp)
-        with self._open(rel) as f:  # tar: parse while hashing, then hash what the parser left
-            reader = HashingReader(f, label, entry["bytes"])
-            recs, error = records(iter_tar(label, fileobj=reader))
-            reader.drain()
-        return Scan(reader.size, reader.hexdigest(), records=recs, error=error)
-
-
-class LocalSource(Source):
+class LocalTransport(Transport):
     """A cache directory. Every listed file is opened through store/files.py (no symlink in its path,
     a regular file) and its size compared with the manifest's before anything is read: a plain read is
     never longer than the manifest says, and verify never hashes a file of the wrong size."""
@@ -210,6 +163,11 @@ class LocalSource(Source):
     def label(self, rel: str) -> str:
         return str(self.root / rel)
 
+    @contextlib.contextmanager
+    def open(self, rel: str) -> Iterator[BinaryIO]:
+        with os.fdopen(open_listed(self.root, rel), "rb") as f:
+            yield f
+
     def prefetch(self, entry: dict) -> None:
         try:
             fd = open_listed(self.root, entry["path"])
@@ -220,11 +178,12 @@ class LocalSource(Source):
         finally:
             os.close(fd)
 
-    @contextlib.contextmanager
-    def _open(self, rel: str) -> Iterator[BinaryIO]:
-        fd = open_listed(self.root, rel)
-        with os.fdopen(fd, "rb") as f:
-            yield f
+    def size(self, entry: dict) -> int:
+        fd = open_listed(self.root, entry["path"])
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _listed(self, entry: dict) -> Iterator[int]:
@@ -240,74 +199,38 @@ class LocalSource(Source):
         """The path of a listed file, checked as `_listed` checks it (for readers that open by path)."""
         return checked_path(self.root, entry["path"], entry["bytes"])
 
-    def samples(self, entry: dict) -> list[dict]:
+    def read(self, entry: dict, check: bool = True, mapped: bool = False):
         path = self.root / entry["path"]
         with self._listed(entry) as fd:
-            data = read_fd(fd, path)
-        return parse_samples(data, str(path))
-
-    def fetch(self, entry: dict) -> bytes:
-        with self._listed(entry) as fd:
-            data = bytes(read_fd(fd, self.root / entry["path"]))
-        _check_digest(entry, len(data), hashlib.sha256(data).hexdigest(), self.label(entry["path"]))
-        return data
-
-    def iter_file(self, entry: dict, backend: str, check: bool = False) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        path = self.root / entry["path"]
-        if backend == "hdf5":
-            self.checked(entry)
-            if check:
-                sha, size = sha256_file(path)
-                _check_digest(entry, size, sha, str(path))
-            yield from iter_h5(path)
-            return
-        with self._listed(entry) as fd:
-            # plain reads of a local cache: mapped, no hashing (verify does that); checked: hash and
-            # parse the same bytes, read once
-            buf = read_fd(fd, path) if check else map_fd(fd, path)
+            buf = map_fd(fd, path) if mapped and not check else read_fd(fd, path)
         if check:
-            _check_digest(entry, len(buf), hashlib.sha256(buf).hexdigest(), str(path))
-        yield from parse_tar(buf, str(path))
+            check_digest(entry, len(buf), hashlib.sha256(buf).hexdigest(), str(path))
+        return buf
 
     @contextlib.contextmanager
-    def download(self, entry: dict) -> Iterator[Path]:
+    def stream(self, entry: dict) -> Iterator[HashingReader]:
+        with self._listed(entry) as fd, os.fdopen(os.dup(fd), "rb") as f:
+            yield HashingReader(f, self.label(entry["path"]), entry["bytes"])
+
+    @contextlib.contextmanager
+    def local_file(self, entry: dict, check: bool = True) -> Iterator[Path]:
+        """The file itself (no copy); hashed first only when `check`."""
+        if check:
+            with super().local_file(entry, check) as path:
+                yield path
+        else:
+            yield self.checked(entry)
+
+    @contextlib.contextmanager
+    def hashed_copy(self, entry: dict) -> Iterator[tuple[Path, int, str]]:
+        """The file itself (no copy), hashed as a stream."""
         path = self.checked(entry)
-        sha, size = sha256_file(path)
-        _check_digest(entry, size, sha, str(path))
-        yield path
-
-    def copy_to(self, entry: dict, dest: Path) -> None:
-        with self._listed(entry) as fd, os.fdopen(os.dup(fd), "rb") as f, open(dest, "wb") as out:
-            reader = HashingReader(f, self.label(entry["path"]), entry["bytes"])
-            while block := reader.read(CHUNK):
-                out.write(block)
-        reader.check(entry)
-
-    def scan(self, entry: dict, backend: str | None) -> Scan:
-        path = self.root / entry["path"]
-        fd = open_listed(self.root, entry["path"])
-        try:
-            size = os.fstat(fd).st_size
-            if size != entry["bytes"]:  # the size decides first: a huge file is never hashed
-                return Scan(size, "")
-            if backend == "hdf5":
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    reader = HashingReader(f, str(path), entry["bytes"])
-                    reader.drain()
-                scan = Scan(reader.size, reader.hexdigest())
-            else:  # samples index, tar: hash and parse the same bytes, read once
-                buf = read_fd(fd, path)
-                scan = Scan(len(buf), hashlib.sha256(buf).hexdigest(), data=buf if backend is None else None)
-        finally:
-            os.close(fd)
-        if backend is not None and (scan.size, scan.sha256) == (entry["bytes"], entry["sha256"]):
-            # only a file that matches is parsed
-            parsed = iter_h5(path) if backend == "hdf5" else _parsed(buf, str(path))
-            scan.records, scan.error = records(parsed)
-        return scan
+        with self.stream(entry) as reader:
+            reader.drain()
+        yield path, reader.size, reader.hexdigest()
 
 
-class HttpSource(Source):
+class HttpTransport(Transport):
     def __init__(self, url: str, timeout: float = HTTP_TIMEOUT):
         parts = urllib.parse.urlsplit(url)
         if not parts.netloc:
@@ -330,7 +253,7 @@ class HttpSource(Source):
         return self.url(rel)
 
     @contextlib.contextmanager
-    def _open(self, rel: str) -> Iterator[BinaryIO]:
+    def open(self, rel: str) -> Iterator[BinaryIO]:
         url = self.url(rel)
         resp = _urlopen(url, self.timeout)
         try:
@@ -339,7 +262,7 @@ class HttpSource(Source):
             resp.close()
 
 
-class PipeSource(Source):
+class PipeTransport(Transport):
     def __init__(self, command: str):
         try:
             self.argv = shlex.split(command)
@@ -361,7 +284,7 @@ class PipeSource(Source):
         return f"pipe:{shlex.join(self.command(rel))}"
 
     @contextlib.contextmanager
-    def _open(self, rel: str) -> Iterator[BinaryIO]:
+    def open(self, rel: str) -> Iterator[BinaryIO]:
         argv = self.command(rel)
         label = self.label(rel)
         with tempfile.TemporaryFile() as errf:  # a file, not a pipe: a chatty stderr cannot block stdout
@@ -417,7 +340,7 @@ class HashingReader:
         return self.hash.hexdigest()
 
     def check(self, entry: dict) -> None:
-        _check_digest(entry, self.size, self.hexdigest(), self.label)
+        check_digest(entry, self.size, self.hexdigest(), self.label)
 
 
 class _LengthChecked:
@@ -437,44 +360,12 @@ class _LengthChecked:
         return data
 
 
-def _check_digest(entry: dict, size: int, sha: str, label: str) -> None:
+def check_digest(entry: dict, size: int, sha: str, label: str) -> None:
+    """Raise unless `size` and `sha` are the manifest entry's."""
     if size != entry["bytes"]:
         raise CacheError(f"{label}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
     if sha != entry["sha256"]:
         raise CacheError(f"{label}: sha256 mismatch (content changed or corrupt)")
-
-
-def records(it: Iterator[tuple[str, np.ndarray, np.ndarray]]) -> tuple[list[Record], str | None]:
-    """Per-sample (key, dtype, feats shape, ts shape, ts dtype, ts all finite) of a field file, or what
-    stopped the read."""
-    out: list[Record] = []
-    names: dict[np.dtype, str] = {}  # str(dtype) is slow, and a file has one or two
-    try:
-        for key, feats, ts in it:
-            name = names.get(feats.dtype)
-            if name is None:
-                name = names[feats.dtype] = str(feats.dtype)
-            ts_name = names.get(ts.dtype)
-            if ts_name is None:
-                ts_name = names[ts.dtype] = str(ts.dtype)
-            finite = ts.dtype.kind != "f" or bool(np.isfinite(ts).all())
-            out.append((key, name, feats.shape, ts.shape, ts_name, finite))
-    except CacheError as e:
-        return out, str(e)
-    return out, None
-
-
-def _parsed(buf: bytearray, label: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """`parse_tar` as an iterator, so that `records` sees its errors."""
-    yield from parse_tar(buf, label)
-
-
-def _relabel(it, tmp: str | Path, label: str):
-    """Errors about a temp download name the remote file instead."""
-    try:
-        yield from it
-    except CacheError as e:
-        raise CacheError(str(e).replace(str(tmp), label)) from None
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
