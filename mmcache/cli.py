@@ -142,9 +142,14 @@ def extract(
 ):
     """Extract features into a cache. Re-running is a no-op; new videos and new encoders are added."""
     from .extraction import extract as run
-    from .extraction import use_threads
+    from .runtime import use_threads
 
     use_threads(threads)
+    engine = None
+    if dask:
+        from .distributed import DaskEngine
+
+        engine = DaskEngine(dask)
     progress = RichProgress()
     with progress.bar:
         report = run(
@@ -156,7 +161,7 @@ def extract(
             timeout=timeout,
             strict=False,
             progress=progress,
-            dask=dask,
+            engine=engine,
         )
     _print_report(report)
     if strict and report.failures:
@@ -205,7 +210,8 @@ def run_shard(
     ] = None,
 ):
     """Run one planned shard task; writes its files and <cache>/parts/SHARD.json (a done shard is a no-op)."""
-    from .extraction import run_planned_shard, threads_in_use, use_threads
+    from .extraction import run_planned_shard
+    from .runtime import threads_in_use, use_threads
 
     use_threads(threads)
     progress = RichProgress()

@@ -7,21 +7,22 @@ re-run of `extract`, is idempotent. The client then packs the staged results int
 usual order (shards.run_task with `outcomes`), so the cache is the same as a local run's.
 
 A worker runs `nthreads` tasks at once, one per thread it was given, so each task keeps to one
-thread: torch's and ffmpeg's (extraction.use_threads(1), set by the task itself, whatever the
+thread: torch's and ffmpeg's (runtime.use_threads(1), set by the task itself, whatever the
 environment of the worker). `local:N` starts N single-threaded worker processes.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from .encoders import Encoder, build_encoder
 from .errors import InputError
-from .extraction import use_threads
 from .pipeline import Job, Outcome, run_encoder
 from .probe import probe
+from .runtime import use_threads
 from .shards import Progress, Task, write_file
 from .store.arrays import load_npy, npy_bytes
 from .types import VideoInput
@@ -132,3 +133,17 @@ def stage_on_dask(
 
 
 __all__ = ["connect", "stage_on_dask", "stage_video", "staged_outcomes"]
+
+
+class DaskEngine:
+    """The dask engine (engines.py's interface): `address` is a scheduler address (tcp://host:8786)
+    or 'local:N' for a LocalCluster of N single-threaded worker processes."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def prepare(self, root: Path, tasks: list[Task], args: dict[str, str], timeout: float, progress: Progress):
+        return stage_on_dask(self.address, root, tasks, args, timeout, progress)
+
+    def finish(self, root: Path) -> None:
+        shutil.rmtree(root / STAGING, ignore_errors=True)

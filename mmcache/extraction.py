@@ -6,8 +6,8 @@ every field the cache has), then run each shard task (shards.py) and record its 
 manifest, which is always written last. A field added to existing shards enters the manifest only
 once every shard has its file; until then its finished files are kept in the journal
 (`shards.Pending`), from which an interrupted run resumes. `plan_to_dir`/`run_planned_shard`/
-`finalize` split the same work across processes for Snakemake; `dask=` computes features on a dask
-cluster.
+`finalize` split the same work across processes for Snakemake; an `engine` (engines.py) computes the
+features, in this process or on a dask cluster.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .encoders import check_encoder_arg, encoder_arg
+from .encoders.base import NOT_FINGERPRINTED
+from .engines import Engine, LocalEngine
 from .errors import CacheError, DecodeError, FingerprintMismatch, InputError
 from .inputs import HashMemo, dedupe, key_input, recheck_aliases, resolve_inputs
 from .shards import (
@@ -26,6 +29,7 @@ from .shards import (
     Pending,
     Progress,
     Task,
+    encode_locally,
     load_hint_json,
     read_hint,
     read_part,
@@ -55,13 +59,10 @@ __all__ = [
     "CacheLock",
     "ExtractReport",
     "Progress",
-    "encoder_arg",
     "extract",
     "finalize",
     "plan_to_dir",
     "run_planned_shard",
-    "threads_in_use",
-    "use_threads",
 ]
 
 
@@ -95,42 +96,6 @@ class Plan:
     report: ExtractReport
 
 
-def use_threads(n: int | None) -> None:
-    """Keep this process's work on `n` threads (`--threads`, a Snakemake job's `threads:`, one per dask
-    task): torch's intra-op threads (and inter-op ones while torch still allows it) and each ffmpeg's
-    decode and filter threads. The decode thread of the pipeline still overlaps encoding. Features do
-    not depend on it (not part of any fingerprint). None leaves torch's and ffmpeg's defaults (all cores).
-    """
-    if n is None:
-        return
-    if n < 1:
-        raise InputError(f"threads must be at least 1, not {n}")
-    import torch
-
-    from . import decode
-
-    torch.set_num_threads(n)
-    if torch.get_num_interop_threads() != n:
-        try:
-            torch.set_num_interop_threads(n)
-        except RuntimeError:  # only before the first inter-op parallel work of the process
-            pass
-    decode.set_threads(n)
-
-
-def threads_in_use() -> str:
-    """What this process runs on, for logs: torch intra-op / inter-op threads and ffmpeg's."""
-    import torch
-
-    from . import decode
-
-    ffmpeg_threads = decode.get_threads()
-    return (
-        f"torch {torch.get_num_threads()} thread(s) ({torch.get_num_interop_threads()} inter-op), "
-        f"ffmpeg {ffmpeg_threads or 'default'} thread(s)"
-    )
-
-
 def _prepare_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -147,8 +112,6 @@ def _checked(inputs, encoders, out, backend, shard_size):
     if shard_size < 1:
         raise InputError("shard size must be at least 1")
     encoders = list(encoders)
-    from .encoders import check_encoder_arg
-
     requested = [check_encoder_arg(e) for e in encoders]  # fail fast on bad names/options
     if not requested:
         raise InputError("no encoder given; see `mmcache encoders`")
@@ -169,14 +132,15 @@ def extract(
     timeout: float = 120.0,
     strict: bool = False,
     progress: Progress | None = None,
-    dask: str | None = None,
+    engine: Engine | None = None,
 ) -> ExtractReport:
     """Extract features of `encoders` ('NAME' or 'NAME:k=v,...') for `inputs` into cache `out`.
 
     Re-running is a no-op; new videos go to new shards; a new encoder is added to every shard.
-    Per-video failures become failed rows (raise only when `strict`). `dask` is a scheduler
-    address (or 'local:N' for a LocalCluster of N processes) that computes the features.
+    Per-video failures become failed rows (raise only when `strict`). `engine` computes the features
+    (engines.py): in this process by default, or e.g. `distributed.DaskEngine("tcp://host:8786")`.
     """
+    engine = engine or LocalEngine()
     progress = progress or Progress()
     videos, encoders, requested, root = _checked(inputs, encoders, out, backend, shard_size)
     with CacheLock(root):
@@ -185,21 +149,16 @@ def extract(
         enc = Encoders(plan.args, plan.manifest["fields"])
         pending = Pending.load(root, plan.manifest)
         work = [pending.reuse(task, enc) for task in plan.tasks]  # (what is left to run, files reused)
-        outcomes = None
-        if dask and any(left.fields for left, _ in work):
-            from .distributed import stage_on_dask
-
-            todo = [left for left, _ in work if left.fields]
-            outcomes = stage_on_dask(dask, root, todo, plan.args, timeout, progress)
+        todo = [left for left, _ in work if left.fields]
+        outcomes = engine.prepare(root, todo, plan.args, timeout, progress) if todo else encode_locally
         for task, (left, reused) in zip(plan.tasks, work, strict=True):
-            part = run_task(root, backend, left, enc, timeout, progress, **({"outcomes": outcomes} if outcomes else {}))
+            part = run_task(root, backend, left, enc, timeout, progress, outcomes)
             part["fields"].update(reused)
             record_parts(root, plan.manifest, pending, [part])
             plan.report.record(task, part)
         if not plan.manifest["shards"]:
             _save_manifest(root, plan.manifest)
-        if dask:
-            shutil.rmtree(root / ".staging", ignore_errors=True)
+        engine.finish(root)
     if strict and plan.report.failures:
         raise DecodeError(f"{len(plan.report.failures)} video(s) failed, first: {plan.report.failures[0][1]}")
     return plan.report
@@ -285,8 +244,6 @@ def _check_options(name: str, encoder: str, opts: dict, recorded: dict) -> None:
 def _numeric_options(opts: dict) -> dict:
     """Options that change the numbers (not where, in what batch size or with how many decoders they
     were computed)."""
-    from .encoders.base import NOT_FINGERPRINTED
-
     return {k: v for k, v in opts.items() if k not in NOT_FINGERPRINTED}
 
 
@@ -302,20 +259,6 @@ def _key_inputs(videos: list, root: Path, existing: dict[str, list[dict]], progr
         progress.advance("hash")
     recheck_aliases(videos, memo)
     write_file(root / HASH_MEMO, memo.dumps())
-
-
-def encoder_arg(name: str, entry: dict) -> str:
-    """The NAME:k=v,... that rebuilds a field from its manifest entry (options + field name)."""
-    from .encoders import get_spec
-
-    fixed = get_spec(entry["encoder"]).fixed  # a preset's pinned options are not user options
-    opts = {k: v for k, v in entry["options"].items() if v is not None and k not in fixed}
-    opts["field"] = name
-    return entry["encoder"] + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(opts.items()))
-
-
-def _fmt(v) -> str:
-    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 # -- the same work split across processes (Snakemake): plan, run each shard, finalize ------------

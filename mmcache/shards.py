@@ -464,7 +464,8 @@ def _publish(enc: Encoder, writer, missing: dict) -> dict:
     return {"header": field_header(enc), "file": field_file_entry(enc.field, writer, missing)}
 
 
-def _local(enc: Encoder, jobs: list[Job], timeout: float) -> Iterator[Outcome]:
+def encode_locally(enc: Encoder, jobs: list[Job], timeout: float) -> Iterator[Outcome]:
+    """Outcomes computed in this process (the local engine's)."""
     from .pipeline import run_encoder
 
     return run_encoder(enc, jobs, timeout=timeout)
@@ -477,7 +478,7 @@ def run_task(
     encoders: Encoders,
     timeout: float = 120.0,
     progress: Progress | None = None,
-    outcomes: Outcomes = _local,
+    outcomes: Outcomes = encode_locally,
 ) -> dict:
     progress = progress or Progress()
     if task.kind == "add" and not task.fields:

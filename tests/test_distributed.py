@@ -16,8 +16,10 @@ import pytest
 from conftest import FAST_RESNET
 
 import mmcache
+from mmcache.distributed import DaskEngine
 from mmcache.errors import CacheError
-from mmcache.extraction import finalize, plan_to_dir, run_planned_shard, threads_in_use
+from mmcache.extraction import finalize, plan_to_dir, run_planned_shard
+from mmcache.runtime import threads_in_use
 from mmcache.synth import CLASSES, make_clip
 
 
@@ -62,7 +64,7 @@ def test_planned_shards_in_any_order_give_the_same_cache(tmp_path, videos, local
 
 def test_dask_local_cluster_gives_the_same_cache(tmp_path, videos, local_cache):
     root = tmp_path / "cache"
-    mmcache.extract([videos], ["logmel", "mfcc:fps=2"], root, shard_size=2, dask="local:2")
+    mmcache.extract([videos], ["logmel", "mfcc:fps=2"], root, shard_size=2, engine=DaskEngine("local:2"))
     assert not (root / ".staging").exists()
     assert files(root) == files(local_cache)  # one video per batch on dask, batches across videos locally
 
@@ -87,7 +89,11 @@ def test_dask_worker_killed_mid_task_is_rerun_elsewhere(tmp_path, videos):
     killer.start()
     try:
         mmcache.extract(
-            [videos], [FAST_RESNET, "logmel"], tmp_path / "cache", shard_size=3, dask=cluster.scheduler_address
+            [videos],
+            [FAST_RESNET, "logmel"],
+            tmp_path / "cache",
+            shard_size=3,
+            engine=DaskEngine(cluster.scheduler_address),
         )
     finally:
         killer.join(timeout=10)
@@ -162,7 +168,9 @@ def test_dask_tasks_run_on_one_thread_whatever_the_worker_environment(tmp_path, 
     try:
         before = client.submit(threads_in_use, pure=False).result()
         assert before.startswith("torch 2 thread(s)") and before.endswith("ffmpeg default thread(s)"), before
-        mmcache.extract([videos], ["logmel"], tmp_path / "cache", shard_size=3, dask=cluster.scheduler_address)
+        mmcache.extract(
+            [videos], ["logmel"], tmp_path / "cache", shard_size=3, engine=DaskEngine(cluster.scheduler_address)
+        )
         after = client.submit(threads_in_use, pure=False).result()
         assert after == "torch 1 thread(s) (1 inter-op), ffmpeg 1 thread(s)", after
     finally:

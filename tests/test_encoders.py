@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmcache.encoders import REGISTRY, build_encoder, check_encoder_arg, get_spec
-from mmcache.encoders.base import parse_encoder_arg
+from mmcache.encoders.args import parse_encoder_arg
 from mmcache.errors import EncoderError
 
 OFFLINE_EXTRA = {

@@ -1,4 +1,4 @@
-"""The heap bound that keeps a long extraction's peak RSS down (mmcache/memory.py)."""
+"""The heap bound that keeps a long extraction's peak RSS down (mmcache/runtime.py)."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 CODE = """
 from mmcache.encoders import build_encoder
-import mmcache.memory as m
+import mmcache.runtime as m
 build_encoder("logmel")
 print(m._applied)
 """

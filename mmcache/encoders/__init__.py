@@ -1,31 +1,44 @@
-"""The encoder registry: a literal dict from name to spec, one module per family.
+"""The encoder registry: name -> spec, one module per family.
 
-A new encoder is one module holding its specs and build functions, plus one line here.
+A new encoder is one module holding its specs and build functions, plus one line in FAMILIES. The
+families (torch, transformers) are imported when the registry is first used, so that importing
+`mmcache.encoders.args` (the argument parser the workflow uses) stays light.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 
 from ..errors import EncoderError
-from ..memory import bound_heap
-from . import audio_frontend, hf_audio, hf_text, hf_vision, torchvision_models
-from .base import Encoder, EncoderSpec, parse_encoder_arg, resolve_options
+from ..runtime import bound_heap
+from .args import format_encoder_arg, parse_encoder_arg
+from .base import Encoder, EncoderSpec, resolve_options
 
-REGISTRY: dict[str, EncoderSpec] = {
-    **torchvision_models.SPECS,
-    **audio_frontend.SPECS,
-    **hf_text.SPECS,
-    **hf_vision.SPECS,
-    **hf_audio.SPECS,
-}
+FAMILIES = ("torchvision_models", "audio_frontend", "hf_text", "hf_vision", "hf_audio")  # modules with SPECS
+
+
+@functools.cache
+def registry() -> dict[str, EncoderSpec]:
+    """Every encoder spec by name, from each family's SPECS."""
+    specs: dict[str, EncoderSpec] = {}
+    for family in FAMILIES:
+        specs.update(importlib.import_module(f".{family}", __name__).SPECS)
+    return specs
+
+
+def __getattr__(name: str):
+    if name == "REGISTRY":  # `from mmcache.encoders import REGISTRY`: the registry, built on first use
+        return registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_spec(name: str) -> EncoderSpec:
     try:
-        return REGISTRY[name]
+        return registry()[name]
     except KeyError:
-        raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(sorted(registry()))}") from None
 
 
 def check_encoder_arg(text: str) -> tuple[EncoderSpec, str, dict]:
@@ -52,4 +65,22 @@ def build_encoder(text: str) -> Encoder:
     return spec.build(spec, field, opts)
 
 
-__all__ = ["REGISTRY", "Encoder", "EncoderSpec", "build_encoder", "check_encoder_arg", "get_spec"]
+def encoder_arg(name: str, entry: dict) -> str:
+    """The NAME:k=v,... that rebuilds field `name` from its manifest entry (options + field name)."""
+    fixed = get_spec(entry["encoder"]).fixed  # a preset's pinned options are not user options
+    opts = {k: v for k, v in sorted(entry["options"].items()) if v is not None and k not in fixed}
+    return format_encoder_arg(entry["encoder"], dict(sorted({**opts, "field": name}.items())))
+
+
+__all__ = [
+    "REGISTRY",
+    "Encoder",
+    "EncoderSpec",
+    "build_encoder",
+    "check_encoder_arg",
+    "encoder_arg",
+    "format_encoder_arg",
+    "get_spec",
+    "parse_encoder_arg",
+    "registry",
+]

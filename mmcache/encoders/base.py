@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..errors import EncoderError
 from ..schema import load_schema
@@ -110,27 +109,6 @@ def _portable(value):
     if isinstance(value, str) and ("/" in value or "\\" in value) and Path(value).exists():
         return "local-path"
     return value
-
-
-def parse_encoder_arg(text: str) -> tuple[str, dict]:
-    """'resnet18:fps=2,dtype=bfloat16' -> ('resnet18', {'fps': 2, 'dtype': 'bfloat16'})."""
-    name, _, rest = text.partition(":")
-    opts = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise EncoderError(f"encoder option {item!r} in {text!r} is not key=value")
-        opts[key.strip()] = _scalar(value.strip())
-    return name.strip(), opts
-
-
-def _scalar(value: str):
-    """YAML scalar rules for option values: 2 -> int, 0.5 -> float, true -> bool, else str."""
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    return parsed if isinstance(parsed, int | float | bool | str) else value
 
 
 def resolve_options(spec: EncoderSpec, given: dict) -> dict:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from mmcache.encoders.args import format_encoder_arg, parse_encoder_arg
+
 
 validate(config, "../../schemas/workflow-config.schema.json")  # fills defaults; an error names the field
 
@@ -29,13 +31,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
 
 
-def encoder_options(arg: str) -> tuple[str, dict[str, str]]:
-    """NAME:k=v,k=v -> (NAME, {k: v}); mmcache checks names and values when the plan is made."""
-    name, _, text = arg.partition(":")
-    return name, dict(kv.partition("=")[::2] for kv in text.split(",") if kv)
-
-
-def weights_model(name: str, opts: dict[str, str]) -> str | None:
+def weights_model(name: str, opts: dict) -> str | None:
     """The model whose weights `mmcache.demo` picks, for an encoder given weights=cached-or-random."""
     return opts.get("model", name) if opts.get("weights") == CACHED_OR_RANDOM else None
 
@@ -46,7 +42,7 @@ def weights_choice(model: str, kind: str = "txt") -> str:
 
 
 def weights_models() -> list[str]:
-    return [m for m in (weights_model(*encoder_options(arg)) for arg in EXTRACT["encoders"]) if m]
+    return [m for m in (weights_model(*parse_encoder_arg(arg)) for arg in EXTRACT["encoders"]) if m]
 
 
 def weights_choices(wildcards) -> list[str]:
@@ -60,16 +56,15 @@ def weights_notes(wildcards) -> list[str]:
 def encoder_flag(arg: str) -> str:
     """`-e NAME:k=v,...` with the run's device; a cached-or-random weights value is read from its
     choice file by the shell when the job runs (it is made by rule vision_weights)."""
-    name, opts = encoder_options(arg)
+    name, opts = parse_encoder_arg(arg)  # mmcache checks names and values when the plan is made
     if config["device"] != "auto":
         opts.setdefault("device", config["device"])
     model = weights_model(name, opts)
-    if model:
-        del opts["weights"]
-    text = ",".join(f"{k}={v}" for k, v in opts.items())
     if model is None:
-        return f"-e {shlex.quote(f'{name}:{text}' if text else name)}"
-    head = shlex.quote(f"{name}:{text}{',' if text else ''}weights=")
+        return f"-e {shlex.quote(format_encoder_arg(name, opts))}"
+    del opts["weights"]
+    text = format_encoder_arg(name, opts)
+    head = shlex.quote(f"{text}{',' if opts else ':'}weights=")
     return f'-e {head}"$(cat {shlex.quote(weights_choice(model))})"'
 
 

@@ -1,4 +1,7 @@
-"""Keep the heap of a long extraction from growing with fragmentation.
+"""Process settings of extraction work, whatever engine runs it: how many threads torch and ffmpeg
+use (`use_threads`), and how the heap of a long extraction is kept from fragmenting (`bound_heap`).
+
+Heap: Keep the heap of a long extraction from growing with fragmentation.
 
 A CNN forward pass allocates and frees activations of several MB per batch. glibc's malloc raises
 its mmap threshold after the first such block is freed (up to 32 MiB), so later blocks come from the
@@ -17,6 +20,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+
+from .errors import InputError
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
 DEFAULT_THRESHOLD = 128 * 1024
@@ -45,3 +50,39 @@ def bound_heap() -> int | None:
     if mallopt(M_MMAP_THRESHOLD, threshold) == 1:
         _applied = threshold
     return _applied or None
+
+
+def use_threads(n: int | None) -> None:
+    """Keep this process's work on `n` threads (`--threads`, a Snakemake job's `threads:`, one per dask
+    task): torch's intra-op threads (and inter-op ones while torch still allows it) and each ffmpeg's
+    decode and filter threads. The decode thread of the pipeline still overlaps encoding. Features do
+    not depend on it (not part of any fingerprint). None leaves torch's and ffmpeg's defaults (all cores).
+    """
+    if n is None:
+        return
+    if n < 1:
+        raise InputError(f"threads must be at least 1, not {n}")
+    import torch
+
+    from . import decode
+
+    torch.set_num_threads(n)
+    if torch.get_num_interop_threads() != n:
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:  # only before the first inter-op parallel work of the process
+            pass
+    decode.set_threads(n)
+
+
+def threads_in_use() -> str:
+    """What this process runs on, for logs: torch intra-op / inter-op threads and ffmpeg's."""
+    import torch
+
+    from . import decode
+
+    ffmpeg_threads = decode.get_threads()
+    return (
+        f"torch {torch.get_num_threads()} thread(s) ({torch.get_num_interop_threads()} inter-op), "
+        f"ffmpeg {ffmpeg_threads or 'default'} thread(s)"
+    )
