@@ -333,7 +333,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full per-dimension stats as JSON.")] = False,
 ):
     """Per-dimension mean/std of every stored step of a field (out of core, float64), for normalisation."""
-    from .sharing import compute_stats, record_stats
+    from .stats import compute_stats, record_stats
     from .transport import is_url
 
     changed: list[str] = []
@@ -381,7 +381,7 @@ def merge(
     ] = False,
 ):
     """Union of several caches' samples (deduplicated by key) in a new cache; fingerprints must agree."""
-    from .sharing import merge_caches
+    from .merge import merge_caches
 
     progress = RichProgress()
     with progress.bar:
@@ -416,7 +416,7 @@ def diff(
 ):
     """Fields, fingerprint keys and samples that differ between two caches. Exit 0 when they hold the
     same fields and samples, 1 when they differ, 2 on trouble (like diff)."""
-    from .sharing import diff_caches
+    from .diff import diff_caches
 
     try:
         d = diff_caches(a, b)
