@@ -147,7 +147,7 @@ def train(
             err.print(f"[bold]unimodal baseline: {name}[/]")
             r, d, _ = _run(with_fields(cfg, (name,), str(Path(cfg.out) / f"unimodal-{name}")))
             baselines[name] = {"val": r.val, "test": r.test, "best_epoch": r.best_epoch}
-    summary = write_report(result, data, cfg, baselines)
+    summary = write_report(result, data, cfg.model, cfg.out, baselines)
     _print_summary(summary, cfg, headline)
 
 

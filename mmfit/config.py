@@ -1,8 +1,17 @@
-"""The training config: one frozen dataclass, built once at the edge from YAML and/or flags and
-checked against schemas/train-config.schema.json."""
+"""The training config: one flat frozen dataclass, built once at the edge from YAML and/or flags and
+checked against schemas/train-config.schema.json (the schema, the YAML keys, the flags and the dict a
+checkpoint stores all stay flat).
+
+Inside the library each function takes only the part it uses: `cfg.data` (what the loader reads),
+`cfg.model` (what builds the model) and `cfg.optim` (the loss and its optimisation), each a frozen
+view of the same values. The remaining options (seed, device, precision, eval_batch_size, out,
+tensorboard, unimodal_baselines) belong to the run itself and are read by the orchestration only:
+`train.Trainer`, the CLI, sweep and predict's entry points."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -15,6 +24,9 @@ from .errors import ConfigError
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every option of a run, flat (as in the YAML, the flags and checkpoints); library functions
+    take its parts: `data`, `model`, `optim`."""
+
     cache: str | tuple[str, ...] = "cache"  # cache directory, or several with agreeing fingerprints
     labels: str | None = None  # label CSV; None = labels from the samples index metadata
     label_column: str = "label"  # column with the class (multilabel: names joined by | or ;)
@@ -59,8 +71,105 @@ class TrainConfig:
     memory_budget_gb: float = 4.0  # auto streams when the padded features would exceed this
 
     def to_dict(self) -> dict:
+        """The flat dict of every option (tuples as lists): config.yaml and checkpoints' `config`."""
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @property
+    def data(self) -> DataConfig:
+        """What the loader reads (data.load_data)."""
+        return _part(DataConfig, self)
+
+    @property
+    def model(self) -> ModelConfig:
+        """What builds the model (model.build_model)."""
+        return _part(ModelConfig, self)
+
+    @property
+    def optim(self) -> OptimConfig:
+        """The loss and its optimisation (tasks.build_task, the training loop)."""
+        return _part(OptimConfig, self)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The caches, fields and labels to load, how features are laid out, split and normalised.
+    A view of TrainConfig (`cfg.data`), where the options are described and have their defaults."""
+
+    cache: str | tuple[str, ...]
+    labels: str | None
+    label_column: str
+    label_columns: tuple[str, ...]
+    fields: tuple[str, ...] | None
+    task: str  # the targets to build (and segment tagging aligns the fields)
+    max_steps: int
+    align: bool
+    normalize: bool
+    seed: int  # the seeded split when the labels have none
+    val_fraction: float
+    test_fraction: float
+    verify: bool
+    streaming: str
+    memory_budget_gb: float
+
+    @property
+    def caches(self) -> list[str]:
+        """The cache paths or URLs, as a list."""
+        return [self.cache] if isinstance(self.cache, str) else list(self.cache)
+
+    @property
+    def aligned(self) -> bool:
+        """Whether every field is resampled onto the first field's grid (always for segment tagging)."""
+        return self.align or self.task == "segment"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The fusion, its head and their sizes. A view of TrainConfig (`cfg.model`). Fusion classes name
+    their constructor parameters after these options (model.build_fusion passes each its own)."""
+
+    task: str  # segment tagging builds a per-step model
+    fusion: str
+    head: str
+    hidden: int
+    layers: int
+    heads: int
+    latents: int
+    bottleneck_tokens: int
+    dropout: float
+    modality_dropout: float
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The loss settings, the optimizer and its schedule, and when to stop. A view of TrainConfig
+    (`cfg.optim`)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    epochs: int
+    batch_size: int
+    warmup: float
+    grad_clip: float | None
+    label_smoothing: float
+    class_weights: str
+    monitor: str
+    patience: int
+
+
+def _part(cls: type, cfg: TrainConfig):
+    return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+
+def arguments_for(target: Callable, offered: Mapping[str, object]) -> dict:
+    """The entries of `offered` that `target` (a function, or a class: its constructor) declares as
+    parameters. A target taking **kwargs is refused: it must declare the arguments it uses."""
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise TypeError(f"{target.__qualname__} takes **kwargs; it must declare the arguments it uses")
+    return {name: offered[name] for name in params if name in offered}
 
 
 TUPLES = {"cache", "label_columns", "fields"}
@@ -89,11 +198,8 @@ def build_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     return cfg
 
 
-def caches(cfg: TrainConfig) -> list[str]:
-    return [cfg.cache] if isinstance(cfg.cache, str) else list(cfg.cache)
-
-
 def with_fields(cfg: TrainConfig, fields_: tuple[str, ...], out: str) -> TrainConfig:
+    """The same run on other fields, into `out` (a unimodal baseline)."""
     return replace(cfg, fields=fields_, out=out, unimodal_baselines=False)
 
 

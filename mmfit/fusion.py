@@ -2,11 +2,15 @@
 
 Keys are visited in sorted order. A modality whose mask is all False for a sample is absent for
 that sample: it never contributes zeros as if they were data. Heads are separate (model.py).
+Each fusion's constructor declares exactly the options it uses, named as in the train config
+(model.build_fusion passes each its own), and the class says whether it only looks at each field's
+mean over time (`pooled`: the loader may then pool the features once).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -28,14 +32,21 @@ def positions(t: int, dim: int, device) -> torch.Tensor:
     return pe
 
 
-class ConcatFusion(nn.Module):
+class Fusion(nn.Module):
+    """What every fusion has: `out_dim` (0 when it produces logits itself) and two class flags."""
+
+    pooled = False  # True: only sees each field's mean over time, so the data can be pooled once
+    produces_logits = False  # True: its output is the logits (no separate head)
+    out_dim: int
+
+
+class ConcatFusion(Fusion):
     """Masked mean over time per modality, concatenated, plus one presence flag per modality.
     With a linear head this is logistic regression on mean-pooled features: the strong default."""
 
-    pooled = True  # only sees each field's mean over time: the data can be pooled once
-    produces_logits = False
+    pooled = True
 
-    def __init__(self, dims: dict[str, int], **_):
+    def __init__(self, dims: dict[str, int]):
         super().__init__()
         self.names = sorted(dims)
         self.out_dim = sum(dims.values()) + len(dims)
@@ -46,13 +57,13 @@ class ConcatFusion(nn.Module):
         return torch.cat(pooled + [present], 1)
 
 
-class LateFusion(nn.Module):
+class LateFusion(Fusion):
     """One head per modality on its pooled features; logits averaged over present modalities."""
 
-    pooled = True  # only sees each field's mean over time: the data can be pooled once
+    pooled = True
     produces_logits = True
 
-    def __init__(self, dims: dict[str, int], head_factory, **_):
+    def __init__(self, dims: dict[str, int], head_factory: Callable[[int], nn.Module]):
         super().__init__()
         self.names = sorted(dims)
         self.heads = nn.ModuleDict({n: head_factory(dims[n]) for n in self.names})
@@ -64,14 +75,13 @@ class LateFusion(nn.Module):
         return (logits * present).sum(1) / present.sum(1).clamp(min=1)
 
 
-class GatedFusion(nn.Module):
+class GatedFusion(Fusion):
     """Gated multimodal unit: per-modality tanh projections mixed by softmax gates over the present
     modalities, the gates computed from all pooled features."""
 
-    pooled = True  # only sees each field's mean over time: the data can be pooled once
-    produces_logits = False
+    pooled = True
 
-    def __init__(self, dims: dict[str, int], hidden: int = 256, dropout: float = 0.1, **_):
+    def __init__(self, dims: dict[str, int], hidden: int = 256, dropout: float = 0.1):
         super().__init__()
         self.names = sorted(dims)
         self.proj = nn.ModuleDict({n: nn.Linear(dims[n], hidden) for n in self.names})
@@ -108,12 +118,10 @@ def _layer(hidden: int, heads: int, dropout: float) -> nn.TransformerEncoderLaye
     )
 
 
-class AttentionFusion(nn.Module):
+class AttentionFusion(Fusion):
     """Cross-modal transformer over all tokens (with modality embeddings) and a CLS token."""
 
-    produces_logits = False
-
-    def __init__(self, dims, hidden=256, heads=4, layers=2, dropout=0.1, **_):
+    def __init__(self, dims: dict[str, int], hidden: int = 256, heads: int = 4, layers: int = 2, dropout: float = 0.1):
         super().__init__()
         self.tokens = _Tokens(dims, hidden)
         self.cls = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
@@ -129,13 +137,19 @@ class AttentionFusion(nn.Module):
         return self.norm(self.encoder(x, src_key_padding_mask=~valid)[:, 0])
 
 
-class BottleneckFusion(nn.Module):
+class BottleneckFusion(Fusion):
     """MBT-style: each modality has its own transformer layers; modalities exchange information only
     through a few shared bottleneck tokens, averaged across the present modalities after each layer."""
 
-    produces_logits = False
-
-    def __init__(self, dims, hidden=256, heads=4, layers=2, bottleneck_tokens=4, dropout=0.1, **_):
+    def __init__(
+        self,
+        dims: dict[str, int],
+        hidden: int = 256,
+        heads: int = 4,
+        layers: int = 2,
+        bottleneck_tokens: int = 4,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.tokens = _Tokens(dims, hidden)
         self.bottleneck = nn.Parameter(torch.randn(1, bottleneck_tokens, hidden) * 0.02)
@@ -164,12 +178,18 @@ class BottleneckFusion(nn.Module):
         return self.norm(z.mean(1))
 
 
-class PerceiverFusion(nn.Module):
+class PerceiverFusion(Fusion):
     """Latent queries cross-attend to all modality tokens, then self-attend; mean of latents."""
 
-    produces_logits = False
-
-    def __init__(self, dims, hidden=256, heads=4, layers=2, latents=8, dropout=0.1, **_):
+    def __init__(
+        self,
+        dims: dict[str, int],
+        hidden: int = 256,
+        heads: int = 4,
+        layers: int = 2,
+        latents: int = 8,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.tokens = _Tokens(dims, hidden)
         self.latents = nn.Parameter(torch.randn(1, latents, hidden) * 0.02)
@@ -192,11 +212,7 @@ class PerceiverFusion(nn.Module):
         return self.norm(z.mean(1))
 
 
-POOLED = {
-    name for name, cls in (("concat", ConcatFusion), ("late", LateFusion), ("gated", GatedFusion))
-}  # see Data.pool
-
-FUSIONS = {
+FUSIONS: dict[str, type[Fusion]] = {
     "concat": ConcatFusion,
     "late": LateFusion,
     "gated": GatedFusion,

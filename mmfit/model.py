@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
-from .config import TrainConfig
-from .fusion import FUSIONS
+from .config import ModelConfig, arguments_for
+from .errors import ConfigError
+from .fusion import FUSIONS, Fusion
 
 
 def make_head(kind: str, in_dim: int, out_dim: int, hidden: int, dropout: float) -> nn.Module:
+    """A linear head (dropout + linear), or an mlp one (linear, GELU, dropout, linear)."""
     if kind == "linear":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
@@ -64,18 +68,32 @@ class FusionModel(nn.Module):
         return self.head(z)  # (B, T, C)
 
 
-def build_model(cfg: TrainConfig, dims: dict[str, int], out_dim: int) -> FusionModel:
+def fusion_class(name: str) -> type[Fusion]:
+    """The fusion registered as `name` in FUSIONS; ConfigError naming the known ones otherwise."""
+    try:
+        return FUSIONS[name]
+    except KeyError:
+        raise ConfigError(f"unknown fusion {name!r}; known: {', '.join(FUSIONS)}") from None
+
+
+def takes_pooled(cfg: ModelConfig) -> bool:
+    """Whether the model only sees each field's mean over time, so the loader may pool the features
+    once (data.load_data's `pooled`); a per-step model (segment tagging) never does."""
+    return cfg.task != "segment" and fusion_class(cfg.fusion).pooled
+
+
+def build_fusion(cfg: ModelConfig, dims: dict[str, int], head_factory: Callable[[int], nn.Module]) -> Fusion:
+    """The fusion `cfg.fusion` over fields of sizes `dims`, given exactly the options its constructor
+    declares (parameters are named after the config's options; `head_factory(in_dim)` makes a head)."""
+    cls = fusion_class(cfg.fusion)
+    return cls(dims, **arguments_for(cls, {**asdict(cfg), "head_factory": head_factory}))
+
+
+def build_model(cfg: ModelConfig, dims: dict[str, int], out_dim: int) -> FusionModel:
+    """Fusion + head (none when the fusion produces logits), with modality dropout; per step for
+    segment tagging, with a depthwise temporal convolution between fusion and head."""
     head_factory = functools.partial(make_head, cfg.head, out_dim=out_dim, hidden=cfg.hidden, dropout=cfg.dropout)
-    fusion = FUSIONS[cfg.fusion](
-        dims,
-        hidden=cfg.hidden,
-        heads=cfg.heads,
-        layers=cfg.layers,
-        latents=cfg.latents,
-        bottleneck_tokens=cfg.bottleneck_tokens,
-        dropout=cfg.dropout,
-        head_factory=lambda d: head_factory(d),
-    )
+    fusion = build_fusion(cfg, dims, head_factory)
     head = None if fusion.produces_logits else head_factory(fusion.out_dim)
     temporal = None
     if cfg.task == "segment":

@@ -12,21 +12,22 @@ import numpy as np
 import torch
 
 from mmcache.cache import open_cache
-from mmcache.extraction import encoder_arg
+from mmcache.encoders import encoder_arg
 from mmcache.store.atomic import write_atomic
 from mmcache.store.manifest import check_same_fingerprint
 
 from .checkpoint import FOR_MODEL, check_weights, load_checkpoint
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig
 from .data import Data, load_data
 from .errors import DataError
-from .model import FusionModel, build_model
+from .model import FusionModel, build_model, takes_pooled
 from .paths import check_output_file
-from .tasks import TASKS
+from .tasks import build_task
 from .train import device_of, evaluate, predict_rows
 
 
 def config_of(ckpt: dict, **overrides) -> TrainConfig:
+    """The config a checkpoint was trained with (stored flat), with `overrides` (None = keep)."""
     cfg = dict(ckpt["config"])
     for k in ("cache", "fields", "label_columns"):
         if isinstance(cfg.get(k), list):
@@ -49,7 +50,7 @@ def check_fields(ckpt: dict, cache_path: str | Path) -> None:
             raise DataError(f"field {name!r}: the model takes size {meta['dim']}, cache {cache_path} has {f['dim']}")
 
 
-def model_of(ckpt: dict, cfg: TrainConfig, path) -> FusionModel:
+def model_of(ckpt: dict, cfg: ModelConfig, path) -> FusionModel:
     """The checkpoint's model with its weights. Their names and shapes are checked against a model
     built on the meta device first: nothing is allocated for sizes the file's weights do not have."""
     dims, out_dim = dict(ckpt["dims"]), len(ckpt["classes"])
@@ -62,17 +63,21 @@ def model_of(ckpt: dict, cfg: TrainConfig, path) -> FusionModel:
 
 
 def _model_and_data(ckpt: dict, cfg: TrainConfig, labelled: bool, path):
-    model = model_of(ckpt, cfg, path)  # before the data: a bad checkpoint fails at once
+    """The checkpoint's model, task (with its state) and the data of `cfg`, laid out as in training."""
+    model = model_of(ckpt, cfg.model, path)  # before the data: a bad checkpoint fails at once
     norm = {k: (v[0].numpy(), v[1].numpy()) for k, v in ckpt["norm"].items()}
-    data = load_data(cfg, classes=list(ckpt["classes"]), norm=norm, labelled=labelled)
-    task = TASKS[cfg.task](cfg, data)
+    data = load_data(
+        cfg.data, pooled=takes_pooled(cfg.model), classes=list(ckpt["classes"]), norm=norm, labelled=labelled
+    )
+    task = build_task(cfg.task, data, cfg.optim)
     task.state = dict(ckpt["task_state"])
-    return model.to(device_of(cfg)), data, task
+    return model.to(device_of(cfg.device)), data, task
 
 
 def evaluate_checkpoint(
     path, cache, split: str = "test", labels: str | None = None, batch_size: int | None = None, verify: bool = True
 ) -> dict:
+    """Metrics of the checkpoint at `path` on `split` (or all) of a labelled cache."""
     ckpt = load_checkpoint(path, FOR_MODEL)
     check_fields(ckpt, cache)
     cfg = config_of(
@@ -82,17 +87,20 @@ def evaluate_checkpoint(
     rows = data.rows(split) if split != "all" else np.flatnonzero(data.split != "dropped")
     if not len(rows):
         raise DataError(f"split {split!r} is empty in {cache} (splits: {data.report.get('splits')})")
-    return evaluate(model, data, rows, task, cfg, device_of(cfg), split)[1]
+    run = {"device": device_of(cfg.device), "precision": cfg.precision, "batch_size": cfg.eval_batch_size}
+    return evaluate(model, data, rows, task, split, **run)[1]
 
 
 def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> int:
+    """Predictions of the checkpoint at `path` for every sample of `cache`, written to `out_csv`."""
     out_csv = check_output_file(out_csv)
     ckpt = load_checkpoint(path, FOR_MODEL)
     check_fields(ckpt, cache)
     cfg = config_of(ckpt, cache=str(cache), labels=None, verify=verify, fields=tuple(ckpt["fields"]))
     model, data, task = _model_and_data(ckpt, cfg, labelled=False, path=path)
     rows = np.flatnonzero(data.split != "dropped")
-    _, out = predict_rows(model, data, rows, cfg, device_of(cfg))
+    run = {"device": device_of(cfg.device), "precision": cfg.precision, "batch_size": cfg.eval_batch_size}
+    _, out = predict_rows(model, data, rows, **run)
     labels, scores = task.predictions(out)
     write_predictions(out_csv, data, rows, labels, scores, task.classes, cfg.task)
     return len(rows)

@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .config import ModelConfig  # noqa: E402
+
 MAIN = {
     "multiclass": ("accuracy", "macro_f1"),
     "multilabel": ("mAP", "micro_f1"),
@@ -69,13 +71,14 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     plt.close(fig)
 
 
-def write_report(result, data, cfg, baselines: dict | None = None) -> dict:
-    """report.json + report.md (+ PNGs) in the run directory; returns the JSON summary."""
+def write_report(result, data, model: ModelConfig, run: str, baselines: dict | None = None) -> dict:
+    """report.json + report.md (+ PNGs) in the run directory; returns the JSON summary. `model`
+    gives the task and fusion, `run` the run directory as given (the report's title)."""
     out = Path(result.out)
     final = result.test or result.val
     summary = {
-        "task": cfg.task,
-        "fusion": cfg.fusion,
+        "task": model.task,
+        "fusion": model.fusion,
         "fields": data.field_names,
         "monitor": result.monitor,
         "best_epoch": result.best_epoch,
@@ -91,7 +94,7 @@ def write_report(result, data, cfg, baselines: dict | None = None) -> dict:
     plot_curves(result.history, result.monitor, out / "curves.png")
     if final and "confusion" in final:
         plot_confusion(final["confusion"], data.classes, out / "confusion.png")
-    (out / "report.md").write_text(markdown(summary, cfg))
+    (out / "report.md").write_text(markdown(summary, run))
     return summary
 
 
@@ -101,11 +104,12 @@ def comparison_rows(summary: dict) -> list[tuple[str, dict]]:
     return rows
 
 
-def markdown(summary: dict, cfg) -> str:
+def markdown(summary: dict, run: str) -> str:
+    """report.md: results with the unimodal baselines, data counts, per-class table, plots."""
     task = summary["task"]
     keys = MAIN[task]
     lines = [
-        f"# mmfit report: {cfg.out}",
+        f"# mmfit report: {run}",
         "",
         f"Task **{task}**, fusion **{summary['fusion']}**, fields {', '.join(summary['fields'])}. "
         f"Best epoch {summary['best_epoch']} of {summary['epochs_run']} by `{summary['monitor']}` = "

@@ -1,4 +1,5 @@
-"""Tasks: output size, loss, how raw outputs become metrics and predictions. Looked up in TASKS."""
+"""Tasks: output size, loss, how raw outputs become metrics and predictions. Looked up in TASKS and
+built by `build_task`, which gives each task's constructor the arguments it declares."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from . import metrics as M
-from .config import TrainConfig
+from .config import OptimConfig, arguments_for
 from .data import Data
 
 
@@ -16,8 +17,8 @@ class Task:
     monitor = "val/loss"  # default monitor key
     higher_is_better: dict[str, bool] = {}
 
-    def __init__(self, cfg: TrainConfig, data: Data):
-        self.cfg, self.classes = cfg, data.classes
+    def __init__(self, classes: list[str]):
+        self.classes = classes
         self.state: dict = {}  # what predictions need later (thresholds, target scaling), saved in checkpoints
 
     @property
@@ -41,13 +42,15 @@ class Task:
 class Multiclass(Task):
     name, monitor = "multiclass", "val/accuracy"
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(
+        self, classes: list[str], y_train: torch.Tensor, class_weights: str = "none", label_smoothing: float = 0.0
+    ):
+        super().__init__(classes)
         weight = None
-        if cfg.class_weights == "auto":
-            counts = torch.bincount(data.y[data.rows("train")], minlength=len(self.classes)).float()
+        if class_weights == "auto":
+            counts = torch.bincount(y_train, minlength=len(self.classes)).float()
             weight = counts.sum() / (len(counts) * counts.clamp(min=1))
-        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
     def loss(self, logits, y):
         return self.criterion(logits.float(), y)
@@ -63,12 +66,11 @@ class Multiclass(Task):
 class Multilabel(Task):
     name, monitor = "multilabel", "val/mAP"
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, classes: list[str], y_train: torch.Tensor, class_weights: str = "none"):
+        super().__init__(classes)
         pos_weight = None
-        if cfg.class_weights == "auto":
-            y = data.y[data.rows("train")]
-            pos_weight = (len(y) - y.sum(0)) / y.sum(0).clamp(min=1)
+        if class_weights == "auto":
+            pos_weight = (len(y_train) - y_train.sum(0)) / y_train.sum(0).clamp(min=1)
         self.criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         self.state["thresholds"] = [0.0] * len(self.classes)
 
@@ -91,9 +93,9 @@ class Multilabel(Task):
 class Regression(Task):
     name, monitor = "regression", "val/mae"
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
-        y = data.y[data.rows("train")]
+    def __init__(self, classes: list[str], y_train: torch.Tensor):
+        super().__init__(classes)
+        y = y_train  # the train split's targets set the scaling
         self.state["mean"], self.state["std"] = y.mean(0).tolist(), (y.std(0, unbiased=False) + 1e-6).tolist()
         self.criterion = nn.MSELoss()
 
@@ -117,9 +119,9 @@ class Regression(Task):
 class Segment(Task):
     name, monitor = "segment", "val/segment_f1"
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
-        self.criterion = nn.CrossEntropyLoss(ignore_index=-1, label_smoothing=cfg.label_smoothing)
+    def __init__(self, classes: list[str], label_smoothing: float = 0.0):
+        super().__init__(classes)
+        self.criterion = nn.CrossEntropyLoss(ignore_index=-1, label_smoothing=label_smoothing)
 
     def loss(self, logits, y):
         return self.criterion(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -133,6 +135,21 @@ class Segment(Task):
 
 
 TASKS = {"multiclass": Multiclass, "multilabel": Multilabel, "regression": Regression, "segment": Segment}
+
+
+def build_task(name: str, data: Data, optim: OptimConfig) -> Task:
+    """The task `name` for `data`'s classes, given what its constructor declares of: the train
+    split's targets (`y_train`) and the loss options of `optim` (class_weights, label_smoothing)."""
+    cls = TASKS[name]
+    offered = {
+        "classes": data.classes,
+        "y_train": data.y[data.rows("train")],
+        "class_weights": optim.class_weights,
+        "label_smoothing": optim.label_smoothing,
+    }
+    return cls(**arguments_for(cls, offered))
+
+
 LOWER_IS_BETTER = ("loss", "mae", "rmse")
 NOT_METRICS = {"n", "n_frames", "iou_threshold"}  # counts and settings, not scores
 

@@ -18,12 +18,12 @@ import torch
 import yaml
 
 from .checkpoint import FOR_MODEL, FOR_RESUME, check_checkpoint, check_weights, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import OptimConfig, TrainConfig
 from .data import Data, load_data
 from .errors import CheckpointError, ConfigError, TrainingError
-from .model import FusionModel, build_model
+from .model import FusionModel, build_model, takes_pooled
 from .paths import check_run_dir
-from .tasks import TASKS, Task, higher_is_better, scalar_keys
+from .tasks import Task, build_task, higher_is_better, scalar_keys
 
 
 @dataclass
@@ -45,33 +45,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def device_of(cfg: TrainConfig) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+def device_of(device: str) -> str:
+    """The torch device for the `device` option: auto = cuda when available, else cpu."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def autocast(cfg: TrainConfig, device: str):
+def autocast(precision: str, device: str):
     """bf16/fp16 autocast on GPU only (auto = bf16 on cuda, fp32 on cpu)."""
     kind = torch.device(device).type
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if kind == "cuda" else "fp32")
+    precision = precision if precision != "auto" else ("bf16" if kind == "cuda" else "fp32")
     if precision == "fp32" or kind == "cpu":
         return contextlib.nullcontext()
     return torch.autocast(kind, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def to_device(batch, device: str):
+    """A batch's features, masks and targets on `device` (non-blocking copies)."""
     feats = {k: v.to(device, non_blocking=True) for k, v in batch.feats.items()}
     masks = {k: v.to(device, non_blocking=True) for k, v in batch.masks.items()}
     return feats, masks, batch.y.to(device, non_blocking=True)
 
 
 @torch.no_grad()
-def predict_rows(model: FusionModel, data: Data, rows: np.ndarray, cfg: TrainConfig, device: str):
-    """Outputs for `rows` in row order: (y, out) as numpy, over the whole split at once."""
+def predict_rows(model: FusionModel, data: Data, rows: np.ndarray, *, device: str, precision: str, batch_size: int):
+    """Outputs for `rows` in row order: (y, out) as numpy, over the whole split at once, computed
+    `batch_size` rows at a time on `device` with `precision` (autocast)."""
     model.eval()
     ys, outs, idx = [], [], []
-    for batch in data.batches(rows, cfg.eval_batch_size):
+    for batch in data.batches(rows, batch_size):
         feats, masks, _ = to_device(batch, device)
-        with autocast(cfg, device):
+        with autocast(precision, device):
             outs.append(model(feats, masks).float().cpu())
         ys.append(batch.y)
         idx.append(batch.idx)
@@ -79,9 +82,20 @@ def predict_rows(model: FusionModel, data: Data, rows: np.ndarray, cfg: TrainCon
     return torch.cat(ys)[order].numpy(), torch.cat(outs)[order].numpy()
 
 
-def evaluate(model, data, rows, task: Task, cfg, device, prefix: str) -> tuple[dict, dict]:
-    """(scalars for the history, full metrics dict) over the whole split; loss included."""
-    y, out = predict_rows(model, data, rows, cfg, device)
+def evaluate(
+    model: FusionModel,
+    data: Data,
+    rows: np.ndarray,
+    task: Task,
+    prefix: str,
+    *,
+    device: str,
+    precision: str,
+    batch_size: int,
+) -> tuple[dict, dict]:
+    """(scalars for the history, full metrics dict) over the whole split; loss included. Outputs
+    as predict_rows computes them."""
+    y, out = predict_rows(model, data, rows, device=device, precision=precision, batch_size=batch_size)
     full = task.metrics(y, out)
     full["loss"] = float(task.loss(torch.from_numpy(out), torch.from_numpy(y)))
     return scalar_keys(full, prefix), full
@@ -99,7 +113,25 @@ def lr_lambda(total: int, warmup: float) -> Callable[[int], float]:
     return f
 
 
+def make_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+
+
+def training_data(cfg: TrainConfig) -> Data:
+    """The data a run on `cfg` trains on: its data part, pooled once when its model only looks at
+    each field's mean over time."""
+    return load_data(cfg.data, pooled=takes_pooled(cfg.model))
+
+
 class Trainer:
+    """One training run of `cfg`: the loop, early stopping, best weights, checkpoints and resume.
+    Reads the run-level options (seed, device, precision, eval_batch_size, out, tensorboard) and
+    hands the data, model and optim parts to what builds each."""
+
     def __init__(
         self,
         cfg: TrainConfig,
@@ -109,25 +141,21 @@ class Trainer:
     ):
         check_run_dir(cfg.out)  # before loading any data: an unwritable --out fails at once
         seed_everything(cfg.seed)
-        self.cfg, self.on_epoch, self.on_step = cfg, on_epoch, on_step
-        self.data = data if data is not None else load_data(cfg)
-        self.task = TASKS[cfg.task](cfg, self.data)
-        self.device = device_of(cfg)
-        self.model = build_model(cfg, self.data.dims, self.task.out_dim).to(self.device)
+        self.cfg, self.optim, self.on_epoch, self.on_step = cfg, cfg.optim, on_epoch, on_step
+        self.data = data if data is not None else training_data(cfg)
+        self.task = build_task(cfg.task, self.data, self.optim)
+        self.device = device_of(cfg.device)
+        self.inference = {"device": self.device, "precision": cfg.precision, "batch_size": cfg.eval_batch_size}
+        self.model = build_model(cfg.model, self.data.dims, self.task.out_dim).to(self.device)
         self.train_rows, self.val_rows = self.data.rows("train"), self.data.rows("val")
         if not len(self.val_rows):
             raise ConfigError("the val split is empty; give labels a split column or set val_fraction > 0")
-        self.monitor = self.task.monitor if cfg.monitor == "auto" else cfg.monitor
+        self.monitor = self.task.monitor if self.optim.monitor == "auto" else self.optim.monitor
         self._check_monitor()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = (
-            torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            if cfg.optimizer == "adamw"
-            else torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        )
-        self.steps_per_epoch = math.ceil(len(self.train_rows) / cfg.batch_size)
+        self.opt = make_optimizer(self.model, self.optim)
+        self.steps_per_epoch = math.ceil(len(self.train_rows) / self.optim.batch_size)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lr_lambda(self.steps_per_epoch * cfg.epochs, cfg.warmup)
+            self.opt, lr_lambda(self.steps_per_epoch * self.optim.epochs, self.optim.warmup)
         )
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.out = Path(cfg.out)
@@ -220,10 +248,10 @@ class Trainer:
         self.model.train()
         total, n, t_data, t0 = 0.0, 0, 0.0, time.perf_counter()
         tick = time.perf_counter()
-        for i, batch in enumerate(self.data.batches(self.train_rows, self.cfg.batch_size, self.gen)):
+        for i, batch in enumerate(self.data.batches(self.train_rows, self.optim.batch_size, self.gen)):
             feats, masks, y = to_device(batch, self.device)
             t_data += time.perf_counter() - tick
-            with autocast(self.cfg, self.device):
+            with autocast(self.cfg.precision, self.device):
                 loss = self.task.loss(self.model(feats, masks), y)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -232,8 +260,8 @@ class Trainer:
                 )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            if self.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
             self.opt.step()
             self.sched.step()
             total, n = total + loss.item() * len(y), n + len(y)
@@ -263,9 +291,9 @@ class Trainer:
         log = open(self.out / "metrics.jsonl", "w")
         log.writelines(json.dumps(row) + "\n" for row in self.history)  # a resumed run rewrites what it restored
         try:
-            while self.epoch < self.cfg.epochs and self.bad_epochs < self.cfg.patience:
+            while self.epoch < self.optim.epochs and self.bad_epochs < self.optim.patience:
                 row = {"epoch": self.epoch + 1, **self._train_epoch()}
-                scalars, _ = evaluate(self.model, self.data, self.val_rows, self.task, self.cfg, self.device, "val")
+                scalars, _ = self._evaluate(self.val_rows, "val")
                 row.update(scalars)
                 self.epoch += 1
                 self._track(row)
@@ -284,6 +312,9 @@ class Trainer:
                 self.tb.close()
         return self._finish()
 
+    def _evaluate(self, rows: np.ndarray, prefix: str) -> tuple[dict, dict]:
+        return evaluate(self.model, self.data, rows, self.task, prefix, **self.inference)
+
     def _track(self, row: dict) -> None:
         score, loss = row[self.monitor], row["val/loss"]
         sign = 1 if higher_is_better(self.monitor) else -1
@@ -301,15 +332,11 @@ class Trainer:
 
     def _finish(self) -> RunResult:
         self.model.load_state_dict(self.best_state)  # best weights, always
-        y, out = predict_rows(self.model, self.data, self.val_rows, self.cfg, self.device)
+        y, out = predict_rows(self.model, self.data, self.val_rows, **self.inference)
         self.task.finish(y, out)
-        _, val = evaluate(self.model, self.data, self.val_rows, self.task, self.cfg, self.device, "val")
+        _, val = self._evaluate(self.val_rows, "val")
         test_rows = self.data.rows("test")
-        test = (
-            evaluate(self.model, self.data, test_rows, self.task, self.cfg, self.device, "test")[1]
-            if len(test_rows)
-            else None
-        )
+        test = self._evaluate(test_rows, "test")[1] if len(test_rows) else None
         save_checkpoint(self.out / "best.pt", self._payload(self.best_state))
         self._save_last()
         return RunResult(
@@ -326,4 +353,5 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, data: Data | None = None, resume: str | Path | None = None, **callbacks) -> RunResult:
+    """Train `cfg` (on `data` when given, else `training_data(cfg)`), resuming from a last.pt when given."""
     return Trainer(cfg, data, **callbacks).fit(resume)

@@ -386,7 +386,7 @@ def test_fuzz_checkpoint_bytes_and_structure(tiny, tmp_path):
     def use() -> None:
         try:
             ckpt = load_checkpoint(path, FOR_MODEL)
-            model_of(ckpt, config_of(ckpt), path)
+            model_of(ckpt, config_of(ckpt).model, path)
         except CheckpointError:
             pass
 

@@ -21,7 +21,7 @@ from mmfit.data import load_data
 from mmfit.errors import CheckpointError, ConfigError, DataError, TrainingError
 from mmfit.fusion import FUSIONS
 from mmfit.predict import evaluate_checkpoint, predict_cache, predict_videos
-from mmfit.train import Trainer, train
+from mmfit.train import Trainer, train, training_data
 
 FIELDS = [FAST_RESNET, "logmel:fps=2,window=0.5", "minilm-text"]
 
@@ -64,7 +64,7 @@ def test_concat_linear_matches_logistic_regression(labelled, tmp_path):
         patience=60,
     )
     result = train(c)
-    data = load_data(c)
+    data = training_data(c)
     x = np.concatenate(
         [
             np.stack(
@@ -103,7 +103,8 @@ def test_run_outputs_and_best_weights_restored(labelled, tmp_path):
     assert result.best_epoch == best["epoch"] and result.val["accuracy"] == pytest.approx(best["val/accuracy"])
     from mmfit.report import write_report
 
-    write_report(result, load_data(cfg(labelled, tmp_path)), cfg(labelled, tmp_path))
+    c = cfg(labelled, tmp_path)
+    write_report(result, training_data(c), c.model, c.out)
     assert (out / "curves.png").stat().st_size > 1000 and (out / "confusion.png").stat().st_size > 1000
     assert "| fused (concat" in (out / "report.md").read_text()
     assert not (out / "tensorboard").exists()  # TensorBoard only when asked
@@ -175,7 +176,7 @@ def _labels_csv(path, rows, header=("id", "label")):
 def test_labels_csv_join_reports_unknown_ids_and_unlabelled(labelled, tmp_path):
     rows = [(f"{c}_{i:03d}", c) for c in ("sunrise", "ocean", "forest") for i in range(7)] + [("ghost_1", "ocean")]
     c = cfg(labelled, tmp_path, labels=_labels_csv(tmp_path / "l.csv", rows))
-    data = load_data(c)
+    data = load_data(c.data)
     assert data.report["unknown_label_ids"] == ["ghost_1"] and data.report["unlabelled"] == 3
 
 
@@ -188,12 +189,12 @@ def test_class_only_in_test_is_an_error(labelled, tmp_path):
     rows = [(i, c, "val" if i.endswith("7") and c != "forest" else s) for i, c, s in rows]
     c = cfg(labelled, tmp_path, labels=_labels_csv(tmp_path / "l.csv", rows, ("id", "label", "split")))
     with pytest.raises(DataError, match="class 'forest' is in the test split but not in train"):
-        load_data(c)
+        load_data(c.data)
 
 
 def test_missing_field_lists_available(labelled, tmp_path):
     with pytest.raises(DataError, match="field 'clip' is not in the cache; available: logmel, minilm-text, resnet18"):
-        load_data(cfg(labelled, tmp_path, fields=["clip"]))
+        load_data(cfg(labelled, tmp_path, fields=["clip"]).data)
 
 
 def test_monitor_is_checked_before_training(labelled, tmp_path):
@@ -204,7 +205,7 @@ def test_monitor_is_checked_before_training(labelled, tmp_path):
 
 def test_nan_loss_stops_with_a_clear_message(labelled, tmp_path):
     c = cfg(labelled, tmp_path, normalize=False, fusion="gated")
-    data = load_data(c)
+    data = training_data(c)
     data.feats["logmel"][data.rows("train"), 0, 0] = float("inf")  # e.g. an overflowed float16 feature
     with pytest.raises(TrainingError, match="loss became nan at epoch 1"):
         train(c, data=data)
@@ -235,7 +236,7 @@ def test_cache_failing_verification_is_refused(labelled, tmp_path):
     tar = broken / "logmel" / "000000.tar"
     tar.write_bytes(tar.read_bytes()[:-1024])  # cut at a member boundary: tarfile would read it cleanly
     with pytest.raises(CacheError, match="fails verification .*logmel/000000.tar.*--no-verify"):
-        load_data(cfg(labelled, tmp_path, cache=str(broken)))
+        load_data(cfg(labelled, tmp_path, cache=str(broken)).data)
 
 
 def test_checkpoint_records_fields_and_predicts_raw_videos(labelled, tmp_path):
@@ -265,7 +266,7 @@ def test_mixing_caches_with_different_fingerprints_is_refused(labelled, tmp_path
     other = tmp_path / "other"
     mmcache.extract([labelled / "videos" / "ocean_000.mp4"], ["logmel:fps=4,window=0.5"], other)
     with pytest.raises(FingerprintMismatch, match="options.fps"):
-        load_data(cfg(labelled, tmp_path, cache=[str(labelled / "cache"), str(other)], fields=["logmel"]))
+        load_data(cfg(labelled, tmp_path, cache=[str(labelled / "cache"), str(other)], fields=["logmel"]).data)
 
 
 def test_multilabel_regression_and_segment_tasks(labelled, tmp_path):
@@ -306,7 +307,7 @@ def test_yaml_config_is_validated(tmp_path):
 
 
 def test_aligned_fields_share_the_first_fields_grid(labelled, tmp_path):
-    data = load_data(cfg(labelled, tmp_path, align=True, fields=["resnet18", "logmel", "minilm-text"]))
+    data = load_data(cfg(labelled, tmp_path, align=True, fields=["resnet18", "logmel", "minilm-text"]).data)
     # resnet18 and logmel both run at 2 steps/s: aligned step for step; text cues cover their halves of the clip
     assert torch.equal(data.masks["resnet18"], data.masks["logmel"])
     assert data.masks["minilm-text"].sum() > 0 and data.feats["resnet18"].shape[1] == data.feats["logmel"].shape[1]
@@ -315,14 +316,31 @@ def test_aligned_fields_share_the_first_fields_grid(labelled, tmp_path):
 
 
 def test_token_fields_are_padded_to_their_longest_sample_only(labelled, tmp_path):
-    data = load_data(cfg(labelled, tmp_path, fusion="attention", max_steps=64))
+    data = load_data(cfg(labelled, tmp_path, fusion="attention", max_steps=64).data)
     cache = mmcache.open_cache(labelled / "cache")
     for name in data.field_names:
         longest = max(len(f) for f in cache.load_field(name).feats)
         assert data.feats[name].shape[1] == min(longest, 64)
         assert bool(data.masks[name][:, -1].any())  # no column is padding for every sample
-    short = load_data(cfg(labelled, tmp_path, fusion="attention", max_steps=2))
+    short = load_data(cfg(labelled, tmp_path, fusion="attention", max_steps=2).data)
     assert all(short.feats[n].shape[1] <= 2 for n in short.field_names)
+
+
+def test_the_loader_pools_only_when_the_caller_says_so(labelled, tmp_path):
+    """load_data pools when told to (the trainer does when the model only sees each field's mean over
+    time): the pooled batches are the masked means of the normalised steps, and the presence masks."""
+    c = cfg(labelled, tmp_path, fusion="concat")
+    steps, pooled = load_data(c.data), load_data(c.data, pooled=True)
+    assert all(steps.feats[n].shape[1] > 1 and pooled.feats[n].shape[1] == 1 for n in steps.field_names)
+    rows = steps.rows("train")
+    a, b = next(steps.batches(rows, 64)), next(pooled.batches(rows, 64))
+    for n in steps.field_names:
+        w = a.masks[n].unsqueeze(-1).float()
+        torch.testing.assert_close(
+            b.feats[n][:, 0], (a.feats[n] * w).sum(1) / w.sum(1).clamp(min=1), atol=1e-3, rtol=1e-3
+        )
+        assert torch.equal(b.masks[n][:, 0], a.masks[n].any(1))
+    assert training_data(c).normalised and not training_data(cfg(labelled, tmp_path, fusion="attention")).normalised
 
 
 def test_cli_train_eval_predict_sweep(labelled, tmp_path):

@@ -205,14 +205,14 @@ def test_damage_is_named_by_verify_and_refused_by_mmfit(finished, backend, damag
     assert hits, f"no problem names {target} with {damage.words}: {problems}"
 
     with pytest.raises(CacheError) as refused:
-        load_data(_cfg(root, labels, verify=True))
+        load_data(_cfg(root, labels, verify=True).data)
     assert (target in str(refused.value)) or damage.names == "samples"
     if damage.names != "manifest":  # an unreadable manifest is refused before verification starts
         assert "--no-verify" in str(refused.value), refused.value
 
-    intact = load_data(_cfg(src, labels, verify=False)).masks[FIELD].any(1).sum()
+    intact = load_data(_cfg(src, labels, verify=False).data).masks[FIELD].any(1).sum()
     try:
-        data = load_data(_cfg(root, labels, verify=False))
+        data = load_data(_cfg(root, labels, verify=False).data)
     except MMCacheError as e:  # a shard that cannot be read is a clear error naming it, never a crash
         assert damage.no_verify == "error", f"{damage.name}: --no-verify should load ({e})"
         assert target in str(e) or "manifest.json" in str(e), e

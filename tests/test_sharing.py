@@ -288,10 +288,10 @@ def test_mmfit_trains_over_http_with_cache_stats(served, tmp_path_factory):
     mmcache.extract([videos / "videos.csv"], FIELDS, d / "lab", shard_size=4)
     url = f"{base}/lab/"
     cfg = build_config(cache=url, out=str(d / "unused"))
-    data = load_data(cfg)
+    data = load_data(cfg.data)
     assert data.report["norm"] == "train" and len(data.keys) == 9
     assert cli("stats", d / "lab").exit_code == 0  # recorded where the cache lives, then read over http
-    data = load_data(cfg)
+    data = load_data(cfg.data)
     assert data.report["norm"] == "cache"
     st = open_cache(url).fields["mfcc"]["stats"]
     np.testing.assert_allclose(data.norm["mfcc"][0], st["mean"], rtol=1e-6)

@@ -435,7 +435,7 @@ def test_padded_matches_a_per_sample_copy():
 
 
 def test_layout_field_subsamples_like_the_per_sample_rule():
-    from mmfit.data import layout_field, subsample
+    from mmfit.layout import layout_field, subsample
 
     rng = np.random.default_rng(0)
     lengths = [0, 3, 8, 8, 20, 33, 1]

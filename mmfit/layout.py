@@ -1,0 +1,124 @@
+"""Cache samples -> padded float16 arrays and masks, one field at a time: uniform subsampling to at
+most `max_steps` steps, or resampling onto the first field's time grid (`align`, segment tagging),
+and per-step segment targets on that grid. The in-memory loader (data.py) lays out the whole split
+set at once, streaming (stream.py) one shard at a time; both get the same arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+
+def subsample(n: int, max_steps: int) -> np.ndarray:
+    """Indices of at most `max_steps` steps spread uniformly over n."""
+    if n <= max_steps:
+        return np.arange(n)
+    return np.linspace(0, n - 1, max_steps).round().astype(int)
+
+
+def align(ref_ts: np.ndarray, ts: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a field onto a reference grid: each reference step takes the step whose interval
+    holds its midpoint; steps with none (e.g. between subtitle cues) are masked."""
+    mid = ref_ts.mean(axis=1)  # (T,)
+    if len(ts) == 0:
+        return np.zeros((len(mid), feats.shape[1]), feats.dtype), np.zeros(len(mid), bool)
+    j = np.searchsorted(ts[:, 0], mid, side="right") - 1
+    ok = (j >= 0) & (mid < ts[np.clip(j, 0, None), 1])
+    out = feats[np.clip(j, 0, None)]
+    out[~ok] = 0
+    return out, ok
+
+
+def field_arrays(rows: list[dict], names: list[str], dims: dict[str, int], max_steps: int, aligned: bool):
+    """Read fields `names` for `rows` (one pass per cache shard) and lay them out as padded float16
+    arrays, subsampled to `max_steps`, or with `aligned` resampled onto the first field's grid.
+    Returns (feats, masks, grids): grids[i] is row i's reference grid (None unless aligned). Fields
+    are read and laid out one at a time, so only one field's raw arrays are held besides the result."""
+    by_cache: dict[int, list[int]] = {}
+    for i, s in enumerate(rows):
+        by_cache.setdefault(id(s["cache"]), []).append(i)
+    t = max_steps
+    feats, masks = {}, {}
+    grids: list[np.ndarray | None] = [None] * len(rows)
+    for k, n in enumerate(names):
+        raw: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(rows)
+        for idx in by_cache.values():
+            arr = rows[idx[0]]["cache"].load_field(n, [rows[i]["key"] for i in idx])
+            for j, i in enumerate(idx):
+                if arr.present[j]:
+                    raw[i] = (arr.feats[j], arr.ts[j])
+            del arr
+        if k == 0 and aligned:
+            grids = [None if r is None else r[1][subsample(len(r[1]), t)] for r in raw]
+        # independent fields are padded only to their longest sample (at most max_steps): padding is
+        # compute that token fusions spend on masked positions; aligned fields share the grid's width
+        width = t if aligned else max([min(len(r[0]), t) for r in raw if r is not None] + [1])
+        feats[n], masks[n] = layout_field(n, raw, grids, width, dims[n])
+        check_finite(n, feats[n], rows)
+    return feats, masks, grids
+
+
+FINITE_ROWS = 256  # rows per chunk of the NaN/inf check (bounds its boolean copy)
+
+
+def check_finite(name: str, x: np.ndarray, rows: list[dict]) -> None:
+    """Refuse NaN/inf features, naming the sample and field. Every split and predict read features
+    here, so all get this one check: the model would turn them into NaN outputs (a NaN loss in
+    train, a metrics ValueError in val/test, NaN scores in predictions). Checked on the float16
+    layout, so a stored float32 value too large for float16 is caught too."""
+    for i in range(0, len(x), FINITE_ROWS):
+        bad = ~np.isfinite(x[i : i + FINITE_ROWS]).all(axis=(1, 2))
+        if bad.any():
+            raise DataError(
+                f"field {name!r}: sample {sample_name(rows[i + int(bad.argmax())])} has NaN or infinite "
+                "feature values; re-extract it, or leave it out of the labels"
+            )
+
+
+def sample_name(row: dict) -> str:
+    """How errors name a cache sample: its id when it has one, always its key and source."""
+    ident = f"{row['id']!r} " if row.get("id") else ""
+    return f"{ident}(key {row['key']}, source {row['source']})"
+
+
+def layout_field(name: str, raw: list, grids: list, t: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """One field as (N, t, dim) float16 and its (N, t) mask: sample i resampled onto grids[i] when
+    given (`align`), else uniformly subsampled to at most t steps (`subsample`); each sample is
+    copied straight into place (no temporary copies of the field)."""
+    x = np.zeros((len(raw), t, dim), np.float16)
+    mask = np.zeros((len(raw), t), bool)
+    kept = np.zeros(len(raw), np.int64)  # steps kept by subsampling, per sample
+    for i, item in enumerate(raw):
+        if item is None:
+            continue
+        f = item[0]
+        if f.ndim != 2 or f.shape[1] != dim:
+            raise DataError(f"field {name}: a sample has shape {f.shape}, expected (T, {dim}); run mmcache verify")
+        if grids[i] is not None:
+            f, ok = align(grids[i], item[1], f)
+            x[i, : len(f)], mask[i, : len(f)] = f, ok
+        elif len(f) <= t:
+            x[i, : len(f)] = f
+            kept[i] = len(f)
+        else:
+            x[i] = f[subsample(len(f), t)]
+            kept[i] = t
+    mask |= np.arange(t) < kept[:, None]
+    return x, mask
+
+
+def segment_targets(
+    spans: list[tuple[float, float, str]], grid: np.ndarray | None, classes: list[str], t: int
+) -> torch.Tensor:
+    """Per-step class on the reference grid: the span holding the step's midpoint, else background."""
+    y = torch.full((t,), -1, dtype=torch.long)
+    if grid is None:
+        return y
+    mid = grid.mean(axis=1)
+    y[: len(mid)] = 0
+    for start, end, label in spans:
+        inside = torch.as_tensor((mid >= start) & (mid < end))
+        y[: len(mid)][inside] = classes.index(label)
+    return y
