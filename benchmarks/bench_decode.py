@@ -48,8 +48,6 @@ reported; absolute frames/s are context only. Raw numbers go to bench-out/bench_
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -59,10 +57,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, Meter, machine, machine_line, make_video, med, real_long_video, spread  # noqa: E402
-from common import write_results as _write_results  # noqa: E402
+from common import Bench, Meter, elapsed, log, machine_line, make_video, med, real_long_video, spread
 
 FPS = 8
 ENCODER = f"resnet18:weights=random,fps={FPS}"
@@ -259,6 +254,15 @@ class Round:
     def cpu_ratio(self, peer: str) -> float:
         return self.measures["mmcache"].cpu_per_frame / self.measures[peer].cpu_per_frame
 
+    def raw(self) -> dict:
+        return {**asdict(self), "measures": {n: {**asdict(x), "fps": x.fps} for n, x in self.measures.items()}}
+
+    @classmethod
+    def of(cls, d: dict) -> Round:
+        """A round from its raw JSON."""
+        ms = {n: Measure(x["decoder"], x["frames"], x["wall"], x["cpu"], x["others"]) for n, x in d["measures"].items()}
+        return cls(d["video"], d["attempt"], d["order"], ms)
+
 
 def timed(name: str, s: Setup) -> tuple[Measure, dict]:
     stats: dict = {}
@@ -269,7 +273,7 @@ def timed(name: str, s: Setup) -> tuple[Measure, dict]:
     return Measure(name, n, m.wall, m.cpu, m.others), stats
 
 
-def warm_up(s: Setup, log) -> dict:
+def warm_up(s: Setup) -> dict:
     """Decode once with every decoder keeping the frames; compare the peers' frames with mmcache's."""
     frames, stats = {}, {}
     for name in DECODERS:
@@ -305,15 +309,15 @@ def _mad(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_rounds(
-    setups: dict[str, Setup], rounds: int, max_others: float, max_attempts: int, deadline: float, log
+    setups: dict[str, Setup], rounds: int, max_others: float, max_attempts: int, deadline: float
 ) -> list[Round]:
     """Rounds until every video has `rounds` undisturbed ones (or `max_attempts` in all; no repeat
-    starts after `deadline`, a time.perf_counter() value); in a round each video is decoded by the
-    three decoders back to back, the order rotating from round to round."""
+    starts after `deadline` seconds into the run); in a round each video is decoded by the three
+    decoders back to back, the order rotating from round to round."""
     done: list[Round] = []
     turn = 0
     while True:
-        late = time.perf_counter() > deadline
+        late = elapsed() > deadline
         todo = [
             v
             for v in setups
@@ -353,7 +357,9 @@ def faster(ratio: float, peer: str) -> str:
     return f"{peer} is {1 / ratio:.2f}x as fast as mmcache (mmcache takes {1 / ratio:.2f}x the time)"
 
 
-def render(m: dict, params: dict, videos: dict, all_rounds: list[Round]) -> str:
+def render(raw: dict) -> tuple[str, list[bool]]:
+    m, params, videos = raw["machine"], raw["params"], raw["videos"]
+    all_rounds = [Round.of(r) for r in raw["rounds"]]
     limit = params["max_others"]
     th = m["threads"]
     lines = [
@@ -456,7 +462,7 @@ def render(m: dict, params: dict, videos: dict, all_rounds: list[Round]) -> str:
         "frame; OpenCV converts every retrieved frame to BGR at full size before resizing; PyAV and mmcache scale "
         "and convert in one swscale pass.",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", [agree]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,65 +490,26 @@ def library_facts() -> dict:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
-    ap.add_argument("--quick", action="store_true", help="smoke run: 4 s 640x360 video + bigbuckbunny once, 1 round")
-    ap.add_argument("--rounds", type=int, help="undisturbed rounds per video (default 3; quick 1)")
-    ap.add_argument(
-        "--max-others",
-        type=float,
-        help="repeat a round when other processes used more than this share of the CPUs during one of its "
-        "measurements (default 0.25; quick: 1, never)",
-    )
-    ap.add_argument(
-        "--repeat-until",
-        type=float,
-        default=150.0,
-        metavar="S",
-        help="start no repeat of a disturbed round after S seconds into the run (default 150)",
-    )
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-out", help="work folder: videos, raw JSON (bench-out/)")
-    ap.add_argument(
-        "--results",
-        type=Path,
-        help="markdown file whose bench_decode section is rewritten (default benchmarks/RESULTS.md; quick: "
-        "<out>/RESULTS-quick.md; a run with --rounds or --max-others: <out>/RESULTS-custom.md)",
-    )
-    a = ap.parse_args()
-    if a.rounds is not None and a.rounds < 1:
-        ap.error("--rounds must be at least 1")
-    rounds = a.rounds or (1 if a.quick else 3)
-    max_others = a.max_others if a.max_others is not None else (1.0 if a.quick else 0.25)
-    max_attempts = rounds if a.quick else rounds + 2
-    custom = a.rounds is not None or a.max_others is not None
-    results = a.results or (
-        a.out / "RESULTS-quick.md" if a.quick else a.out / "RESULTS-custom.md" if custom else RESULTS
-    )
-    title = "bench_decode" + (" (--quick smoke run)" if a.quick else "")
-    if custom and not a.quick:
-        title += f" (--rounds {rounds}, --max-others {max_others:g})"
-    work = a.out / "bench_decode"
-    work.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
+def thread_facts(videos: dict, libs: dict) -> dict:
+    import mmcache.decode
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
+    stats = videos[next(iter(videos))]["stats"]
+    return {
+        "mmcache_ffmpeg": getattr(mmcache.decode, "get_threads", lambda: None)(),  # None: ffmpeg's default
+        "opencv_decoder": int(stats["OpenCV"].get("decoder_threads", -1)),
+        "opencv_cv2": libs["cv2_threads"],
+        "pyav_decoder": int(stats["PyAV"].get("decoder_threads", -1)),
+        "pyav_thread_type": "AUTO",
+    }
 
-    try:
-        libs = library_facts()
-    except ImportError as e:
-        raise SystemExit(f"{e.name} is not installed: pip install -e .[dev] (opencv-python-headless, av)") from None
 
+def make_setups(quick: bool, videos_dir: Path, spec) -> dict[str, tuple[Setup, str]]:
+    """The two videos (made once), each with what every decoder gets, and its description."""
     from mmcache.decode import grid_rate
-    from mmcache.encoders import build_encoder
     from mmcache.probe import probe
     from mmcache.types import VideoInput
 
-    spec = build_encoder(ENCODER).input
-    videos_dir = a.out / "videos"
-    if a.quick:
+    if quick:
         synth = make_video(videos_dir / "testsrc2-noise-640x360-25fps-4s.mp4", 4, "640x360", 25)
         real, copies = real_long_video(1, videos_dir), 1
         synth_desc = "4 s 640x360 25 fps H.264 (lavfi testsrc2 + noise)"
@@ -550,8 +517,7 @@ def main() -> int:
         synth = make_video(videos_dir / "testsrc2-noise-1280x720-25fps-64s.mp4", 64)
         real, copies = real_long_video(12, videos_dir), 12
         synth_desc = "64 s 1280x720 25 fps H.264 (lavfi testsrc2 + noise; bench_extract's video)"
-    setups: dict[str, Setup] = {}
-    desc: dict[str, str] = {}
+    setups = {}
     for path, text in ((synth, synth_desc), (real, None)):
         info = probe(path)
         if info.video is None or info.video.rotation % 360:
@@ -561,68 +527,76 @@ def main() -> int:
             f"bigbuckbunny.mp4 joined {copies}x by ffmpeg's concat demuxer)"
         )
         geo = geometry(info.video.width, info.video.height, spec)
-        setups[path.name] = Setup(
-            path, VideoInput(path=path, source=path.name), info, spec, geo, grid_rate(info, spec.fps, spec.num_frames)
+        rate = grid_rate(info, spec.fps, spec.num_frames)
+        setups[path.name] = (Setup(path, VideoInput(path=path, source=path.name), info, spec, geo, rate), text)
+    return setups
+
+
+def compare(name: str, s: Setup, desc: str) -> dict:
+    """A video's warm-up pass: frame counts, shapes and the peers' differences from mmcache's frames."""
+    log(f"warm-up and comparison on {name} (scaled to {s.geo.width}x{s.geo.height}, crop at {s.geo.x0},{s.geo.y0})")
+    w = warm_up(s)
+    w.update(desc=desc, mb=s.path.stat().st_size / 1e6, source_frames=w["stats"]["PyAV"]["source_frames"])
+    w["geometry"] = asdict(s.geo)
+    for peer in PEERS:
+        dd = w["diff"][peer]
+        log(
+            f"  {peer} vs mmcache: {w['frames'][peer]} vs {w['frames']['mmcache']} frames, "
+            + (f"mean abs diff {dd['mean']:.2f} (max {dd['max']:.2f})" if dd else "NOT COMPARABLE")
+            + f"; consecutive mmcache frames differ by {w['consecutive_diff']:.2f}"
         )
-        desc[path.name] = text
+    return w
+
+
+def options(ap) -> None:
+    ap.add_quick("--rounds", 3, 1, "undisturbed rounds per video", type=int)
+    ap.add_quick(
+        "--max-others",
+        0.25,
+        1.0,
+        "repeat a round when other processes used more than this share of the CPUs during one of its "
+        "measurements (1: never)",
+        type=float,
+    )
+    ap.add_argument(
+        "--repeat-until",
+        type=float,
+        default=150.0,
+        metavar="S",
+        help="start no repeat of a disturbed round after S seconds into the run (default 150)",
+    )
+
+
+def measure(a) -> dict:
+    if a.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+    try:
+        libs = library_facts()
+    except ImportError as e:
+        raise SystemExit(f"{e.name} is not installed: pip install -e .[dev] (opencv-python-headless, av)") from None
+    from mmcache.encoders import build_encoder
+
+    spec = build_encoder(ENCODER).input
+    setups = make_setups(a.quick, a.out / "videos", spec)
     log(f"videos ready: {', '.join(setups)}; output {spec.crop} crop of a {spec.resize} resize at {spec.fps} fps")
-
-    videos = {}
-    for name, s in setups.items():
-        log(f"warm-up and comparison on {name} (scaled to {s.geo.width}x{s.geo.height}, crop at {s.geo.x0},{s.geo.y0})")
-        w = warm_up(s, log)
-        w.update(desc=desc[name], mb=s.path.stat().st_size / 1e6, source_frames=w["stats"]["PyAV"]["source_frames"])
-        w["geometry"] = asdict(s.geo)
-        videos[name] = w
-        for peer in PEERS:
-            dd = w["diff"][peer]
-            log(
-                f"  {peer} vs mmcache: {w['frames'][peer]} vs {w['frames']['mmcache']} frames, "
-                + (f"mean abs diff {dd['mean']:.2f} (max {dd['max']:.2f})" if dd else "NOT COMPARABLE")
-                + f"; consecutive mmcache frames differ by {w['consecutive_diff']:.2f}"
-            )
-
-    all_rounds = run_rounds(setups, rounds, max_others, max_attempts, t_start + a.repeat_until, log)
-
-    import mmcache.decode
-
-    threads = {
-        "mmcache_ffmpeg": getattr(mmcache.decode, "get_threads", lambda: None)(),  # None: ffmpeg's default
-        "opencv_decoder": int(videos[next(iter(videos))]["stats"]["OpenCV"].get("decoder_threads", -1)),
-        "opencv_cv2": libs["cv2_threads"],
-        "pyav_decoder": int(videos[next(iter(videos))]["stats"]["PyAV"].get("decoder_threads", -1)),
-        "pyav_thread_type": "AUTO",
-    }
-    m = machine({**libs, "threads": threads})
+    videos = {name: compare(name, s, desc) for name, (s, desc) in setups.items()}
+    max_attempts = a.rounds if a.quick else a.rounds + 2
+    rounds = run_rounds({n: s for n, (s, _) in setups.items()}, a.rounds, a.max_others, max_attempts, a.repeat_until)
     params = {
         "grid_fps": FPS,
         "resize": spec.resize[0] if len(spec.resize) == 1 else list(spec.resize),
         "crop": "x".join(str(x) for x in spec.crop),
-        "rounds": rounds,
-        "max_others": max_others,
+        "rounds": a.rounds,
+        "max_others": a.max_others,
         "max_attempts": max_attempts,
         "repeat_until": a.repeat_until,
         "quick": a.quick,
     }
-    body = render(m, params, videos, all_rounds)
-    print()
-    print(body)
-    _write_results(results, "bench_decode", title, body)
-    raw = {
-        "machine": m,
-        "params": params,
-        "videos": videos,
-        "rounds": [
-            {**asdict(r), "measures": {n: {**asdict(x), "fps": x.fps} for n, x in r.measures.items()}}
-            for r in all_rounds
-        ],
-    }
-    raw_path = work / ("results-quick.json" if a.quick else "results-custom.json" if custom else "results.json")
-    raw_path.write_text(json.dumps(raw, indent=1, default=str))
-    agree = all(len(set(d["frames"].values())) == 1 for d in videos.values())
-    log(f"wrote {results} and {raw_path}" + ("" if agree else "; FRAME COUNTS DIFFER"))
-    return 0 if agree else 1
+    machine = {**libs, "threads": thread_facts(videos, libs)}
+    return {"machine": machine, "params": params, "videos": videos, "rounds": [r.raw() for r in rounds]}
 
+
+BENCH = Bench("bench_decode", __doc__, measure, render, options, custom=("rounds", "max_others"), strict=True)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

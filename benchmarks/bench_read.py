@@ -7,10 +7,10 @@ streaming vs in-memory training, and training memory vs cache size.
     python benchmarks/bench_read.py --quick    # smoke (a few hundred clips, 1 round, < 60 s), writes
                                                # bench-out/RESULTS-quick.md
 
-Caches: bench_train's synthetic cache (`ensure_cache`: 10,000 clips, three float16 fields of 16 steps,
-512/768/384 dims, 40 tar shards; quick: 300 clips), an HDF5 copy of it written with mmcache's own
-H5ShardWriter (same keys and arrays, its own manifest), and for (a) a cache of the same fields with
-128 steps per sample (600 clips; quick 64: 8x the bytes per sample), all under bench-out/ and reused.
+Caches: bench_train's synthetic cache (synthetic.py: 10,000 clips, three float16 fields of 16 steps,
+512/768/384 dims, 40 tar shards; quick: 300 clips), the same samples written in the hdf5 backend (same
+keys and arrays, mmcache's own H5ShardWriter), and for (a) a cache of the same fields with 128 steps per
+sample (600 clips; quick 64: 8x the bytes per sample), all under bench-out/ and reused.
 
   a  sequential read: `open_cache(p).load_field(name)` for every field, and `iter_samples()`, against a
      raw read of the same field files (4 MiB chunks into one reused buffer), page cache warm for both
@@ -35,97 +35,22 @@ Raw JSON: bench-out/bench_read/results[-quick].json.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, RESULTS, ROOT, Meter, machine, machine_line, med, spread, verdict, write_results  # noqa: E402
+from common import Bench, Meter, log, machine_line, med, peak_rss, spread, verdict
+from synthetic import SHARD_SIZE, STEPS, ensure_cache, train_config
 
 RAW_CHUNK = 4 << 20
 RATIO_MIN = 0.8
 FLAT_MAX = 0.10  # streaming's peak RSS growth per clip at most this share of in-memory's
 
 
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
-
-
-T0 = time.perf_counter()
-
-
 # ---------------------------------------------------------------------------------------------
 # caches
-
-
-def tar_cache(work: Path, clips: int) -> Path:
-    from bench_train import ensure_cache
-
-    path, _ = ensure_cache(work, clips, log)
-    return path
-
-
-def hdf5_copy(src: Path, dst: Path) -> Path:
-    """The same samples in the hdf5 backend, written with mmcache's H5ShardWriter; rebuilt when the
-    source manifest changes."""
-    from mmcache import open_cache
-    from mmcache.store.atomic import sha256_file
-    from mmcache.store.hdf5 import H5ShardWriter
-    from mmcache.store.manifest import save_manifest
-
-    stamp = dst.with_name(dst.name + ".json")
-    source_sha = hashlib.sha256((src / "manifest.json").read_bytes()).hexdigest()
-    if (dst / "manifest.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source_sha:
-        return dst
-    log(f"writing an HDF5 copy of {src.name} in {dst} ...")
-    tmp = dst.with_name(dst.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(dst, ignore_errors=True)
-    cache = open_cache(src)
-    manifest = json.loads(json.dumps(cache.manifest))
-    manifest["backend"] = "hdf5"
-    shutil.copytree(src / "samples", tmp / "samples")
-    for name, field in manifest["fields"].items():
-        for shard, entry in field["files"].items():
-            writer = H5ShardWriter(tmp / name / f"{shard}.h5", field["dim"], field["dtype"])
-            for key, (feats, ts) in cache.read_field_shard(name, shard).items():
-                writer.add(key, feats, ts)
-            writer.close()
-            sha, size = sha256_file(writer.path)
-            entry.update(path=f"{name}/{shard}.h5", bytes=size, sha256=sha)
-    save_manifest(tmp, manifest)
-    tmp.rename(dst)
-    stamp.write_text(json.dumps(source_sha))
-    return dst
-
-
-def long_cache(work: Path, clips: int, steps: int) -> Path:
-    """bench_train's fields and rows with `steps` steps per sample (longer clips: more bytes per
-    sample, the same number of samples per shard), written by bench_train.write_cache."""
-    import bench_train as bt
-
-    path = work / f"cache-{clips}x{steps}"
-    if (path / "manifest.json").is_file():
-        return path
-    log(f"building a {clips}-clip cache of {steps} steps per sample in {path} ...")
-    tmp = path.with_name(path.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    rng = np.random.default_rng(5)
-
-    def feats_of(n: str, ids: range) -> np.ndarray:
-        return rng.standard_normal((len(ids), steps, bt.FIELDS[n][3]), dtype=np.float32).astype(np.float16)
-
-    bt.write_cache(tmp, clips, steps, lambda i: i % bt.CLASSES, feats_of)
-    tmp.rename(path)
-    return path
 
 
 def field_files(cache: Path) -> list[Path]:
@@ -316,33 +241,16 @@ def random_access(path: Path, backend: str, n_random: int, rounds: int, seed: in
 # c: streaming vs in-memory
 
 
-def train_cfg(cache: Path, out: Path, streaming: str, epochs: int):
-    from mmfit.config import build_config
-
-    return build_config(
-        cache=str(cache),
-        fusion="concat",
-        batch_size=256,
-        hidden=256,
-        epochs=epochs,
-        verify=False,
-        streaming=streaming,
-        out=str(out),
-        seed=0,
-    )
-
-
 def streaming_vs_memory(cache: Path, out: Path, epochs: int, rounds: int) -> dict:
-    from mmfit.data import load_data
-    from mmfit.train import Trainer
+    from mmfit.train import Trainer, training_data
 
     got: dict[str, list[dict]] = {"never": [], "always": []}
     for r in range(rounds):
         order = ["never", "always"] if r % 2 == 0 else ["always", "never"]
         for mode in order:
-            cfg = train_cfg(cache, out / f"{mode}-{r}", mode, epochs)
+            cfg = train_config(cache, out / f"{mode}-{r}", epochs=epochs, streaming=mode)
             with Meter() as load:
-                data = load_data(cfg)
+                data = training_data(cfg)
             assert (data.source is not None) == (mode == "always")
             with Meter() as fit:
                 result = Trainer(cfg, data).fit()
@@ -375,42 +283,12 @@ def streaming_vs_memory(cache: Path, out: Path, epochs: int, rounds: int) -> dic
 # ---------------------------------------------------------------------------------------------
 # d: peak RSS vs cache size
 
-CHILD = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-import torch  # noqa: F401  (the baseline includes torch)
-from mmfit.config import build_config
-from mmfit.data import load_data
-from mmfit.train import Trainer
-base = status("VmRSS")
-cfg = build_config(cache=sys.argv[2], fusion="concat", batch_size=256, hidden=256, epochs=1, verify=False,
-                   streaming=sys.argv[3], out=sys.argv[4], seed=0)
-t0 = time.perf_counter()
-data = load_data(cfg)
-load_peak = status("VmHWM")
-Trainer(cfg, data).fit()
-print(json.dumps({"base": base, "load_peak": load_peak, "peak": status("VmHWM"), "s": time.perf_counter() - t0,
-                  "streaming": data.source is not None}))
-"""
 
-
-def peak_rss(cache: Path, streaming: str, out: Path) -> dict:
-    with Meter() as m:
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, str(ROOT), str(cache), streaming, str(out)],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    if proc.returncode != 0:
-        raise SystemExit(f"memory child failed ({streaming}, {cache}):\n{proc.stderr[-2000:]}")
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["streaming"] == (streaming == "always")
-    return {**got, "wall": m.wall, "others": m.others}
+def training_rss(cache: Path, streaming: str, out: Path) -> dict:
+    """load_data + one concat epoch in a child process (children.py train): its peak RSS."""
+    run = peak_rss("train", cache, streaming, out, timeout=900)
+    assert run.report["streaming"] == (streaming == "always")
+    return {**run.report, "wall": run.wall, "others": run.others}
 
 
 def memory(caches: dict[int, Path], out: Path) -> dict:
@@ -418,7 +296,7 @@ def memory(caches: dict[int, Path], out: Path) -> dict:
     for clips, cache in caches.items():
         size = sum(p.stat().st_size for p in field_files(cache))
         for mode in ("never", "always"):
-            r = peak_rss(cache, mode, out / f"mem-{clips}-{mode}")
+            r = training_rss(cache, mode, out / f"mem-{clips}-{mode}")
             rows.append({"clips": clips, "cache_bytes": size, "mode": mode, **r})
             log(
                 f"  {clips} clips ({size / 1e6:.0f} MB) streaming={mode}: peak RSS {r['peak'] / 1e6:.0f} MB "
@@ -437,7 +315,8 @@ def memory(caches: dict[int, Path], out: Path) -> dict:
 # report
 
 
-def render(m: dict, p: dict, seq: list[dict], rnd: list[dict], st: dict, mem: dict) -> str:
+def render(raw: dict) -> tuple[str, list[bool]]:
+    m, p, seq, rnd, st, mem = (raw[k] for k in ("machine", "params", "sequential", "random", "streaming", "memory"))
     out = [machine_line(m), ""]
     out.append(
         f"Cache: {p['clips']} synthetic clips (bench_train's), three float16 fields of {p['steps']} steps "
@@ -567,93 +446,55 @@ def render(m: dict, p: dict, seq: list[dict], rnd: list[dict], st: dict, mem: di
         "and per-sample labels and keys, kept in memory in both modes.",
         "",
     ]
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n", checks(seq, mem)
 
 
-def rerender(path: Path, results: Path | None) -> int:
-    """Rewrite a run's section from its raw JSON (no measuring): for changes to the report's text."""
-    raw = json.loads(path.read_text())
-    p = raw["params"]
-    body = render(raw["machine"], p, raw["sequential"], raw["random"], raw["streaming"], raw["memory"])
-    target = results or (ROOT / "bench-out" / "RESULTS-quick.md" if p["quick"] else RESULTS)
-    title = "bench_read" + (" (--quick smoke run)" if p["quick"] else "")
-    print(body)
-    write_results(target, "bench_read", title, body)
-    print(f"wrote {target} from {path}")
-    return 0
+def checks(seq: list[dict], mem: dict) -> list[bool]:
+    """The targets: every cold sequential read, and flat streaming memory."""
+    cold = [med(s["ratios"]["cold"][k]) >= RATIO_MIN for s in seq for k in ("load_field", "iter_samples")]
+    return [*cold, mem["flat"]]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny caches, 1 round, < 60 s")
-    ap.add_argument("--rounds", type=int, help="rounds per measurement (default 5, quick 1)")
-    ap.add_argument("--out", type=Path, default=OUT, help="work folder (default bench-out/)")
-    ap.add_argument(
-        "--results",
-        type=Path,
-        help="markdown file to update (default benchmarks/RESULTS.md; quick: bench-out/RESULTS-quick.md)",
-    )
-    ap.add_argument(
-        "--from-json",
-        type=Path,
-        metavar="RESULTS_JSON",
-        help="only re-render the section from a run's bench-out/bench_read/results*.json",
-    )
-    a = ap.parse_args()
-    if a.from_json:
-        return rerender(a.from_json, a.results)
-    quick = a.quick
-    rounds = a.rounds or (1 if quick else 5)
-    results_path = a.results or (a.out / "RESULTS-quick.md" if quick else RESULTS)
+def options(ap) -> None:
+    ap.add_quick("--rounds", 5, 1, "rounds per measurement", type=int)
+
+
+def measure(a) -> dict:
     work = a.out / "bench_read"
-    work.mkdir(parents=True, exist_ok=True)
-
-    import bench_train
-
-    clips = 300 if quick else 10000
-    cache = tar_cache(work if quick else a.out / "bench_train", clips)
-    h5 = hdf5_copy(cache, work / f"cache-{clips}-hdf5")
+    clips = 300 if a.quick else 10000
+    cache, _ = ensure_cache(work if a.quick else a.out / "bench_train", clips)
+    h5, _ = ensure_cache(work, clips, backend="hdf5")
     log(f"caches: {cache} and {h5}")
-
-    long_clips, long_steps = (64, 128) if quick else (600, 128)
-    long = long_cache(work, long_clips, long_steps)
+    long_clips, long_steps = (64, 128) if a.quick else (600, 128)
+    long, _ = ensure_cache(work, long_clips, long_steps)
     log("a. sequential read ...")
     seq = [
-        sequential(cache, "webdataset", f"webdataset, {clips} clips x {bench_train.STEPS} steps", rounds),
-        sequential(h5, "hdf5", f"hdf5, {clips} clips x {bench_train.STEPS} steps", rounds),
-        sequential(long, "webdataset", f"webdataset, {long_clips} clips x {long_steps} steps", rounds),
+        sequential(cache, "webdataset", f"webdataset, {clips} clips x {STEPS} steps", a.rounds),
+        sequential(h5, "hdf5", f"hdf5, {clips} clips x {STEPS} steps", a.rounds),
+        sequential(long, "webdataset", f"webdataset, {long_clips} clips x {long_steps} steps", a.rounds),
     ]
     log("b. random access ...")
-    n_random = 300 if quick else 2000
-    rnd = [random_access(h5, "hdf5", n_random, rounds), random_access(cache, "webdataset", n_random, rounds)]
+    n_random = 300 if a.quick else 2000
+    rnd = [random_access(h5, "hdf5", n_random, a.rounds), random_access(cache, "webdataset", n_random, a.rounds)]
     log("c. streaming vs in-memory ...")
-    epochs = 2 if quick else 3
-    st = streaming_vs_memory(cache, work / "runs", epochs, 1 if quick else 2)
+    epochs = 2 if a.quick else 3
+    st = streaming_vs_memory(cache, work / "runs", epochs, 1 if a.quick else 2)
     log("d. peak RSS vs cache size ...")
-    sizes = (256, 512) if quick else (1000, 4000, 8000)
-    mem = memory({n: tar_cache(work, n) for n in sizes}, work / "runs")
-
-    m = machine()
+    sizes = (256, 512) if a.quick else (1000, 4000, 8000)
+    mem = memory({n: ensure_cache(work, n)[0] for n in sizes}, work / "runs")
     p = {
         "clips": clips,
-        "steps": bench_train.STEPS,
-        "shards": -(-clips // bench_train.SHARD_SIZE),
-        "rounds": rounds,
+        "steps": STEPS,
+        "shards": -(-clips // SHARD_SIZE),
+        "rounds": a.rounds,
         "epochs": epochs,
         "long_steps": long_steps,
-        "quick": quick,
+        "quick": a.quick,
     }
-    body = render(m, p, seq, rnd, st, mem)
-    print()
-    print(body)
-    title = "bench_read" + (" (--quick smoke run)" if quick else "")
-    write_results(results_path, "bench_read", title, body)
-    raw = {"machine": m, "params": p, "sequential": seq, "random": rnd, "streaming": st, "memory": mem}
-    raw_path = work / ("results-quick.json" if quick else "results.json")
-    raw_path.write_text(json.dumps(raw, indent=1))
-    log(f"wrote {results_path} and {raw_path}")
-    return 0
+    return {"params": p, "sequential": seq, "random": rnd, "streaming": st, "memory": mem}
 
+
+BENCH = Bench("bench_read", __doc__, measure, render, options)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

@@ -37,10 +37,10 @@ Videos and caches go to bench-out/ (git-ignored); raw JSON to bench-out/bench_sc
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,27 +48,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (  # noqa: E402
+from common import (
     NCPU,
-    OUT,
-    RESULTS,
     ROOT,
-    VIDEOS,
+    Bench,
     Meter,
+    child_cmd,
+    elapsed,
     ffmpeg_run,
-    machine,
+    log,
     machine_line,
     make_video,
     med,
     spread,
     verdict,
     wait_quiet,
-    write_results,
 )
 
-SECTION = "bench_scaling"
 TARGET = 1.7
 ENGINES = {"snakemake": "snakemake --cores", "dask": "mmcache extract --dask local:"}
 IGNORED = (".lock", ".input-hashes.json")  # lock files and the local memo of input hashes: not the cache
@@ -102,11 +98,11 @@ QUICK = Setup(clips=4, seconds=2, size="160x90", fps=1, shard_size=2, rounds=1, 
 # inputs
 
 
-def make_clips(setup: Setup) -> Path:
+def make_clips(setup: Setup, videos: Path) -> Path:
     """`clips` distinct clips of `seconds` each (a sheet path,id), cut from one make_video video."""
-    base = make_video(VIDEOS / f"testsrc2-noise-{setup.size}-25fps-{setup.clips * setup.seconds}s.mp4",
+    base = make_video(videos / f"testsrc2-noise-{setup.size}-25fps-{setup.clips * setup.seconds}s.mp4",
                       setup.clips * setup.seconds, setup.size)  # fmt: skip
-    folder = VIDEOS / f"scaling-{setup.size}-{setup.clips}x{setup.seconds}s"
+    folder = videos / f"scaling-{setup.size}-{setup.clips}x{setup.seconds}s"
     sheet = folder / "videos.csv"
     if not sheet.is_file():
         shutil.rmtree(folder, ignore_errors=True)
@@ -154,25 +150,14 @@ def child_env(shim_dir: Path | None = None) -> dict:
 
 
 def write_shim(folder: Path, log: Path) -> Path:
-    """An `mmcache` first on PATH that runs the real one and appends its wall and CPU time to `log`."""
+    """An `mmcache` first on PATH that runs the real one and appends its wall and CPU time to `log`
+    (children.py timed)."""
     real = shutil.which("mmcache")
     if real is None:
         raise SystemExit("mmcache is not on PATH (pip install -e .)")
     folder.mkdir(parents=True, exist_ok=True)
     shim = folder / "mmcache"
-    shim.write_text(
-        f"#!{sys.executable} -S\n"
-        "import json, resource, subprocess, sys, time\n"
-        "t0 = time.time()\n"
-        f"rc = subprocess.call([{real!r}, *sys.argv[1:]])\n"
-        "t1 = time.time()\n"
-        "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-        "line = {'cmd': sys.argv[1], 'arg': sys.argv[3] if sys.argv[1] == 'run-shard' else '',\n"
-        "        'start': t0, 'end': t1, 'cpu': ru.ru_utime + ru.ru_stime, 'rc': rc}\n"
-        f"with open({str(log)!r}, 'a') as f:\n"
-        "    f.write(json.dumps(line) + '\\n')\n"
-        "sys.exit(rc)\n"
-    )
+    shim.write_text(f'#!/bin/sh\nexec {shlex.join([sys.executable, "-S", *child_cmd("timed", real, log)[1:]])} "$@"\n')
     shim.chmod(0o755)
     return folder
 
@@ -253,8 +238,7 @@ def run_dask(setup: Setup, sheet: Path, work: Path, n: int, rnd: int) -> Run:
     run_dir.mkdir(parents=True)
     events_path, cache = run_dir / "events.json", run_dir / "cache"
     args = ["extract", str(sheet), "-e", setup.encoder, "--out", str(cache), "--shard-size", str(setup.shard_size)]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-extract", str(events_path), "--", *args]
-    cmd += ["--dask", f"local:{n}"]
+    cmd = child_cmd("cli", events_path, *args, "--dask", f"local:{n}")
     with open(run_dir / "extract.log", "w") as log, Meter() as m:
         launched = time.time()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), timeout=1800).returncode
@@ -280,29 +264,6 @@ def dask_phases(events: list, launched: float, ended: float) -> dict:
         "dask tasks (workers' start-up included)": staged - at("start", "dask"),
         "serial: close the cluster, probe, pack the shards, exit": ended - staged,
     }
-
-
-def child_extract(events_path: Path, argv: list[str]) -> int:
-    """Runs in the child: `mmcache extract ...` exactly as the CLI, with its progress callbacks timed."""
-    import mmcache.cli as cli
-
-    events: list = []
-
-    class Timed(cli.RichProgress):
-        def start(self, task: str, total: int) -> None:
-            events.append((time.time(), "start", task, total))
-            super().start(task, total)
-
-        def advance(self, task: str, n: int = 1) -> None:
-            events.append((time.time(), "advance", task, n))
-            super().advance(task, n)
-
-    cli.RichProgress = Timed
-    try:
-        cli.app(argv, prog_name="mmcache", standalone_mode=False)
-    finally:
-        events_path.write_text(json.dumps(events))
-    return 0
 
 
 def startup_seconds(samples: int) -> dict:
@@ -438,29 +399,30 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
     return f"Bound mostly by {first}; also {second}.{cpu_line}"
 
 
-def render(
-    setup: Setup, runs: list[Run], every: list[tuple[Run, bool]], startup: dict, info: dict, frames: int, note: str
-) -> tuple[str, dict]:
-    lines = [machine_line(info), ""]
-    lines.append(
-        f"Work: {setup.clips} clips of {setup.seconds} s, {setup.size} 25 fps H.264 + AAC (cut at key frames from "
-        f"one lavfi testsrc2 + noise video made with common.make_video), through {setup.encoder} ({frames} frames "
-        f"in all), {setup.shards} shards of {setup.shard_size} clips. Snakemake: the real workflow (rule "
-        f"extract_features, a generated config, extract.threads 1, so every `mmcache run-shard` job runs with "
-        f"`--threads 1`) into a fresh folder. Dask: `mmcache extract --dask local:N` (N single-threaded worker "
-        f"processes, one thread per task) into a fresh cache. {note}"
-    )
-    lines += ["", "| target | 1-way s | 2-way s | speedup 2 vs 1 | min-max over rounds | target | result |"]
-    lines.append("|---|---:|---:|---:|---:|---:|---|")
+def summarise(runs: list[Run], startup: dict) -> dict:
+    """Per engine: the speedup over the rounds used, its verdict, whether the caches are identical and,
+    below the target, what bounds it."""
     summary = {}
     for engine in ENGINES:
         ratios = speedups(runs, engine)
         t1 = med([r.wall for r in runs if r.engine == engine and r.n == 1])
         t2 = med([r.wall for r in runs if r.engine == engine and r.n == 2])
         ok = med(ratios) >= TARGET
+        same, said = identical(runs, engine)
+        summary[engine] = {"speedup": med(ratios), "ratios": ratios, "pass": ok, "identical": same, "t1": t1, "t2": t2}
+        summary[engine]["identical_line"] = said
+        summary[engine]["bound"] = None if ok else bound_line(runs, engine, startup)
+    return summary
+
+
+def target_rows(runs: list[Run], summary: dict) -> list[str]:
+    lines = ["| target | 1-way s | 2-way s | speedup 2 vs 1 | min-max over rounds | target | result |"]
+    lines.append("|---|---:|---:|---:|---:|---:|---|")
+    for engine, s in summary.items():
         name = "snakemake --cores 2 vs --cores 1" if engine == "snakemake" else "extract --dask local:2 vs local:1"
         lines.append(
-            f"| {name} | {t1:.1f} | {t2:.1f} | {med(ratios):.2f}x | {spread(ratios)} | >= {TARGET} | {verdict(ok)} |"
+            f"| {name} | {s['t1']:.1f} | {s['t2']:.1f} | {s['speedup']:.2f}x | {spread(s['ratios'])} | >= {TARGET} "
+            f"| {verdict(s['pass'])} |"
         )
         part = speedups(runs, engine, parallel_part)
         p1 = med([parallel_part(r) for r in runs if r.engine == engine and r.n == 1])
@@ -469,30 +431,25 @@ def render(
             f"| ({PARALLEL[engine]} only) | {p1:.1f} | {p2:.1f} | {med(part):.2f}x | {spread(part)} | >= {TARGET} "
             f"| ({verdict(med(part) >= TARGET)}) |"
         )
-        same, said = identical(runs, engine)
-        summary[engine] = {"speedup": med(ratios), "ratios": ratios, "pass": ok, "identical": same, "t1": t1, "t2": t2}
-        summary[engine]["identical_line"] = said
-        summary[engine]["bound"] = None if ok else bound_line(runs, engine, startup)
-    lines += ["", "A result in parentheses is context, not a target.", ""]
-    for engine in ENGINES:
-        s = summary[engine]
-        lines.append(f"Caches, {engine} 1-way vs 2-way: {s['identical_line']}.")
-    for engine in ENGINES:
-        if summary[engine]["bound"]:
-            lines.append(f"{engine}, below {TARGET}x: {summary[engine]['bound']}")
+    return lines
+
+
+def startup_line(setup: Setup, startup: dict) -> str:
     if "python + import torch" in startup:
-        lines.append(
+        return (
             f"Start-up of a fresh process (median of {setup.startup_samples}): python + import torch "
             f"{startup['python + import torch']:.1f} s, an mmcache process (torch, torchvision, the encoders) "
             f"{startup['mmcache process']:.1f} s."
         )
-    else:
-        lines.append(
-            "Start-up of a fresh mmcache process (torch, torchvision, the encoders): "
-            f"{startup['mmcache process']:.1f} s (not measured apart in a quick run: the dask client's start-up)."
-        )
-    lines += [
-        "",
+    return (
+        "Start-up of a fresh mmcache process (torch, torchvision, the encoders): "
+        f"{startup['mmcache process']:.1f} s (not measured apart in a quick run: the dask client's start-up)."
+    )
+
+
+def run_rows(runs: list[Run], every: list[tuple[Run, bool]]) -> list[str]:
+    """Every run, then where the time went per engine."""
+    lines = [
         "Every run (cores used = CPU seconds of every process of the run / wall seconds; others = share of the "
         f"{NCPU} CPUs other processes used meanwhile):",
         "",
@@ -515,7 +472,29 @@ def render(
             v1, v2 = med([r.phases[key] for r in one]), med([r.phases[key] for r in two])
             lines.append(f"| {key} | {fmt.format(v1)} | {fmt.format(v2)} |")
         lines.append("")
-    return "\n".join(lines), summary
+    return lines
+
+
+def render(raw: dict) -> tuple[str, list[bool]]:
+    setup, startup = Setup(**raw["setup"]), raw["startup"]
+    every = [(Run(**{k: v for k, v in r.items() if k != "used"}), r["used"]) for r in raw["runs"]]
+    runs = [r for r, used in every if used]
+    summary = summarise(runs, startup)
+    lines = [machine_line(raw["machine"]), ""]
+    lines.append(
+        f"Work: {setup.clips} clips of {setup.seconds} s, {setup.size} 25 fps H.264 + AAC (cut at key frames from "
+        f"one lavfi testsrc2 + noise video made with common.make_video), through {setup.encoder} ({raw['frames']} "
+        f"frames in all), {setup.shards} shards of {setup.shard_size} clips. Snakemake: the real workflow (rule "
+        f"extract_features, a generated config, extract.threads 1, so every `mmcache run-shard` job runs with "
+        f"`--threads 1`) into a fresh folder. Dask: `mmcache extract --dask local:N` (N single-threaded worker "
+        f"processes, one thread per task) into a fresh cache. {raw['note']}"
+    )
+    lines += ["", *target_rows(runs, summary), "", "A result in parentheses is context, not a target.", ""]
+    lines += [f"Caches, {engine} 1-way vs 2-way: {s['identical_line']}." for engine, s in summary.items()]
+    lines += [f"{engine}, below {TARGET}x: {s['bound']}" for engine, s in summary.items() if s["bound"]]
+    lines += [startup_line(setup, startup), "", *run_rows(runs, every)]
+    body = "\n".join(lines) + f"\nThis run took {raw['seconds']:.0f} s.\n"
+    return body, [s["pass"] and s["identical"] for s in summary.values()]
 
 
 def frames_in(run: Run, work: Path) -> int:
@@ -527,82 +506,12 @@ def frames_in(run: Run, work: Path) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def rerender(path: Path, results: Path | None) -> int:
-    """Rewrite a run's section from its raw JSON (no measuring): for changes to the report's text."""
-    raw = json.loads(path.read_text())
-    every = [(Run(**{k: v for k, v in r.items() if k != "used"}), r["used"]) for r in raw["runs"]]
-    runs = [r for r, used in every if used]
-    body, _ = render(Setup(**raw["setup"]), runs, every, raw["startup"], raw["machine"], raw["frames"], raw["note"])
-    body += f"\nThis run took {raw['seconds']:.0f} s.\n"
-    target = results or Path(raw["results"])
-    write_results(target, SECTION, SECTION + (" (--quick smoke run)" if raw["quick"] else ""), body)
-    print(body)
-    print(f"wrote {target} (section {SECTION}) from {path}")
-    return 0
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="CI smoke: 4 tiny clips, 1 round (~1 min)")
-    ap.add_argument("--rounds", type=int, help=f"rounds (default {FULL.rounds}, quick {QUICK.rounds})")
-    ap.add_argument("--clips", type=int, help=f"clips (default {FULL.clips}, quick {QUICK.clips})")
-    ap.add_argument("--seconds", type=int, help=f"seconds per clip, even (default {FULL.seconds})")
-    ap.add_argument("--size", help=f"clip size WxH (default {FULL.size}, quick {QUICK.size})")
-    ap.add_argument("--fps", type=float, help=f"resnet18 frames/s (default {FULL.fps:g}, quick {QUICK.fps:g})")
-    ap.add_argument("--shard-size", type=int, help=f"clips per shard (default {FULL.shard_size})")
-    ap.add_argument("--work", type=Path, default=OUT / SECTION, help="work folder, raw JSON (bench-out/bench_scaling)")
-    ap.add_argument("--results", type=Path, help="markdown file (default benchmarks/RESULTS.md; quick: bench-out/...)")
-    ap.add_argument("--max-others", type=float, help="repeat a round above this share (default 0.15; quick 1: never)")
-    ap.add_argument("--budget", type=float, help="no new round that would end after this (default 450 s)")
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails or caches differ")
-    ap.add_argument(
-        "--from-json",
-        type=Path,
-        metavar="RESULTS_JSON",
-        help="only re-render the section from a run's bench-out/bench_scaling/results*.json",
-    )
-    ap.add_argument("--child-extract", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.child_extract:
-        return child_extract(a.child_extract, a.argv)
-    if a.from_json:
-        return rerender(a.from_json, a.results)
-
-    t_start = time.perf_counter()
-    base = QUICK if a.quick else FULL
-    setup = Setup(
-        clips=a.clips or base.clips,
-        seconds=a.seconds or base.seconds,
-        size=a.size or base.size,
-        fps=a.fps or base.fps,
-        shard_size=a.shard_size or base.shard_size,
-        rounds=a.rounds or base.rounds,
-        startup_samples=base.startup_samples,
-    )
-    if setup.shards < 2:
-        raise SystemExit("need at least 2 shards (clips > shard size) for 2 jobs at once")
-    max_others = a.max_others if a.max_others is not None else (1.0 if a.quick else 0.15)
-    budget = a.budget if a.budget is not None else (0.0 if a.quick else 450.0)
-    results = a.results or (OUT / "RESULTS-quick.md" if a.quick else RESULTS)
-    work = a.work
-    work.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
-
-    sheet = make_clips(setup)
-    config = workflow_config(setup, sheet, work / "config.yaml")
-    startup = startup_seconds(setup.startup_samples) if setup.startup_samples else {}
-    log(f"clips ready ({sheet}); start-up: {', '.join(f'{k} {v:.1f} s' for k, v in startup.items()) or '-'}")
-
+def measure_rounds(setup: Setup, sheet: Path, config: Path, work: Path, max_others: float, budget: float):
+    """Rounds of every engine 1- and 2-way until `setup.rounds` are undisturbed or the budget is spent."""
     done: list[list[Run]] = []  # every round measured, in order
     longest = 0.0
-    while True:
-        clean = [g for g in done if max(r.others for r in g) <= max_others]
-        if len(clean) >= setup.rounds:
-            break
-        if done and time.perf_counter() - t_start + longest > budget:
+    while sum(max(r.others for r in g) <= max_others for g in done) < setup.rounds:
+        if done and elapsed() + longest > budget:
             log(f"time budget ({budget:.0f} s) reached after {len(done)} round(s)")
             break
         t_round, rnd = time.perf_counter(), len(done) + 1
@@ -622,49 +531,60 @@ def main() -> int:
         longest = max(longest, time.perf_counter() - t_round)
         if max(r.others for r in got) > max_others:
             log(f"round {rnd} disturbed (others used up to {max(r.others for r in got):.0%} of the CPUs)")
-    clean = [g for g in done if max(r.others for r in g) <= max_others]
-    used = clean or done  # all disturbed: use them all, and say so
+    return done
+
+
+def options(ap) -> None:
+    ap.add_quick("--rounds", FULL.rounds, QUICK.rounds, "rounds", type=int)
+    ap.add_quick("--clips", FULL.clips, QUICK.clips, "clips", type=int)
+    ap.add_quick("--seconds", FULL.seconds, QUICK.seconds, "seconds per clip, even", type=int)
+    ap.add_quick("--size", FULL.size, QUICK.size, "clip size WxH")
+    ap.add_quick("--fps", FULL.fps, QUICK.fps, "resnet18 frames/s", type=float)
+    ap.add_quick("--shard-size", FULL.shard_size, QUICK.shard_size, "clips per shard", type=int)
+    ap.add_quick("--max-others", 0.15, 1.0, "repeat a round above this share of other processes (1: never)", type=float)
+    ap.add_quick("--budget", 450.0, 0.0, "seconds: no new round that would end after this", type=float)
+
+
+def measure(a) -> dict:
+    keys = ("clips", "seconds", "size", "fps", "shard_size", "rounds")
+    setup = Setup(**{k: getattr(a, k) for k in keys}, startup_samples=(QUICK if a.quick else FULL).startup_samples)
+    if setup.shards < 2:
+        raise SystemExit("need at least 2 shards (clips > shard size) for 2 jobs at once")
+    work = a.out / "bench_scaling"
+    work.mkdir(parents=True, exist_ok=True)
+    sheet = make_clips(setup, a.out / "videos")
+    config = workflow_config(setup, sheet, work / "config.yaml")
+    startup = startup_seconds(setup.startup_samples) if setup.startup_samples else {}
+    log(f"clips ready ({sheet}); start-up: {', '.join(f'{k} {v:.1f} s' for k, v in startup.items()) or '-'}")
+    done = measure_rounds(setup, sheet, config, work, a.max_others, a.budget)
+    used = [g for g in done if max(r.others for r in g) <= a.max_others] or done  # all disturbed: all, said so
     runs = [r for g in used for r in g]
     every = [(r, any(r is u for u in runs)) for g in done for r in g]
-
     if not startup:  # quick: the dask client's own start-up stands for it
         key = "serial: start-up (python, import torch + mmcache)"
         startup["mmcache process"] = med([r.phases[key] for r in runs if r.engine == "dask"])
-    info = machine()
-    frames = frames_in(runs[0], work)
     disturbed = max(r.others for r in runs)
     note = (
         f"Rounds used: {len(used)} of {len(done)} run (wanted {setup.rounds} in which other processes used at most "
-        f"{max_others:.0%} of the CPUs during every run, within {budget:.0f} s); in a round each engine's 1- and "
+        f"{a.max_others:.0%} of the CPUs during every run, within {a.budget:.0f} s); in a round each engine's 1- and "
         f"2-way runs go back to back, the next round in the other order. Other processes used up to "
         f"{disturbed:.0%} of the CPUs during a run used"
-        + (" (treat these numbers with care)." if disturbed > max_others else ".")
+        + (" (treat these numbers with care)." if disturbed > a.max_others else ".")
         + " Thread variables (OMP_NUM_THREADS, ...) are removed from the runs' environment."
     )
-    body, summary = render(setup, runs, every, startup, info, frames, note)
-    total = time.perf_counter() - t_start
-    body += f"\nThis run took {total:.0f} s.\n"
-    title = SECTION + (" (--quick smoke run)" if a.quick else "")
-    write_results(results, SECTION, title, body)
-    raw = {
+    return {
         "setup": asdict(setup),
         "quick": a.quick,
-        "machine": info,
         "startup": startup,
-        "summary": summary,
-        "frames": frames,
+        "summary": summarise(runs, startup),
+        "frames": frames_in(runs[0], work),
         "note": note,
-        "results": str(results),
         "runs": [{**asdict(r), "used": ok} for r, ok in every],
-        "seconds": total,
+        "seconds": elapsed(),
     }
-    raw_path = work / ("results-quick.json" if a.quick else "results.json")
-    raw_path.write_text(json.dumps(raw, indent=1))
-    print(body)
-    print(f"wrote {results} (section {SECTION}) and {raw_path}")
-    bad = [e for e, s in summary.items() if not s["pass"] or not s["identical"]]
-    return 1 if a.strict and bad else 0
 
+
+BENCH = Bench("bench_scaling", __doc__, measure, render, options)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

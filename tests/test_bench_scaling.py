@@ -25,7 +25,7 @@ pytestmark = [
 def test_quick_run_writes_its_section(tmp_path):
     results = tmp_path / "R.md"
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_scaling.py"), "--quick", "--results", str(results)]
-    res = subprocess.run([*cmd, "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=240)
+    res = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     text = results.read_text()
     assert "<!-- bench_scaling:begin -->" in text and "<!-- bench_scaling:end -->" in text
@@ -36,13 +36,14 @@ def test_quick_run_writes_its_section(tmp_path):
         assert re.search(rf"\| 1 \| [^|]*{run} \| [\d.]+ \|", text), run
     for engine in ("snakemake", "dask"):
         assert f"Caches, {engine} 1-way vs 2-way: identical in all 2 runs: same field fingerprints (resnet18 " in text
-    raw = json.loads((tmp_path / "work" / "results-quick.json").read_text())
+    raw_path = tmp_path / "out" / "bench_scaling" / "results-quick.json"
+    raw = json.loads(raw_path.read_text())
     assert {e: s["identical"] for e, s in raw["summary"].items()} == {"snakemake": True, "dask": True}
     shards = {j["arg"] for r in raw["runs"] if r["engine"] == "snakemake" for j in r["jobs"] if j["cmd"] == "run-shard"}
     assert shards == {"000000", "000001"}  # 2 shard jobs, so 2 can run at once
     again = tmp_path / "again.md"  # --from-json re-renders the same section from the raw JSON alone
     res = subprocess.run(
-        [sys.executable, cmd[1], "--from-json", str(tmp_path / "work" / "results-quick.json"), "--results", str(again)],
+        [sys.executable, cmd[1], "--from-json", str(raw_path), "--results", str(again)],
         capture_output=True,
         text=True,
         timeout=60,
