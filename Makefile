@@ -22,7 +22,7 @@ RELIABILITY_TESTS = tests/test_reliability_*.py tests/test_hardening_*.py tests/
 reliability: setup  ## the reliability, hardening and fuzz suites, then regenerate docs/RELIABILITY.md (about 3 minutes on 2 cores)
 	$(PY) -m pytest -q $(RELIABILITY_TESTS) --reliability-doc
 
-fuzz: setup  ## every fuzz test, long: MMCACHE_FUZZ_EXAMPLES examples each (default 5000; about 40 minutes on 2 cores)
+fuzz: setup  ## every fuzz test, long: MMCACHE_FUZZ_EXAMPLES examples each (default 5000; about 9 minutes on 2 cores)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -m fuzz -p no:cacheprovider
 
 lint: setup
