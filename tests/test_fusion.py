@@ -8,11 +8,15 @@ from dataclasses import replace
 
 import pytest
 import torch
+from mmfit_helpers import cfg
 
 from mmfit.config import ModelConfig, arguments_for, build_config
 from mmfit.errors import ConfigError
 from mmfit.fusion import FUSIONS
 from mmfit.model import build_fusion, build_model, make_head, takes_pooled
+from mmfit.train import train
+
+pytest_plugins = ["mmfit_fixtures"]  # the session's labelled cache, made once for every file using it
 
 DIMS = {"a": 6, "b": 4}
 
@@ -94,3 +98,10 @@ def test_built_fusions_use_the_config(name):
                 "perceiver": 3,
             }[name]
         )
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_every_fusion_learns_the_classes(labelled, tmp_path, fusion):
+    result = train(cfg(labelled, tmp_path, fusion=fusion, epochs=8, lr=3e-3, modality_dropout=0.2))
+    assert result.val["accuracy"] >= 0.75
+    assert len(result.history) >= 1 and result.best_epoch >= 1

@@ -1,0 +1,156 @@
+"""cache.py: padded field arrays, random access by key, whole-shard reads and their checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmcache.errors import CacheError
+from mmcache.store import H5ShardWriter
+
+
+def test_padded_matches_a_per_sample_copy():
+    from mmcache.cache import FieldArrays
+
+    rng = np.random.default_rng(0)
+    lengths = [3, 0, 5, 1, 5]
+    feats = [rng.normal(size=(n, 4)).astype(np.float16) for n in lengths]
+    ts = [rng.random((n, 2)) for n in lengths]
+    arr = FieldArrays("f", list("abcde"), feats, ts, np.array([n > 0 for n in lengths]))
+    for max_steps in (None, 2, 8):
+        x, t, mask = arr.padded(max_steps)
+        steps = max(lengths) if max_steps is None else max_steps
+        assert x.shape == (5, steps, 4) and x.dtype == np.float32 and t.shape == (5, steps, 2)
+        for i, n in enumerate(lengths):
+            k = min(n, steps)
+            assert np.array_equal(x[i, :k], feats[i][:k].astype(np.float32)) and not x[i, k:].any()
+            assert np.array_equal(t[i, :k], ts[i][:k]) and mask[i].tolist() == [True] * k + [False] * (steps - k)
+    empty = FieldArrays("f", ["a"], [np.zeros((0, 4), np.float32)], [np.zeros((0, 2))], np.array([False]))
+    x, t, mask = empty.padded()
+    assert x.shape == (1, 1, 4) and not mask.any()
+
+
+@pytest.fixture(scope="module")
+def two_backends(tmp_path_factory, clips):
+    """The conftest clips plus one unreadable file, extracted with both backends (shards of 2)."""
+    import shutil
+
+    import mmcache
+
+    d = tmp_path_factory.mktemp("random-access")
+    inputs = d / "inputs"
+    shutil.copytree(clips, inputs)
+    (inputs / "broken.mp4").write_text("not a video")
+    made = {}
+    for backend in ("webdataset", "hdf5"):
+        root = d / backend
+        mmcache.extract([inputs], ["logmel:fps=2,window=0.5", "minilm-text"], root, shard_size=2, backend=backend)
+        made[backend] = root
+    return made
+
+
+@pytest.mark.parametrize("backend", ["webdataset", "hdf5"])
+def test_read_sample_returns_what_iter_samples_returns(two_backends, backend):
+    from mmcache import open_cache
+
+    cache = open_cache(two_backends[backend])
+    fields = list(cache.fields)
+    seen = list(cache.iter_samples())
+    assert any(s[f] is None for s in seen for f in fields)  # the silent clip: no audio/text for some field
+    with cache:
+        for s in reversed(seen):  # any order
+            for f in fields:
+                got, want = cache.read_sample(f, s["key"]), s[f]
+                if want is None:
+                    assert got is None
+                else:
+                    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, want, strict=True))
+    with cache.field_reader(fields[0], max_open=1) as reader:  # one file open at a time still reads all
+        assert [reader.read(s["key"]) is None for s in seen] == [s[fields[0]] is None for s in seen]
+        assert len(reader._open) == 1
+    failed = cache.samples("failed")
+    assert failed
+    with pytest.raises(CacheError, match="not an ok sample"):
+        cache.read_sample(fields[0], failed[0]["key"])
+    for bad in ("0123456789abcdef0123", "../x", 5):
+        with pytest.raises(CacheError, match="has no sample"):
+            cache.read_sample(fields[0], bad)
+    with pytest.raises(CacheError, match="has no field 'nope'"):
+        cache.read_sample("nope", seen[0]["key"])
+
+
+@pytest.mark.parametrize("backend", ["webdataset", "hdf5"])
+def test_read_sample_refuses_a_cut_shard(two_backends, backend, tmp_path):
+    import shutil
+
+    from mmcache import open_cache
+
+    root = tmp_path / "cache"
+    shutil.copytree(two_backends[backend], root)
+    cache = open_cache(root)
+    key = cache.samples("ok")[0]["key"]
+    path = root / cache.fields["logmel"]["files"][cache.locate(key)[0]]["path"]
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(CacheError, match=path.name):
+        cache.read_sample("logmel", key)
+
+
+def test_a_shard_file_repeating_a_sample_instead_of_another_is_refused(two_backends, tmp_path):
+    """HDF5 shards can hold a key twice: whole-shard reads count distinct samples, so a file that
+    repeats one sample where the manifest promises two is an error naming it, never a silently
+    missing sample."""
+    import json
+    import shutil
+
+    from mmcache import open_cache
+
+    root = tmp_path / "cache"
+    shutil.copytree(two_backends["hdf5"], root)
+    cache = open_cache(root)
+    shard = next(s for s, e in sorted(cache.manifest["shards"].items()) if e["ok"] >= 2)
+    name = "logmel"
+    entry = cache.fields[name]["files"][shard]
+    (key, (feats, ts)), *_ = cache.read_field_shard(name, shard).items()
+    path = root / entry["path"]
+    path.unlink()
+    w = H5ShardWriter(path, cache.fields[name]["dim"], cache.fields[name]["dtype"])
+    w.add(key, feats, ts)
+    w.add(key, feats, ts)  # in place of the shard's other ok sample
+    w.close()
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["fields"][name]["files"][shard].update(count=2, missing={})  # the manifest promises both
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    cache = open_cache(root)
+    for read in (lambda: list(cache.iter_samples()), lambda: cache.load_field(name)):
+        with pytest.raises(CacheError, match=f"{path.name}: 1 samples read, manifest says 2"):
+            read()
+
+
+@pytest.mark.parametrize("backend", ["webdataset", "hdf5"])
+def test_whole_shard_reads_ask_for_the_next_files_ahead(two_backends, backend):
+    """iter_samples reads shard by shard, every field of a shard in turn; load_field one field's shards.
+    Every file after the first is asked for (prefetched) once, while one of the two files before it is
+    read."""
+    from mmcache import open_cache
+
+    cache = open_cache(two_backends[backend])
+    events: list[tuple[str, str]] = []
+    cache.transport.prefetch = lambda entry: events.append(("ask", entry["path"]))
+    iter_file = cache.iter_file
+    cache.iter_file = lambda entry: (events.append(("read", entry["path"])), iter_file(entry))[1]
+
+    def check(files):
+        assert [p for e, p in events if e == "read"] == files
+        assert [p for e, p in events if e == "ask"] == files[1:]
+        for i, path in enumerate(files[1:], 1):  # asked for before it is read, and at most 2 files ahead
+            reads_before = [p for e, p in events[: events.index(("ask", path))] if e == "read"]
+            assert i - 2 <= len(reads_before) <= i - 1, (path, reads_before)
+        events.clear()
+
+    fields = list(cache.fields)
+    list(cache.iter_samples())
+    check([cache.fields[n]["files"][s]["path"] for s in cache.shards for n in fields])
+    for name in fields:
+        cache.load_field(name)
+        check([cache.fields[name]["files"][s]["path"] for s in cache.shards])
