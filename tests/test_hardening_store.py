@@ -6,8 +6,8 @@ project error."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
@@ -15,13 +15,13 @@ import stat
 import subprocess
 import sys
 import tarfile
-import threading
 import tracemalloc
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from http_helpers import QuietFiles, serve
 
 import mmcache
 from mmcache.errors import CacheError
@@ -278,12 +278,7 @@ def test_an_endless_samples_index_is_refused_by_every_reader(cache, tmp_path, ki
     assert not (tmp_path / "merged" / "manifest.json").exists()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-class _EndlessHandler(_QuietHandler):
+class _EndlessHandler(QuietFiles):
     """Serves a cache directory, except that every field file's body never ends."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -296,25 +291,10 @@ class _EndlessHandler(_QuietHandler):
                 self.wfile.write(b"\0" * 65536)
 
 
-@contextlib.contextmanager
-def http_server(directory: Path, handler_class=_QuietHandler):
-    """A loopback http server of `directory` (its URL) for the duration of the block."""
-    handler = lambda *a, **k: handler_class(*a, directory=str(directory), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.mark.hardening(5)
 def test_an_endless_http_body_or_pipe_stops_at_the_manifest_size(cache, tmp_path):
     size = manifest(cache)["fields"]["logmel"]["files"]["000000"]["bytes"]
-    with http_server(cache, _EndlessHandler) as url:
+    with serve(handler=functools.partial(_EndlessHandler, directory=str(cache))) as url:
         problems = mmcache.verify_cache(url)
         assert any(f"more than the {size} bytes" in p for p in problems), problems
         with pytest.raises(CacheError, match="more than the"):
@@ -372,7 +352,7 @@ def test_a_tar_header_claiming_8_gib_allocates_nothing(tmp_path, cache):
     if manifest(cache)["backend"] == "webdataset":  # the same shard served over http: verify and reads
         rel = field_file(cache)
         republish(cache, rel, data)
-        with http_server(cache) as url, allocation_limit(64 * MiB):
+        with serve(cache) as url, allocation_limit(64 * MiB):
             problems = mmcache.verify_cache(url)
             assert any("past the end of the file" in p for p in problems), problems
 
