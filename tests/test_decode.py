@@ -12,11 +12,11 @@ import pytest
 from conftest import ffmpeg
 
 from mmcache.decode import grid_rate, iter_audio, iter_frames
-from mmcache.errors import DecodeError, FieldAbsent
+from mmcache.errors import DecodeError
 from mmcache.probe import probe
-from mmcache.readers import read_audio, read_clips, read_frames
+from mmcache.readers import read_frames
 from mmcache.synth import make_clip
-from mmcache.types import AudioInput, ClipInput, FrameInput, VideoInput
+from mmcache.types import FrameInput, VideoInput
 
 
 def frames(path: Path, **spec) -> list:
@@ -100,46 +100,11 @@ def test_resize_short_side_then_centre_crop(tmp_path):
     assert steps[0].payload.shape == (96, 80, 3)
 
 
-def test_clip_windows_follow_clip_len_and_stride(tmp_path):
-    clip = make_clip(tmp_path / "a.mp4", duration=3.0)
-    info = probe(clip)
-    spec = ClipInput(fps=4.0, clip_len=4, stride=2, resize=(32,), crop=(32, 32))
-    steps = list(read_clips(VideoInput(clip, "a.mp4"), info, spec, timeout=30))
-    assert [s.start for s in steps] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
-    assert all(s.end - s.start == pytest.approx(1.0) for s in steps)
-    assert steps[0].payload.shape == (4, 32, 32, 3)
-
-
-def test_short_video_gives_one_padded_clip(tmp_path):
-    clip = make_clip(tmp_path / "a.mp4", duration=0.5)
-    steps = list(
-        read_clips(
-            VideoInput(clip, "a"), probe(clip), ClipInput(fps=4, clip_len=8, stride=8, resize=(32,), crop=(32, 32)), 30
-        )
-    )
-    assert len(steps) == 1 and steps[0].payload.shape == (8, 32, 32, 3)
-
-
 def test_audio_is_mono_at_the_requested_rate(real_videos):
     bunny = next(p for p in real_videos if p.name == "bigbuckbunny.mp4")  # stereo AAC 48 kHz
     info = probe(bunny)
     total = sum(len(c) for c in iter_audio(info, 16000))
     assert total == pytest.approx(info.duration * 16000, rel=0.02)
-
-
-def test_audio_windows_match_the_vision_grid(tmp_path):
-    clip = make_clip(tmp_path / "a.mp4", duration=2.0)
-    steps = list(read_audio(VideoInput(clip, "a"), probe(clip), AudioInput(sample_rate=8000, fps=2.0, window=0.5), 30))
-    assert [s.start for s in steps][:4] == pytest.approx([0, 0.5, 1.0, 1.5])
-    assert all(len(s.payload) == 4000 for s in steps)
-    tone = np.abs(np.fft.rfft(steps[1].payload))
-    assert np.argmax(tone) * 8000 / 4000 == pytest.approx(330, abs=4)  # the class's sine tone survives
-
-
-def test_no_audio_stream_is_absent_not_failed(tmp_path):
-    clip = make_clip(tmp_path / "silent.mp4", duration=1.0, audio=False)
-    with pytest.raises(FieldAbsent, match="no audio stream"):
-        list(read_audio(VideoInput(clip, "s"), probe(clip), AudioInput(), 30))
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,8 @@ from mmcache.encoders import REGISTRY, build_encoder, check_encoder_arg
 from mmcache.errors import EncoderError
 from mmcache.pipeline import Job, PipelineStats, cpu_count, resolve_decoders, run_encoder
 from mmcache.probe import probe
-from mmcache.readers import read_text
 from mmcache.synth import make_clip
-from mmcache.types import TextInput, VideoInput
+from mmcache.types import VideoInput
 
 
 def jobs_for(paths):
@@ -52,32 +51,6 @@ def test_a_video_failing_mid_decode_does_not_stop_the_others(tmp_path, clips):
     assert out[0].status in ("ok", "failed")  # ffmpeg may salvage frames before the damage; never a crash
     if out[0].status == "ok":
         assert 1 <= len(out[0].feats) <= 6
-
-
-def test_embedded_subtitle_stream_gives_cues(tmp_path):
-    clip = make_clip(tmp_path / "a.mp4", duration=2.0, subtitles="hello from the sidecar")
-    mkv = tmp_path / "embedded.mkv"
-    ffmpeg(
-        "-i",
-        str(clip),
-        "-i",
-        str(clip.with_suffix(".srt")),
-        "-map",
-        "0",
-        "-map",
-        "1",
-        "-c",
-        "copy",
-        "-c:s",
-        "srt",
-        str(mkv),
-    )
-    info = probe(mkv)
-    assert info.subtitles == ["subrip"]
-    steps = list(read_text(VideoInput(mkv, "embedded.mkv"), info, TextInput(), 30))
-    # remuxing shifts the stream by the mp4's 23 ms audio priming: the cues keep the file's own timeline
-    assert [s.payload for s in steps] == ["hello from the sidecar"] * 2
-    assert [t for s in steps for t in (s.start, s.end)] == pytest.approx([0.0, 1.0, 1.0, 2.0], abs=0.03)
 
 
 # -- several decoders feeding one encoder ---------------------------------------------------------
