@@ -57,7 +57,20 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from common import Bench, Meter, elapsed, log, machine_line, make_video, med, real_long_video, spread
+from common import (
+    Bench,
+    Disturbed,
+    Meter,
+    elapsed,
+    log,
+    machine_line,
+    make_video,
+    med,
+    real_long_video,
+    spread,
+    undisturbed,
+    wanting,
+)
 
 FPS = 8
 ENCODER = f"resnet18:weights=random,fps={FPS}"
@@ -236,17 +249,14 @@ class Measure:
 
 
 @dataclass
-class Round:
+class Round(Disturbed):
     video: str
     attempt: int
     order: list[str]
     measures: dict[str, Measure]
 
-    def max_others(self) -> float:
-        return max(m.others for m in self.measures.values())
-
-    def noisy(self, limit: float) -> bool:
-        return self.max_others() > limit
+    def stages(self) -> list[Measure]:
+        return list(self.measures.values())
 
     def speed_ratio(self, peer: str) -> float:
         return self.measures["mmcache"].fps / self.measures[peer].fps
@@ -317,13 +327,7 @@ def run_rounds(
     done: list[Round] = []
     turn = 0
     while True:
-        late = elapsed() > deadline
-        todo = [
-            v
-            for v in setups
-            if sum(r.video == v and not r.noisy(max_others) for r in done) < rounds
-            and sum(r.video == v for r in done) < (rounds if late else max_attempts)
-        ]
+        todo = wanting(setups, done, "video", rounds, max_others, rounds if elapsed() > deadline else max_attempts)
         if not todo:
             return done
         order = list(DECODERS[turn % 3 :] + DECODERS[: turn % 3])
@@ -345,8 +349,7 @@ def run_rounds(
 
 
 def used_rounds(all_rounds: list[Round], video: str, limit: float) -> list[Round]:
-    mine = [r for r in all_rounds if r.video == video]
-    return [r for r in mine if not r.noisy(limit)] or mine
+    return undisturbed([r for r in all_rounds if r.video == video], limit)
 
 
 def faster(ratio: float, peer: str) -> str:
@@ -550,14 +553,7 @@ def compare(name: str, s: Setup, desc: str) -> dict:
 
 def options(ap) -> None:
     ap.add_quick("--rounds", 3, 1, "undisturbed rounds per video", type=int)
-    ap.add_quick(
-        "--max-others",
-        0.25,
-        1.0,
-        "repeat a round when other processes used more than this share of the CPUs during one of its "
-        "measurements (1: never)",
-        type=float,
-    )
+    ap.add_max_others(0.25, "one of its measurements")
     ap.add_argument(
         "--repeat-until",
         type=float,

@@ -37,19 +37,27 @@ from pathlib import Path
 
 from common import (
     Bench,
+    Disturbed,
     Meter,
+    Stage,
+    decode_only,
+    encode_only,
     extraction_rss,
     field_storage,
     harmonic,
+    jobs_for,
     log,
     machine_line,
     make_long_video,
     make_video,
     med,
     real_long_video,
+    run_encoder_only,
     spread,
+    undisturbed,
     verdict,
     wait_quiet,
+    wanting,
 )
 
 FPS = 8
@@ -68,18 +76,7 @@ PEAK_RSS_MAX = 1.5e9  # bytes ("1.5 GB", decimal: the stricter reading)
 
 
 @dataclass
-class Stage:
-    fps: float  # frames per second of wall time
-    cpu: float  # our CPU seconds per frame (all threads and ffmpeg)
-    others: float  # share of the machine's CPUs used by other processes meanwhile
-
-    @classmethod
-    def of(cls, frames: int, m: Meter) -> Stage:
-        return cls(frames / m.wall, m.cpu / frames, m.others)
-
-
-@dataclass
-class Round:
+class Round(Disturbed):
     """One config measured back to back: decode only, encode only, run_encoder, extract."""
 
     cfg: str
@@ -96,43 +93,11 @@ class Round:
     def stages(self) -> list[Stage]:
         return [self.decode, self.encode, self.run_encoder, self.extract]
 
-    def max_others(self) -> float:
-        return max(st.others for st in self.stages())
-
-    def noisy(self, threshold: float) -> bool:
-        return self.max_others() > threshold
-
     def harmonic(self) -> float:
         return harmonic(self.decode.fps, self.encode.fps)
 
     def ratio(self, which: str = "extract") -> float:
         return getattr(self, which).fps / self.harmonic()
-
-
-def decode_only(video, info, spec) -> tuple[list, Stage]:
-    from mmcache.readers import read_frames
-
-    with Meter() as m:
-        frames = [step.payload for step in read_frames(video, info, spec, timeout=120)]
-    return frames, Stage.of(len(frames), m)
-
-
-def encode_only(enc, frames: list) -> Stage:
-    bs = enc.batch_size
-    with Meter() as m:
-        for i in range(0, len(frames), bs):
-            enc.encode(frames[i : i + bs])
-    return Stage.of(len(frames), m)
-
-
-def run_encoder_only(enc, job) -> Stage:
-    from mmcache.pipeline import run_encoder
-
-    with Meter() as m:
-        outs = list(run_encoder(enc, [job], timeout=120))
-    if outs[0].status != "ok":
-        raise RuntimeError(f"run_encoder failed: {outs[0].reason}")
-    return Stage.of(len(outs[0].feats), m)
 
 
 def extract_once(video_path: Path, arg: str, cache: Path) -> tuple[Stage, dict]:
@@ -172,16 +137,11 @@ def speed_rounds(
     `max_others` of the machine during a stage; disturbed rounds are kept (marked) and repeated, up
     to `max_attempts` per config."""
     from mmcache.encoders import build_encoder
-    from mmcache.pipeline import Job
-    from mmcache.probe import probe
-    from mmcache.types import VideoInput
 
-    video = VideoInput(path=video_path, source=video_path.name)
-    info = probe(video_path)
-    job = Job("0" * 24, video, info)
+    (job,) = jobs_for([video_path])
     encs = {cfg: build_encoder(ENCODER + extra) for cfg, extra in CONFIGS.items()}
     spec = next(iter(encs.values())).input
-    frames, _ = decode_only(video, info, spec)  # also warms the page cache
+    frames, _ = decode_only(job, spec)  # also warms the page cache
     for enc in encs.values():
         enc.encode(frames[: enc.batch_size])  # warm-up: oneDNN primitive creation, allocator
     results: list[Round] = []
@@ -189,12 +149,7 @@ def speed_rounds(
     max_attempts = max_attempts or 2 * rounds
     turn = 0
     while True:
-        todo = [
-            c
-            for c in CONFIGS
-            if sum(r.cfg == c and not r.noisy(max_others) for r in results) < rounds
-            and sum(r.cfg == c for r in results) < max_attempts
-        ]
+        todo = wanting(CONFIGS, results, "cfg", rounds, max_others, max_attempts)
         if not todo:
             return results, store
         cfg = todo[turn % len(todo)]
@@ -204,8 +159,8 @@ def speed_rounds(
             if seen > max_others:
                 log(f"others still use {seen:.0%} of the machine after waiting 120 s; measuring anyway")
         enc = encs[cfg]
-        _, dec = decode_only(video, info, spec)
-        rnd = Round(cfg, dec, encode_only(enc, frames), run_encoder_only(enc, job), None)
+        _, dec = decode_only(job, spec)
+        rnd = Round(cfg, dec, Stage.of(*encode_only(enc, frames)), run_encoder_only(enc, job), None)
         rnd.extract, store[cfg] = extract_once(video_path, ENCODER + CONFIGS[cfg], work / f"cache-{cfg}")
         results.append(rnd)
         log(
@@ -219,18 +174,10 @@ def speed_rounds(
 # report
 
 
-def _used(all_rounds: list[Round], limit: float) -> dict[str, list[Round]]:
-    used: dict[str, list[Round]] = {}
-    for c in CONFIGS:
-        mine = [r for r in all_rounds if r.cfg == c]
-        used[c] = [r for r in mine if not r.noisy(limit)] or mine  # medians over undisturbed rounds
-    return used
-
-
 def render_video(v: dict, all_rounds: list[Round], limit: float, verdicts: list[bool]) -> list[str]:
     """One video's absolute speeds and pipeline-ratio targets."""
     cfgs = list(CONFIGS)
-    used = _used(all_rounds, limit)
+    used = {c: undisturbed([r for r in all_rounds if r.cfg == c], limit) for c in cfgs}
     kept = ", ".join(f"{c} {len(used[c])}" for c in cfgs)
     noisy = [c for c in cfgs if all(r.noisy(limit) for r in used[c])]
     others = [st.others for c in cfgs for r in used[c] for st in r.stages()]
@@ -366,13 +313,7 @@ def options(ap) -> None:
     ap.add_quick("--real-rounds", 2, 1, "undisturbed rounds per config on the real video (0 skips)", type=int)
     ap.add_quick("--real-copies", 12, 1, "bigbuckbunny.mp4 (5.3 s) copies joined into the real video", type=int)
     ap.add_quick("--rss-seconds", 600, 120, "length of the RSS video (0 skips)", type=int)
-    ap.add_quick(
-        "--max-others",
-        0.15,
-        1.0,
-        "repeat a round when other processes used more than this share of the CPUs during one of its stages (1: never)",
-        type=float,
-    )
+    ap.add_max_others(0.15, "one of its stages")
 
 
 def measure(a) -> dict:

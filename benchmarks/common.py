@@ -117,6 +117,100 @@ def log(msg: str) -> None:
     print(f"[{elapsed():6.1f}s] {msg}", flush=True)
 
 
+class Disturbed:
+    """A round of measurements (`stages()`, each with `others`): disturbed when other processes used more
+    than a limit of the CPUs during one of them."""
+
+    def max_others(self) -> float:
+        return max(st.others for st in self.stages())
+
+    def noisy(self, limit: float) -> bool:
+        return self.max_others() > limit
+
+
+def wanting(keys, done: list, key: str, rounds: int, limit: float, attempts: int) -> list:
+    """The keys (e.g. videos, configs) with fewer than `rounds` undisturbed rounds in `done` (rounds whose
+    attribute `key` names them) and fewer than `attempts` rounds in all: what the next round measures."""
+    mine = {k: [r for r in done if getattr(r, key) == k] for k in keys}
+    return [k for k, rs in mine.items() if sum(not r.noisy(limit) for r in rs) < rounds and len(rs) < attempts]
+
+
+def undisturbed(rounds: list, limit: float) -> list:
+    """The undisturbed rounds, or all of them when every one was disturbed: what medians are taken over."""
+    return [r for r in rounds if not r.noisy(limit)] or rounds
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline's stages, each measured on its own (bench_extract, bench_gpu, profile_pipeline)
+
+
+@dataclass
+class Stage:
+    fps: float  # frames per second of wall time
+    cpu: float  # our CPU seconds per frame (all threads and ffmpeg)
+    others: float  # share of the machine's CPUs used by other processes meanwhile
+
+    @classmethod
+    def of(cls, frames: int, m: Meter) -> Stage:
+        return cls(frames / m.wall, m.cpu / frames, m.others)
+
+
+def jobs_for(paths: list[Path]) -> list:
+    """A pipeline Job per video, probed; the same file may be listed twice: jobs are told apart by their
+    position (the key)."""
+    from mmcache.pipeline import Job
+    from mmcache.probe import probe
+    from mmcache.types import VideoInput
+
+    return [Job(f"{i:024x}", VideoInput(p, p.name), probe(p)) for i, p in enumerate(paths)]
+
+
+def decode_only(job, spec, keep: bool = True) -> tuple[list, Stage]:
+    """Drain mmcache.readers.read_frames for one video and `spec`, keeping the frames or only counting."""
+    from mmcache.readers import read_frames
+
+    with Meter() as m:
+        steps = read_frames(job.video, job.info, spec, timeout=120)
+        frames = [step.payload for step in steps] if keep else [None] * sum(1 for _ in steps)
+    return frames, Stage.of(len(frames), m)
+
+
+def sync(device) -> None:
+    """Wait for the GPU's queued work (nothing on a CPU)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def encode_only(enc, frames: list, min_seconds: float = 0.0) -> tuple[int, Meter]:
+    """encoder.encode over `frames` in batches of its batch_size, all of them again until `min_seconds`
+    have passed (once by default), synchronised with the device; the steps encoded."""
+    batches = [frames[i : i + enc.batch_size] for i in range(0, len(frames), enc.batch_size)]
+    steps = 0
+    with Meter() as m:
+        t0 = time.perf_counter()
+        while True:
+            for b in batches:
+                enc.encode(b)
+                steps += len(b)
+            sync(enc.device)
+            if time.perf_counter() - t0 >= min_seconds:
+                break
+    return steps, m
+
+
+def run_encoder_only(enc, job) -> Stage:
+    """mmcache.pipeline.run_encoder on one video (decode thread + batched encode), no writing."""
+    from mmcache.pipeline import run_encoder
+
+    with Meter() as m:
+        (out,) = run_encoder(enc, [job], timeout=120)
+    if out.status != "ok":
+        raise RuntimeError(f"run_encoder failed: {out.reason}")
+    return Stage.of(len(out.feats), m)
+
+
 # ---------------------------------------------------------------------------------------------
 # peak memory, of a child process and of what it starts
 
@@ -410,6 +504,11 @@ class Options(argparse.ArgumentParser):
         """An option that defaults to `full`, or to `quick` in a --quick run."""
         action = self.add_argument(flag, help=f"{help} (default {full}; quick {quick})", **kw)
         self.quick_defaults[action.dest] = (full, quick)
+
+    def add_max_others(self, full: float, during: str) -> None:
+        """--max-others: the share of the CPUs other processes may use during a measurement of a round."""
+        help = f"repeat a round when other processes used more than this share of the CPUs during {during} (1: never)"
+        self.add_quick("--max-others", full, 1.0, help, type=float)
 
     def resolve(self, a: argparse.Namespace, custom: tuple[str, ...]) -> argparse.Namespace:
         """`a.custom`: the options among `custom` given another value than their default (as

@@ -25,15 +25,28 @@ import json
 import os
 import queue
 import resource
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
-from common import ROOT, Meter, extraction_rss, harmonic, make_long_video, make_video
+from common import (
+    ROOT,
+    Meter,
+    Stage,
+    decode_only,
+    encode_only,
+    extraction_rss,
+    harmonic,
+    jobs_for,
+    make_long_video,
+    make_video,
+    med,
+    run_encoder_only,
+)
 
 VIDEO_SECONDS = int(os.environ.get("BENCH_VIDEO_SECONDS", "64"))  # knobs: --seconds, passed to the children
 
@@ -112,39 +125,20 @@ def build(dtype: str, knobs: dict):
     return build_encoder(arg)
 
 
-def job_for(path: Path):
-    from mmcache.pipeline import Job
-    from mmcache.probe import probe
-    from mmcache.types import VideoInput
-
-    return Job("0" * 24, VideoInput(path=path, source=path.name), probe(path))
-
-
 # ---------------------------------------------------------------------------------------------
 # one child of the knob sweep
 
 
 def measure_child(variant: str, dtype: str) -> dict:
-    from mmcache.pipeline import run_encoder
-    from mmcache.readers import read_frames
-
+    """Decode only, encode only and run_encoder back to back, as bench_extract measures them."""
     apply_knobs(VARIANTS[variant][1])
     enc = build(dtype, VARIANTS[variant][1])
-    job = job_for(test_video())
-    frames = [s.payload for s in read_frames(job.video, job.info, enc.input, 120)]
+    (job,) = jobs_for([test_video()])
+    frames, _ = decode_only(job, enc.input)
     enc.encode(frames[: enc.batch_size])  # warm-up
-    out = {}
-    with Meter() as m:
-        n = sum(1 for _ in read_frames(job.video, job.info, enc.input, 120))
-    out["decode"] = {"fps": n / m.wall, "cpu": m.cpu / n, "others": m.others}
-    with Meter() as m:
-        for i in range(0, len(frames), enc.batch_size):
-            enc.encode(frames[i : i + enc.batch_size])
-    out["encode"] = {"fps": len(frames) / m.wall, "cpu": m.cpu / len(frames), "others": m.others}
-    with Meter() as m:
-        (o,) = list(run_encoder(enc, [job], timeout=120))
-    out["pipeline"] = {"fps": len(o.feats) / m.wall, "cpu": m.cpu / len(o.feats), "others": m.others}
-    return out
+    decode = decode_only(job, enc.input, keep=False)[1]
+    encode = Stage.of(*encode_only(enc, frames))
+    return {k: asdict(v) for k, v in (("decode", decode), ("encode", encode), ("pipeline", run_encoder_only(enc, job)))}
 
 
 def knobs(rounds: int, dtype: str, variants: list[str]) -> None:
@@ -171,7 +165,6 @@ def knobs(rounds: int, dtype: str, variants: list[str]) -> None:
                 f"pipeline {out['pipeline']['fps']:6.1f} frames/s (others {out['pipeline']['others']:.0%})",
                 flush=True,
             )
-    med = statistics.median
     base = results["default"]
     print(f"\nresnet18 {dtype}, {VIDEO_SECONDS} s 720p video at 8 frames/s, {rounds} rounds, medians:\n")
     print(
@@ -238,7 +231,7 @@ def breakdown(dtype: str) -> None:
     from mmcache.readers import READERS
 
     enc = build(dtype, {})
-    job = job_for(test_video())
+    (job,) = jobs_for([test_video()])
     frames = [s.payload for s in READERS["frames"](job.video, job.info, enc.input, 120)]
     enc.encode(frames[: enc.batch_size])  # warm-up
     tm = _Timer()
