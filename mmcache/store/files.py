@@ -77,6 +77,8 @@ def _step(parent: int, name: str, flags: int, root: Path, upto: str) -> int:
                 mode = 0
             if stat.S_ISLNK(mode):
                 raise CacheError(f"{root / upto}: a symlink inside the cache: refused") from None
+            if stat.S_ISREG(mode):  # a file where the path needs a folder
+                raise CacheError(f"{root / upto}: a regular file, not a directory: refused") from None
             raise CacheError(f"{root / upto}: {_kind(mode)}, not a directory or regular file: refused") from None
         raise CacheError(f"{root / upto}: cannot read ({e.strerror or e})") from None
 
