@@ -183,10 +183,12 @@ class Cache:
         return reader.read(key)
 
     def close(self) -> None:
-        """Close the files `read_sample` keeps open (reading again reopens them)."""
+        """Close the files `read_sample` keeps open and stop background fetches (reading again
+        reopens them)."""
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
+        self.transport.close()
 
     def __enter__(self) -> Cache:
         return self
@@ -326,14 +328,20 @@ class FieldReader:
 
 
 def open_cache(path: str | Path) -> Cache:
-    """A cache directory, or a remote one: `http(s)://host/cache/` or `pipe:CMD ... {path} ...`."""
+    """A cache directory, or a remote one: `s3://bucket/cache/` (or gs://, az://, hf://, any fsspec
+    URL), `http(s)://host/cache/`, or `pipe:CMD ... {path} ...`. Storage options and the fetch cache
+    come from `transport.configured(...)` (or MMCACHE_CACHE_DIR)."""
     transport = transport_for(path)
     if isinstance(transport, LocalTransport):
         root = transport.root
         manifest = load_manifest(root)
     else:
-        root, data = path, transport.manifest()
-        manifest = None if data is None else parse_manifest(data, transport.label("manifest.json"))
+        root = path
+        try:
+            data = transport.manifest(missing_ok=False)
+        except Missing as e:
+            raise CacheError(f"{root} is not an mmcache cache ({e})") from None
+        manifest = parse_manifest(data, transport.label("manifest.json"))
     if manifest is None:
         raise CacheError(f"{root} is not an mmcache cache (no manifest.json)")
     return Cache(root, manifest, transport)
@@ -343,6 +351,7 @@ def verify_cache(path: str | Path) -> list[str]:
     """Every problem found, each naming the file; an empty list means the cache is intact. A remote
     cache is read once, file by file (tar shards streamed, HDF5 shards through a temp file)."""
     cache = open_cache(path)
+    cache.transport.fetched = None  # verify reads the remote itself, never the fetch cache
     problems: list[str] = []
     ok_keys: dict[str, set[str]] = {}
     for shard in cache.shards:

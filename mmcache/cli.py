@@ -109,6 +109,57 @@ class RichProgress:
         self.bar.console.print(text)
 
 
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        "-S",
+        metavar="KEY=VALUE",
+        help="An option for the fsspec backend of a URL (s3://, gs://, az://, hf://), e.g. "
+        "endpoint_url=http://127.0.0.1:9000 or anon=true; repeat for several. Credentials come from the "
+        "backend's usual places (env vars, profiles); mmcache never prints or stores them.",
+    ),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Keep remote files fetched here by sha256 and read them from here next time "
+        "[default: $MMCACHE_CACHE_DIR, else none].",
+    ),
+]
+LOCATION_HELP = "Cache directory or URL: s3://, gs://, az://, hf://, http(s)://, or pipe:CMD with {path}."
+
+
+def remote_settings(storage_option: list[str] | None, cache_dir: Path | None = None):
+    """Transports made inside this context use the command line's storage options and fetch cache."""
+    from .transport import configured, parse_storage_options
+
+    return configured(parse_storage_options(storage_option), cache_dir)
+
+
+class ByteProgress:
+    """push/pull progress: bytes moved, as a rich bar with a transfer speed (on stderr)."""
+
+    def __init__(self):
+        from rich.progress import DownloadColumn, TransferSpeedColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description:<8}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, task: str, done: int, total: int) -> None:
+        if task not in self.tasks:
+            self.tasks[task] = self.bar.add_task(task, total=total)
+        self.bar.update(self.tasks[task], completed=done, total=total)
+
+
 THREADS_HELP = "Threads of this process: torch's and each ffmpeg decode's (default: all cores); features do not change."
 
 
@@ -232,14 +283,16 @@ def finalize(cache: Annotated[Path, typer.Argument(help="Cache directory holding
 @app.command()
 @clean_errors
 def inspect(
-    cache: Annotated[str, typer.Argument(help="Cache directory, http(s):// URL, or pipe:CMD with {path}.")],
+    cache: Annotated[str, typer.Argument(help=LOCATION_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    storage_option: StorageOptions = None,
 ):
     """Fields, dims, dtypes, samples ok/failed, bytes and fingerprints of a cache."""
     from .cache import open_cache
 
-    c = open_cache(cache)
-    summary = _summary(c)
+    with remote_settings(storage_option):
+        c = open_cache(cache)
+        summary = _summary(c)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")
         return
@@ -305,11 +358,13 @@ def _human(n: int) -> str:
 
 @app.command()
 @clean_errors
-def verify(cache: Annotated[str, typer.Argument(help="Cache directory, http(s):// URL, or pipe:CMD with {path}.")]):
-    """Recompute every file's size, sha256, sample and step counts; exit 1 naming each bad file."""
+def verify(cache: Annotated[str, typer.Argument(help=LOCATION_HELP)], storage_option: StorageOptions = None):
+    """Recompute every file's size, sha256, sample and step counts; exit 1 naming each bad file.
+    A remote cache is read from the remote itself (never from a fetch cache)."""
     from .cache import verify_cache
 
-    problems = verify_cache(cache)
+    with remote_settings(storage_option):
+        problems = verify_cache(cache)
     for p in problems:
         err.print(f"[bold red]bad:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if problems:
@@ -331,6 +386,8 @@ def stats(
         bool, typer.Option(help="Record them in the manifest under fields.<f>.stats (--no-record: only print).")
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full per-dimension stats as JSON.")] = False,
+    storage_option: StorageOptions = None,
+    cache_dir: CacheDir = None,
 ):
     """Per-dimension mean/std of every stored step of a field (out of core, float64), for normalisation."""
     from .stats import compute_stats, record_stats
@@ -338,10 +395,11 @@ def stats(
 
     changed: list[str] = []
     recorded = record and not is_url(cache)
-    if recorded:
-        result, changed = record_stats(cache, field)
-    else:
-        result = compute_stats(cache, field)
+    with remote_settings(storage_option, cache_dir):
+        if recorded:
+            result, changed = record_stats(cache, field)
+        else:
+            result = compute_stats(cache, field)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
@@ -379,12 +437,14 @@ def merge(
         bool,
         typer.Option(help="Leave out fields that only some inputs have (default: refuse; a field needs every shard)."),
     ] = False,
+    storage_option: StorageOptions = None,
+    cache_dir: CacheDir = None,
 ):
     """Union of several caches' samples (deduplicated by key) in a new cache; fingerprints must agree."""
     from .merge import merge_caches
 
     progress = RichProgress()
-    with progress.bar:
+    with progress.bar, remote_settings(storage_option, cache_dir):
         report = merge_caches(inputs, out_dir, allow_partial=allow_partial, progress=progress)
     for name, holders in report.dropped_fields.items():
         err.print(
@@ -413,13 +473,16 @@ def diff(
     b: Annotated[str, typer.Argument(help="Second cache.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
     limit: Annotated[int, typer.Option(help="Samples listed per group in the text output.")] = 20,
+    storage_option: StorageOptions = None,
+    cache_dir: CacheDir = None,
 ):
     """Fields, fingerprint keys and samples that differ between two caches. Exit 0 when they hold the
     same fields and samples, 1 when they differ, 2 on trouble (like diff)."""
     from .diff import diff_caches
 
     try:
-        d = diff_caches(a, b)
+        with remote_settings(storage_option, cache_dir):
+            d = diff_caches(a, b)
     except MMCacheError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -463,6 +526,64 @@ def _print_diff(d: dict, limit: int) -> None:
             f"only in {b} for {len(sides['only_b'])}"
         )
     p(f"{s['common']} sample(s) in both; fields in both and made the same way: {', '.join(f['same']) or 'none'}")
+
+
+# -- publishing: push, pull -------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def push(
+    cache: Annotated[str, typer.Argument(help="The cache to publish (a directory, or any cache location).")],
+    url: Annotated[str, typer.Argument(help="Where to: s3://bucket/prefix/, gs://, az://, hf://..., or a directory.")],
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Files in flight.", show_default=True)] = 4,
+    storage_option: StorageOptions = None,
+):
+    """Upload a cache: every file checked against its sha256, files first and the manifest last (a
+    reader never sees a manifest naming a missing file). Files already there with the same sha256 are
+    skipped, so an interrupted push resumes. Over an existing cache, adds new shards and fields and
+    refuses a field whose fingerprint differs."""
+    from .publish import push as push_cache
+
+    progress = ByteProgress()
+    with progress.bar, remote_settings(storage_option):
+        r = push_cache(cache, url, jobs=jobs, progress=progress)
+    out.print(
+        f"pushed {cache} to {url}: {r.copied} file(s) uploaded ({_human(r.bytes_copied)}), {r.skipped} already there; "
+        f"fields: {', '.join(r.fields) or 'none'}"
+        + (f" (kept from {url}: {', '.join(r.kept_fields)})" if r.kept_fields else "")
+        + ("" if r.manifest_written else "; manifest unchanged"),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@clean_errors
+def pull(
+    url: Annotated[str, typer.Argument(help=LOCATION_HELP)],
+    out_dir: Annotated[Path, typer.Argument(help="Local directory for the copy (new, or an interrupted pull).")],
+    fields: Annotated[
+        str | None, typer.Option("--fields", help="Comma-separated fields to pull (default: all).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Files in flight.", show_default=True)] = 4,
+    storage_option: StorageOptions = None,
+    cache_dir: CacheDir = None,
+):
+    """Download a cache (or some of its fields), every file checked against its size and sha256 as it
+    arrives; the manifest is written last. Re-run an interrupted pull to resume it."""
+    from .publish import pull as pull_cache
+
+    chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    progress = ByteProgress()
+    with progress.bar, remote_settings(storage_option, cache_dir):
+        r = pull_cache(url, out_dir, fields=chosen, jobs=jobs, progress=progress)
+    out.print(
+        f"pulled {url} into {out_dir}: {r.copied} file(s) downloaded ({_human(r.bytes_copied)}), {r.skipped} already "
+        f"there; fields: {', '.join(r.fields) or 'none'}; verified (sizes, sha256)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 if __name__ == "__main__":  # `python -m mmcache.cli ...`

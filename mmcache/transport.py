@@ -1,4 +1,5 @@
-"""Moving a cache's bytes: a local directory, an http(s):// URL, or a `pipe:` command. A transport
+"""Moving a cache's bytes: a local directory, an http(s):// URL, an object store or the Hugging Face
+Hub through fsspec (s3://, gs://, az://, hf://, ...: objectstore.py), or a `pipe:` command. A transport
 knows relative paths, sizes and sha256 digests; it knows nothing of shard formats (reading.py
 composes a transport with a format, store/formats.py).
 
@@ -11,20 +12,30 @@ manifest cannot make a reader fetch anything outside the cache.
   reads map the file and do not hash (verify does), checked reads hash what they read.
 * `http://host/cache/` (or `.../cache/manifest.json`): files are fetched with urllib (redirects only
   to http/https, retries on connection errors and 5xx before any byte is read).
+* `s3://bucket/cache/`, `gs://`, `az://`, `hf://datasets/org/name/...` and any other fsspec URL:
+  each file fetched whole in one bounded request, several in flight (objectstore.py);
+  `storage_options` (e.g. an S3 `endpoint_url`) go to the backend, credentials come from its usual
+  places.
 * `pipe:CMD ... {path} ...`: the command is split with `shlex.split` (never a shell) and run once
   per file with `{path}` replaced by the file's relative path in each argument, its stdout being
   the file, e.g. `pipe:aws s3 cp s3://bucket/cache/{path} -` or `pipe:ssh host cat /data/cache/{path}`.
 
 Remote bytes are hashed as they arrive and checked against the size and sha256 the manifest records,
 and no read goes past the listed size, so a cut, altered or endless transfer is an error, never
-silently fewer samples.
+silently fewer samples. With a fetch cache (`--cache-dir`, `MMCACHE_CACHE_DIR`; fetched.py) a remote
+file that matched its manifest is kept locally under its sha256 and read from there next time.
+
+Where a cache comes from is one `transport_for(location)`; the options a command line or a config
+gives (`storage_options`, `cache_dir`) apply to every transport made inside `configured(...)`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import http.client
+import json
 import os
 import shlex
 import subprocess
@@ -34,11 +45,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from . import __version__
 from .errors import CacheError
+from .fetched import FetchedFiles
+from .objectstore import ObjectStore
+from .store.atomic import sha256_file
 from .store.files import MissingFile, check_size, checked_path, open_listed
 from .store.manifest import MANIFEST, MAX_MANIFEST_BYTES
 from .store.mapped import map_fd, prefetch, read_fd
@@ -50,27 +65,88 @@ HTTP_ATTEMPTS = 3  # connection errors and 5xx answers are retried before any by
 Missing = MissingFile  # the file does not exist at the source (no such file, HTTP 404)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How remote caches are reached: options for the fsspec backend (never printed) and the folder
+    of fetched files (None: no fetch cache; default $MMCACHE_CACHE_DIR)."""
+
+    storage_options: dict = field(default_factory=dict)
+    cache_dir: Path | None = None
+
+
+_SETTINGS: contextvars.ContextVar[Settings | None] = contextvars.ContextVar("mmcache_transport", default=None)
+
+
+def current_settings() -> Settings:
+    s = _SETTINGS.get()
+    if s is not None:
+        return s
+    env = os.environ.get("MMCACHE_CACHE_DIR")
+    return Settings(cache_dir=Path(env) if env else None)
+
+
+@contextlib.contextmanager
+def configured(storage_options: dict | None = None, cache_dir: str | os.PathLike | None = None) -> Iterator[Settings]:
+    """Transports made inside use these storage options and fetch cache (cache_dir None: the
+    environment's MMCACHE_CACHE_DIR, if any)."""
+    base = current_settings()
+    s = Settings(
+        storage_options={**base.storage_options, **(storage_options or {})},
+        cache_dir=Path(cache_dir) if cache_dir else base.cache_dir,
+    )
+    token = _SETTINGS.set(s)
+    try:
+        yield s
+    finally:
+        _SETTINGS.reset(token)
+
+
+def parse_storage_options(items: list[str] | None) -> dict:
+    """`key=value` pairs (a command line's `--storage-option`) as backend options: values read as JSON
+    when they are JSON (true, 3, null, {"a": 1}), else as text; `a.b=v` nests ({"a": {"b": v}})."""
+    opts: dict = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise CacheError(f"--storage-option {item.split('=')[0]!r}: expected key=value")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, last = key.strip().split(".")
+        node = opts
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise CacheError(f"--storage-option {key}: {p} is given both as a value and as a group")
+        node[last] = value
+    return opts
+
+
 def is_url(location: str | os.PathLike) -> bool:
     return isinstance(location, str) and (location.startswith("pipe:") or "://" in location)
 
 
-def transport_for(location: str | os.PathLike) -> Transport:
-    """The transport of a cache given as a directory, file:// or http(s):// URL, or pipe: command."""
+def transport_for(location: str | os.PathLike, settings: Settings | None = None) -> Transport:
+    """The transport of a cache given as a directory, a file:// or http(s):// URL, an fsspec URL
+    (s3://, gs://, az://, hf://, ...), or a pipe: command."""
     if not isinstance(location, str):
         return LocalTransport(Path(location))
-    if location.startswith("pipe:"):
-        return PipeTransport(location[len("pipe:") :])
-    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
-    if scheme in ("http", "https"):
-        return HttpTransport(location)
+    scheme = location.split("://", 1)[0].lower() if "://" in location and not location.startswith("pipe:") else ""
     if scheme == "file":
         return LocalTransport(Path(urllib.parse.unquote(urllib.parse.urlparse(location).path)))
-    if scheme:
-        raise CacheError(
-            f"{location}: unsupported URL scheme {scheme!r}; use a directory, http(s)://, or a pipe: "
-            "command with {path}, e.g. 'pipe:aws s3 cp s3://bucket/cache/{path} -'"
-        )
-    return LocalTransport(Path(location))
+    if not scheme and not location.startswith("pipe:"):
+        return LocalTransport(Path(location))
+    settings = settings or current_settings()
+    if location.startswith("pipe:"):
+        t: Transport = PipeTransport(location[len("pipe:") :])
+    elif scheme in ("http", "https"):
+        t = HttpTransport(location)
+    else:
+        t = ObjectTransport(location, settings.storage_options)
+    if settings.cache_dir is not None:
+        t.fetched = FetchedFiles(settings.cache_dir)
+    return t
 
 
 class Transport:
@@ -79,6 +155,16 @@ class Transport:
 
     remote = True
     location: str
+    fetched: FetchedFiles | None = None  # remote files kept locally by sha256 (fetched.py)
+
+    @property
+    def whole_files(self) -> bool:
+        """Whether readers should ask for whole files (`read`) rather than streams: true for object
+        stores (one request per file) and whenever fetched files are kept locally."""
+        return self.fetched is not None
+
+    def close(self) -> None:
+        """Stop background fetches (remote transports)."""
 
     def label(self, rel: str) -> str:
         """How errors name the file `rel`."""
@@ -91,13 +177,16 @@ class Transport:
     def prefetch(self, entry: dict) -> None:
         """Start fetching a file that will be read next (a hint; local files only)."""
 
-    def manifest(self) -> bytes | None:
-        """The bytes of manifest.json (at most MAX_MANIFEST_BYTES), or None when there is none."""
+    def manifest(self, missing_ok: bool = True) -> bytes | None:
+        """The bytes of manifest.json (at most MAX_MANIFEST_BYTES), or None when there is none
+        (`missing_ok`; else Missing, saying why, e.g. no such bucket)."""
         try:
             with self.open(MANIFEST) as f:
                 return HashingReader(f, self.label(MANIFEST), MAX_MANIFEST_BYTES).read()
         except Missing:
-            return None
+            if missing_ok:
+                return None
+            raise
 
     def size(self, entry: dict) -> int | None:
         """The file's size when it is known without reading it (local files), else None."""
@@ -105,12 +194,29 @@ class Transport:
 
     def read(self, entry: dict, check: bool = True, mapped: bool = False):
         """A whole listed file in memory (a writable buffer), compared with its manifest size and
-        sha256 when `check`. `mapped`: an unchecked local read may map the file instead."""
-        with self.stream(entry) as reader:
-            data = bytearray(reader.read())
-        if check:
-            reader.check(entry)
+        sha256 when `check`. `mapped`: an unchecked local read may map the file instead. A remote file
+        that matches is kept in the fetch cache, and read from there next time."""
+        label = self.label(entry["path"])
+        if self.fetched is not None:
+            hit = self.fetched.get(entry)
+            if hit is not None:
+                data = bytearray(hit.read_bytes())
+                if hashlib.sha256(data).hexdigest() == entry["sha256"]:
+                    return data
+                self.fetched.drop(entry)  # damaged on this disk: fetch it again
+        data = self.fetch(entry)
+        if check or self.fetched is not None:
+            sha = hashlib.sha256(data).hexdigest()
+            if self.fetched is not None and (len(data), sha) == (entry["bytes"], entry["sha256"]):
+                self.fetched.put(entry, data)
+            if check:
+                check_digest(entry, len(data), sha, label)
         return data
+
+    def fetch(self, entry: dict) -> bytearray:
+        """The bytes of a listed file, unchecked, reading no more than one byte past its listed size."""
+        with self.stream(entry) as reader:
+            return bytearray(reader.read())
 
     @contextlib.contextmanager
     def stream(self, entry: dict) -> Iterator[HashingReader]:
@@ -131,15 +237,35 @@ class Transport:
     @contextlib.contextmanager
     def hashed_copy(self, entry: dict) -> Iterator[tuple[Path, int, str]]:
         """(a local copy of the file, its size, its sha256), not compared with the manifest (verify
-        reports differences itself); the copy is deleted afterwards."""
-        fd, tmp = tempfile.mkstemp(prefix="mmcache-", suffix=Path(entry["path"]).suffix)
-        try:
-            with os.fdopen(fd, "wb") as out, self.stream(entry) as reader:
-                while block := reader.read(CHUNK):
-                    out.write(block)
-            yield Path(tmp), reader.size, reader.hexdigest()
-        finally:
-            os.unlink(tmp)
+        reports differences itself). The copy is a temp file deleted afterwards, or, with a fetch
+        cache, the kept copy (a matching file is kept there)."""
+        if self.fetched is None:
+            fd, tmp = tempfile.mkstemp(prefix="mmcache-", suffix=Path(entry["path"]).suffix)
+            os.close(fd)
+            try:
+                size, sha = self._copy(entry, Path(tmp))
+                yield Path(tmp), size, sha
+            finally:
+                os.unlink(tmp)
+            return
+        hit = self.fetched.get(entry)
+        if hit is not None:
+            sha, size = sha256_file(hit)
+            if (size, sha) == (entry["bytes"], entry["sha256"]):
+                yield hit, size, sha
+                return
+            self.fetched.drop(entry)
+        with self.fetched.temp(entry) as tmp:
+            size, sha = self._copy(entry, tmp)
+            if (size, sha) == (entry["bytes"], entry["sha256"]):
+                tmp = self.fetched.keep(entry, tmp)
+            yield tmp, size, sha
+
+    def _copy(self, entry: dict, dest: Path) -> tuple[int, str]:
+        with open(dest, "wb") as out, self.stream(entry) as reader:
+            while block := reader.read(CHUNK):
+                out.write(block)
+        return reader.size, reader.hexdigest()
 
     def copy_to(self, entry: dict, dest: Path) -> None:
         """Write a listed file to `dest` (a temp path the caller publishes), checking it on the way."""
@@ -147,6 +273,35 @@ class Transport:
             while block := reader.read(CHUNK):
                 out.write(block)
         reader.check(entry)
+
+
+class ObjectTransport(Transport):
+    """A cache in an object store or on the Hub (objectstore.ObjectStore: fsspec): each file is
+    fetched whole in one request bounded by its listed size, the next ones in the background."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.store = ObjectStore(url, storage_options)
+        self.location = url
+
+    @property
+    def whole_files(self) -> bool:
+        return True
+
+    def label(self, rel: str) -> str:
+        return self.store.label(rel)
+
+    def open(self, rel: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self.store.open(rel)
+
+    def fetch(self, entry: dict) -> bytearray:
+        return bytearray(self.store.fetch(entry))
+
+    def prefetch(self, entry: dict) -> None:
+        if self.fetched is None or self.fetched.get(entry) is None:
+            self.store.prefetch(entry)
+
+    def close(self) -> None:
+        self.store.close()
 
 
 class LocalTransport(Transport):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mmcache.cli import clean_errors  # one error style for both commands: one line, exit 1
+from mmcache.cli import CacheDir, StorageOptions, clean_errors, remote_settings  # one error style: one line, exit 1
 
 app = typer.Typer(
     help="Train fusion and head layers on an mmcache feature cache, in seconds.",
@@ -112,8 +112,12 @@ def train(
     tensorboard: Annotated[bool, Opt(help="Write TensorBoard logs (off unless asked).")] = False,
     verify: Annotated[bool, Opt(help="Verify the cache first; --no-verify skips it (not recommended).")] = True,
     resume: Annotated[Path | None, Opt(help="Resume from a run's last.pt.")] = None,
+    storage_option: StorageOptions = None,
+    cache_dir: CacheDir = None,
 ):
     """Train a fusion + head on cached features; writes checkpoints, metrics.jsonl, report.md and plots."""
+    from mmcache.transport import parse_storage_options
+
     from .config import build_config, with_fields
     from .report import write_report
 
@@ -139,6 +143,8 @@ def train(
         unimodal_baselines=unimodal_baselines or None,
         tensorboard=tensorboard or None,
         verify=None if verify else False,
+        storage_options=parse_storage_options(storage_option) or None,
+        cache_dir=str(cache_dir) if cache_dir else None,
     )
     result, data, headline = _run(cfg, resume)
     baselines = {}
@@ -179,11 +185,14 @@ def evaluate(
     batch_size: Annotated[int | None, Opt(help="Eval batch size (metrics do not depend on it).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print all metrics as JSON.")] = False,
     verify: Annotated[bool, Opt(help="Verify the cache first.")] = True,
+    storage_option: StorageOptions = None,
+    cache_dir: CacheDir = None,
 ):
     """Metrics of a checkpoint on a split of a labelled cache."""
     from .predict import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(checkpoint, cache, split, labels, batch_size, verify)
+    with remote_settings(storage_option, cache_dir):
+        metrics = evaluate_checkpoint(checkpoint, cache, split, labels, batch_size, verify)
     if as_json:
         sys.stdout.write(json.dumps(metrics, indent=1) + "\n")
         return
@@ -205,13 +214,16 @@ def predict(
     cache: Annotated[str | None, Opt(help="Predict on this cache instead of raw videos.")] = None,
     out_csv: Annotated[Path, Opt("--out", help="Predictions CSV.")] = Path("predictions.csv"),
     work: Annotated[Path | None, Opt(help="Where raw-video features are cached (default: a temp dir).")] = None,
+    storage_option: StorageOptions = None,
+    cache_dir: CacheDir = None,
 ):
     """Write predictions with per-class scores, from a cache or from raw videos."""
     from .predict import predict_cache, predict_videos
 
     if bool(cache) == bool(videos):
         raise typer.BadParameter("give either --cache or videos")
-    n = predict_cache(checkpoint, cache, out_csv) if cache else predict_videos(checkpoint, videos, out_csv, work)
+    with remote_settings(storage_option, cache_dir):
+        n = predict_cache(checkpoint, cache, out_csv) if cache else predict_videos(checkpoint, videos, out_csv, work)
     out.print(f"{n} predictions -> {out_csv}", highlight=False)
 
 

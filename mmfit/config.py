@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -69,10 +69,14 @@ class TrainConfig:
     verify: bool = True  # verify the cache (sizes, hashes, counts) before training
     streaming: str = "auto"  # auto | never | always: stream shards instead of loading into memory
     memory_budget_gb: float = 4.0  # auto streams when the padded features would exceed this
+    storage_options: dict = field(default_factory=dict)  # for remote caches' fsspec backend; never stored
+    cache_dir: str | None = None  # keep fetched remote files here by sha256 (default $MMCACHE_CACHE_DIR)
 
     def to_dict(self) -> dict:
-        """The flat dict of every option (tuples as lists): config.yaml and checkpoints' `config`."""
+        """The flat dict of every option (tuples as lists): config.yaml and checkpoints' `config`.
+        Storage options are left out: they may hold credentials, and belong to the machine, not the run."""
         d = asdict(self)
+        d.pop("storage_options")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @property
@@ -111,6 +115,8 @@ class DataConfig:
     verify: bool
     streaming: str
     memory_budget_gb: float
+    storage_options: dict
+    cache_dir: str | None
 
     @property
     def caches(self) -> list[str]:

@@ -19,6 +19,7 @@ import torch
 from mmcache.cache import Cache, open_cache, verify_cache
 from mmcache.errors import CacheError
 from mmcache.store.manifest import fresh_stats
+from mmcache.transport import configured
 
 from .batches import Batch, Chunk, Stats, memory_chunks, normalise, pool_field
 from .config import DataConfig
@@ -95,12 +96,21 @@ class Data:
         self.normalised = True
 
 
-def open_caches(paths: list[str], verify: bool = True) -> list[Cache]:
-    """The caches at `paths`, each verified first (`verify`), their fingerprints agreeing."""
+def open_caches(
+    paths: list[str], verify: bool = True, storage_options: dict | None = None, cache_dir: str | None = None
+) -> list[Cache]:
+    """The caches at `paths`, their fingerprints agreeing. A local cache is verified first (`verify`);
+    a remote one is checked as it is read (every file's size and sha256: verifying it first would
+    download it twice). Remote ones are reached with `storage_options` and the fetch cache `cache_dir`."""
+    with configured(storage_options, cache_dir):
+        return _open_caches(paths, verify)
+
+
+def _open_caches(paths: list[str], verify: bool) -> list[Cache]:
     opened = []
     for path in paths:
         cache = open_cache(path)
-        if verify:
+        if verify and not cache.transport.remote:
             problems = verify_cache(path)
             if problems:
                 raise CacheError(
@@ -149,7 +159,7 @@ def load_data(
     A checkpoint's `classes` and `norm` are reused when given (eval/predict); with `labelled=False`
     every ok sample is loaded, as the test split."""
     training = classes is None  # eval/predict reuse a checkpoint's vocabulary
-    cache_list = open_caches(cfg.caches, cfg.verify)
+    cache_list = open_caches(cfg.caches, cfg.verify, cfg.storage_options, cfg.cache_dir)
     names = choose_fields(cfg.fields, cache_list)
     samples = ok_samples(cache_list)
     table, rows, classes, y = _targets(cfg, samples, classes, labelled)
