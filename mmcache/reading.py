@@ -4,13 +4,15 @@ Neither side knows the other; this module is where they meet, for plain reads (`
 verify (`scan`).
 
 How a field file is read depends only on what the two sides can do:
-* a local file whose format parses buffers (tar): mapped (plain reads) or read and hashed (checked),
-  then parsed whole;
+* a local file whose format parses buffers and streams (tar): mapped (plain reads) or read and hashed
+  (checked), then parsed whole;
 * a remote file read whole (object stores, and any remote with a fetch cache) whose format parses
-  buffers (tar): fetched in one request (or from the fetch cache), checked, then parsed whole;
+  buffers (tar, HDF5): fetched in one request (or from the fetch cache), checked, then parsed whole in
+  memory (no temp file);
 * a remote file whose format parses streams (tar over http or pipe:): parsed member by member as it
   arrives, hashed on the way;
-* a format that needs a file (HDF5): the local file itself, or a checked temp copy of a remote one.
+* otherwise (HDF5 locally, or over http or pipe:): the local file itself, or a checked temp copy of a
+  remote one (h5py reads files fastest).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def iter_file(t: Transport, entry: dict, fmt: ShardFormat, check: bool | None = 
     its last sample when they differ (callers that keep a whole shard see the error before using it)."""
     check = t.remote if check is None else check
     label = t.label(entry["path"])
-    if fmt.parse is not None and (not t.remote or t.whole_files):
+    if _buffered(t, fmt):
         yield from fmt.parse(t.read(entry, check=check, mapped=True), label)
     elif fmt.stream is not None:
         with t.stream(entry) as reader:
@@ -47,6 +49,13 @@ def iter_file(t: Transport, entry: dict, fmt: ShardFormat, check: bool | None = 
     else:
         with t.local_file(entry, check) as path:
             yield from _relabel(fmt.read(path), path, label)
+
+
+def _buffered(t: Transport, fmt: ShardFormat) -> bool:
+    """Whether a field file is read whole into memory, then parsed (see the module's docstring)."""
+    if fmt.parse is None:
+        return False
+    return t.whole_files if t.remote else fmt.stream is not None
 
 
 @dataclass
@@ -68,7 +77,7 @@ def scan(t: Transport, entry: dict, fmt: ShardFormat | None) -> Scan:
     if size is not None and size != entry["bytes"]:
         return Scan(size, "")
     label = t.label(entry["path"])
-    if fmt is None or (fmt.parse is not None and (not t.remote or t.whole_files)):  # read whole, hash, parse
+    if fmt is None or _buffered(t, fmt):  # read whole, hash, then parse
         buf = t.read(entry, check=False)
         found = Scan(len(buf), hashlib.sha256(buf).hexdigest(), data=buf if fmt is None else None)
         if fmt is not None and _matches(found, entry):

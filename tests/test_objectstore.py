@@ -192,3 +192,16 @@ def test_a_cache_served_by_a_directory_url_is_read_by_fsspec_too(world, tmp_path
     shutil.copytree(world / "b", local)
     t = ObjectTransport(f"file://{local}")
     assert t.label("manifest.json") == f"{local}/manifest.json"
+
+
+def test_an_hdf5_shard_from_s3_is_read_in_memory_without_a_temp_file(world, s3, tmp_path, monkeypatch):
+    import tempfile
+
+    url = upload(s3, world / "b_h5", "c")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    with configured(s3.options):
+        fields_equal(open_cache(url), open_cache(world / "b_h5"))
+        assert verify_cache(url) == []
+    assert list(tmp.iterdir()) == []

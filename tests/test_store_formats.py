@@ -80,6 +80,6 @@ def test_every_reader_names_a_cut_file(name, tmp_path):
 def test_the_table_lists_each_format_once_with_its_own_suffix():
     assert sorted(FORMATS) == ["hdf5", "webdataset"]
     assert {f.suffix for f in FORMATS.values()} == {".tar", ".h5"}
-    assert FORMATS["hdf5"].parse is None and FORMATS["hdf5"].stream is None  # h5py needs a file
+    assert FORMATS["hdf5"].parse is not None and FORMATS["hdf5"].stream is None  # h5py needs random access
     with pytest.raises(CacheError, match="unknown shard format 'zarr'; known: webdataset, hdf5"):
         shard_format("zarr")

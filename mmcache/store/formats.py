@@ -3,8 +3,8 @@ shards through `FORMATS[backend]` (or `shard_format(backend)`), never by branchi
 
 A format is its file suffix, its writer class, and its readers:
 * `read(path)`: every (key, feats, ts) of a whole local file, in file order, checked;
-* `parse(buf, label)`: the same from the file's bytes held in memory, or None when the format needs a
-  file (h5py opens files, not buffers);
+* `parse(buf, label)`: the same from the file's bytes held in memory (a remote file fetched whole and
+  checked), or None when the format cannot;
 * `stream(fileobj, label)`: the same from a byte stream, member by member (remote shards arrive that
   way), or None when the format needs random access (then a transport saves a checked temp copy);
 * `open(path)`: a handle for random access by key (`len`, `read(key)`, `index`, `close()`).
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import CacheError
-from .hdf5 import H5Shard, read_h5
+from .hdf5 import H5Shard, parse_h5, read_h5
 from .hdf5_writer import H5ShardWriter
 from .tar import Sample, TarShard, iter_tar, parse_tar, read_tar
 from .tar_writer import TarShardWriter
@@ -43,7 +43,7 @@ class ShardFormat:
 
 FORMATS = {
     "webdataset": ShardFormat("webdataset", ".tar", TarShardWriter, read_tar, parse_tar, _stream_tar, TarShard),
-    "hdf5": ShardFormat("hdf5", ".h5", H5ShardWriter, read_h5, None, None, H5Shard),
+    "hdf5": ShardFormat("hdf5", ".h5", H5ShardWriter, read_h5, parse_h5, None, H5Shard),
 }
 
 

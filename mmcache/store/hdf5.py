@@ -4,6 +4,7 @@ vlen), as `hdf5_writer.H5ShardWriter` writes them. Whole files (`read_h5`) and r
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterator
@@ -26,11 +27,11 @@ def _unreadable(path, e: Exception) -> CacheError:
     return CacheError(f"{path}: not a readable mmcache HDF5 shard ({e})")
 
 
-def _layout(f: h5py.File, path) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray, list[str]]:
+def _layout(f: h5py.File, path, size: int | None = None) -> tuple[h5py.Dataset, h5py.Dataset, np.ndarray, list[str]]:
     """feats, ts, offsets and keys of an open shard, checked: plain dtypes, offsets that cover feats
-    in order, one key per sample, keys that are hex digests."""
+    in order, one key per sample, keys that are hex digests. `size`: the file's, when not on disk."""
     feats, ts = _own_dataset(f, "feats", path), _own_dataset(f, "ts", path)
-    file_size = os.fstat(f.id.get_vfd_handle()).st_size if f.driver == "sec2" else None
+    file_size = size if size is not None else os.fstat(f.id.get_vfd_handle()).st_size if f.driver == "sec2" else None
     for ds in (feats, ts, _own_dataset(f, "offsets", path), _own_dataset(f, "keys", path)):
         _check_stored(ds, file_size, path)
     if f["keys"].dtype.kind != "S" or f["offsets"].dtype.kind not in "iu":  # vlen keys: bytes on a heap
@@ -113,8 +114,28 @@ def read_h5(path: Path | str) -> list[tuple[str, np.ndarray, np.ndarray]]:
             shapes = [(ds.shape, ds.dtype) for ds in (feats, ts)]
     except _ERRORS as e:
         raise _unreadable(path, e) from None
-    if any(at is not None for at in runs):
-        buf = mapped.map_file(path)
+    return _samples(
+        mapped.map_file(path) if any(at is not None for at in runs) else None, path, runs, arrays, shapes, offsets, keys
+    )
+
+
+def parse_h5(buf, label: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """`read_h5` of a whole shard held in memory (a remote file fetched and checked): no temp file; the
+    rows are views of `buf` where they lie in one run, as read_h5's are of the mapped file."""
+    try:
+        with h5py.File(_Buffer(buf), "r") as f:
+            feats, ts, offsets, keys = _layout(f, label, size=len(buf))
+            runs = (_run(feats), _run(ts))
+            arrays = [ds[()] if at is None else None for ds, at in zip((feats, ts), runs, strict=True)]
+            shapes = [(ds.shape, ds.dtype) for ds in (feats, ts)]
+    except _ERRORS as e:
+        raise _unreadable(label, e) from None
+    return _samples(buf, label, runs, arrays, shapes, offsets, keys)
+
+
+def _samples(buf, path, runs, arrays, shapes, offsets, keys) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per-sample views of the whole feats and ts (taken from `buf` where `runs` says they lie there)."""
+    if buf is not None:
         for i, at in enumerate(runs):
             if at is not None:
                 (shape, dtype), end = shapes[i], at + math.prod(shapes[i][0]) * shapes[i][1].itemsize
@@ -124,6 +145,32 @@ def read_h5(path: Path | str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     all_feats, all_ts = arrays
     bounds = offsets.tolist()
     return [(k, all_feats[a:b], all_ts[a:b]) for k, a, b in zip(keys, bounds, bounds[1:], strict=False)]
+
+
+class _Buffer(io.RawIOBase):
+    """A read-only file over bytes in memory, for h5py (no copy, unlike io.BytesIO of a bytearray)."""
+
+    def __init__(self, buf):
+        self.view, self.pos = memoryview(buf).cast("B"), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), len(self.view) - self.pos))
+        b[:n] = self.view[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = max(0, (0, self.pos, len(self.view))[whence] + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
 
 
 def _run(ds: h5py.Dataset) -> int | None:
