@@ -9,6 +9,7 @@ include: "workflows/rules/common.smk"
 include: "workflows/rules/videos.smk"
 include: "workflows/rules/extract.smk"
 include: "workflows/rules/train.smk"
+include: "workflows/rules/publish.smk"
 
 
 rule all:

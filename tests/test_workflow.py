@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sharing_helpers import fields_equal
+
+from mmcache.cache import open_cache, verify_cache
+from mmcache.transport import configured
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "workflows" / "config" / "test.yaml"
 OUT = "demo/workflow-test"  # `out` of the test config, relative to the workflow's working directory
+pytest_plugins = ["s3_fixtures"]
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 IGNORED = {".input-hashes.json"}  # local memo of input hashes (size + mtime): not part of the cache
 
@@ -183,3 +189,26 @@ def test_killed_run_resumes_to_an_identical_cache(tmp_path, finished):
     assert sorted(resumed) == sorted(reference), set(resumed) ^ set(reference)
     differ = [f for f in reference if resumed[f] != reference[f]]
     assert not differ, f"files that differ from the uninterrupted run: {differ}"
+
+
+def test_publish_pushes_the_verified_cache_to_s3(finished, s3):
+    """`snakemake publish` with publish.url: the cache in the bucket verifies, storage options from the
+    config reach the backend, and nothing of them appears in snakemake's output."""
+    url = s3.url("wf")
+    configs = (override(finished, {"publish": {"url": url, "storage_options": s3.options}}),)
+    res = snakemake(finished, "--cores", "1", "publish", configs=configs)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert s3.endpoint not in res.stdout + res.stderr
+    log_file = finished / OUT / "logs" / "publish.log"
+    log = log_file.read_text()
+    assert log.startswith(f"pushed {OUT}/cache to {url}: ") and "0 already there" in log
+    with configured(s3.options):
+        assert verify_cache(url) == []
+        fields_equal(open_cache(url), open_cache(finished / OUT / "cache"))
+    res = snakemake(finished, "--cores", "1", "--forceall", "publish", "--allowed-rules", "publish", configs=configs)
+    assert res.returncode == 0 and "0 file(s) uploaded" in log_file.read_text()
+
+
+def test_publish_without_a_url_says_what_to_set(finished):
+    res = snakemake(finished, "--cores", "1", "publish")
+    assert res.returncode != 0 and "set publish.url in the config" in res.stdout + res.stderr
