@@ -20,7 +20,7 @@ from .reading import Scan, iter_file, scan
 from .store.formats import shard_format
 from .store.manifest import check_same_fingerprint, load_manifest, parse_manifest, parse_samples
 from .store.tar import Sample
-from .transport import LocalTransport, Missing, Transport, transport_for
+from .transport import LocalTransport, Missing, Transport, configured, transport_for
 
 TS_DTYPES = ("float64",)  # what every writer stores timestamps as (seconds)
 PREFETCH_AHEAD = 2  # shard files asked for ahead of the one being read
@@ -327,10 +327,14 @@ class FieldReader:
         self.close()
 
 
-def open_cache(path: str | Path) -> Cache:
+def open_cache(path: str | Path, storage_options: dict | None = None, cache_dir: str | Path | None = None) -> Cache:
     """A cache directory, or a remote one: `s3://bucket/cache/` (or gs://, az://, hf://, any fsspec
-    URL), `http(s)://host/cache/`, or `pipe:CMD ... {path} ...`. Storage options and the fetch cache
-    come from `transport.configured(...)` (or MMCACHE_CACHE_DIR)."""
+    URL), `http(s)://host/cache/`, or `pipe:CMD ... {path} ...`. `storage_options` go to the fsspec
+    backend (e.g. {"endpoint_url": ...}); `cache_dir` keeps fetched files by sha256. Both default to
+    the enclosing `transport.configured(...)` (and MMCACHE_CACHE_DIR)."""
+    if storage_options is not None or cache_dir is not None:
+        with configured(storage_options, cache_dir):
+            return open_cache(path)
     transport = transport_for(path)
     if isinstance(transport, LocalTransport):
         root = transport.root
@@ -347,10 +351,10 @@ def open_cache(path: str | Path) -> Cache:
     return Cache(root, manifest, transport)
 
 
-def verify_cache(path: str | Path) -> list[str]:
+def verify_cache(path: str | Path, storage_options: dict | None = None) -> list[str]:
     """Every problem found, each naming the file; an empty list means the cache is intact. A remote
     cache is read once, file by file (tar shards streamed, HDF5 shards through a temp file)."""
-    cache = open_cache(path)
+    cache = open_cache(path, storage_options)
     cache.transport.fetched = None  # verify reads the remote itself, never the fetch cache
     problems: list[str] = []
     ok_keys: dict[str, set[str]] = {}

@@ -205,3 +205,28 @@ def test_an_hdf5_shard_from_s3_is_read_in_memory_without_a_temp_file(world, s3, 
         fields_equal(open_cache(url), open_cache(world / "b_h5"))
         assert verify_cache(url) == []
     assert list(tmp.iterdir()) == []
+
+
+def test_open_cache_takes_storage_options_from_python(world, s3):
+    url = upload(s3, world / "b", "c")
+    fields_equal(open_cache(url, storage_options=s3.options), open_cache(world / "b"))
+    assert verify_cache(url, storage_options=s3.options) == []
+
+
+def test_stats_and_merge_read_from_s3(world, s3, tmp_path):
+    url = upload(s3, world / "b", "c")
+    r = cli("stats", url, "--json", *s3.flags)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == json.loads(cli("stats", world / "b", "--json", "--no-record").stdout)
+    r = cli("merge", url, world / "a", "--out", tmp_path / "m", *s3.flags)
+    assert r.exit_code == 0, r.output
+    assert verify_cache(tmp_path / "m") == []
+
+
+def test_hub_and_azure_urls_map_to_their_backends():
+    hf = transport_for("hf://datasets/org/name/cache")
+    assert type(hf.store.fs).__name__ == "HfFileSystem"  # huggingface_hub: no request until a read
+    assert hf.label("manifest.json") == "hf://datasets/org/name/cache/manifest.json"
+    if importlib.util.find_spec("adlfs") is None:
+        with pytest.raises(CacheError, match=r"az:// needs adlfs: pip install 'mmcache\[azure\]'"):
+            transport_for("az://container/cache")
