@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +53,26 @@ def listed_files(manifest: dict, fields: Sequence[str] | None = None) -> list[di
     return files
 
 
-def each(fn: Callable[[dict], int], entries: list[dict], jobs: int, done: Callable[[dict, int], None]) -> None:
-    """`fn` on every entry, at most `jobs` at a time, `done(entry, result)` as each ends; the first
-    error stops it: nothing more is started, the ones in flight finish, then the error is raised."""
+def copy_all(
+    task: str, fn: Callable[[dict], int], entries: list[dict], jobs: int, report: CopyReport, progress
+) -> None:
+    """`fn(entry)` (bytes copied, 0 when the file was already there) on every entry, at most `jobs` at
+    a time, counted in `report` and told to `progress(task, bytes done, bytes in all)` as each ends.
+    The first error stops it: nothing more is started, the ones in flight finish, the error is raised."""
+    total, done = sum(e["bytes"] for e in entries), 0
+    if progress:
+        progress(task, 0, total)
+    for entry, moved in _each(fn, entries, jobs):
+        done += entry["bytes"]
+        report.copied += bool(moved)
+        report.skipped += not moved
+        report.bytes_copied += moved
+        if progress:
+            progress(task, done, total)
+
+
+def _each(fn: Callable[[dict], int], entries: list[dict], jobs: int) -> Iterator[tuple[dict, int]]:
+    """(entry, fn(entry)) as each ends, at most `jobs` running at a time."""
     todo = iter(entries)
     running: dict[Future, dict] = {}
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="mmcache-copy") as pool:
@@ -66,7 +83,7 @@ def each(fn: Callable[[dict], int], entries: list[dict], jobs: int, done: Callab
                 return
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in finished:
-                done(running.pop(f), f.result())
+                yield running.pop(f), f.result()
 
 
 # -- push ---------------------------------------------------------------------------------------
@@ -126,10 +143,6 @@ def push(
     report = CopyReport(
         str(source), where, files=len(listed_files(plan)), fields=sorted(plan["fields"]), kept_fields=kept
     )
-    total = sum(e["bytes"] for e in mine)
-    done = 0
-    if progress:
-        progress("push", 0, total)
     store.ensure_root()
 
     def one(entry: dict) -> int:
@@ -144,17 +157,8 @@ def push(
             raise CacheError(f"{dest.label(rel)}: upload incomplete (size differs after writing); push again")
         return len(data)
 
-    def moved(entry: dict, sent: int) -> None:
-        nonlocal done
-        done += entry["bytes"]
-        report.copied += bool(sent)
-        report.skipped += not sent
-        report.bytes_copied += sent
-        if progress:
-            progress("push", done, total)
-
     try:
-        each(one, mine, jobs, moved)
+        copy_all("push", one, mine, jobs, report, progress)
         if remote is not None and dumps(remote) == dumps(plan):
             report.manifest_written = False
         else:
@@ -194,10 +198,6 @@ def pull(
             raise InputError(f"output directory {out} is not writable ({e.strerror or e})") from None
         files = listed_files(manifest)
         report = CopyReport(str(url), str(out), files=len(files), fields=sorted(manifest["fields"]))
-        total = sum(e["bytes"] for e in files)
-        done = 0
-        if progress:
-            progress("pull", 0, total)
 
         def one(entry: dict) -> int:
             path = out / entry["path"]
@@ -208,18 +208,9 @@ def pull(
             write_atomic(path, data)
             return len(data)
 
-        def moved(entry: dict, got: int) -> None:
-            nonlocal done
-            done += entry["bytes"]
-            report.copied += bool(got)
-            report.skipped += not got
-            report.bytes_copied += got
-            if progress:
-                progress("pull", done, total)
-
         with CacheLock(out):
             remove_stale_temps(out)
-            each(one, files, jobs, moved)
+            copy_all("pull", one, files, jobs, report, progress)
             if existing is None:
                 save_manifest(out, manifest)
             else:
