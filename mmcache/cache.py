@@ -126,10 +126,12 @@ class Cache:
 
     def _in_order(self, pairs: list[tuple[str, str]]) -> Iterator[list[Sample]]:
         """`_field_samples` of each (field, shard) of `pairs` in turn; meanwhile the files of the next
-        PREFETCH_AHEAD pairs are asked for (local files: the kernel reads them while this one is checked)."""
+        pairs are asked for (the transport's `ahead`, default PREFETCH_AHEAD; local files: the kernel
+        reads them while this one is checked; object stores: fetched in background threads)."""
         asked: set[int] = set()
+        ahead = getattr(self.transport, "ahead", PREFETCH_AHEAD)
         for i, (name, shard) in enumerate(pairs):
-            for j in range(i + 1, min(i + 1 + PREFETCH_AHEAD, len(pairs))):
+            for j in range(i + 1, min(i + 1 + ahead, len(pairs))):
                 entry = self._field(pairs[j][0])["files"].get(pairs[j][1])
                 if j not in asked and entry is not None:
                     asked.add(j)

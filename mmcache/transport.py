@@ -52,7 +52,7 @@ from typing import BinaryIO
 from . import __version__
 from .errors import CacheError
 from .fetched import FetchedFiles
-from .objectstore import ObjectStore
+from .objectstore import PREFETCH_WORKERS, ObjectStore
 from .store.atomic import sha256_file
 from .store.files import MissingFile, check_size, checked_path, open_listed
 from .store.manifest import MANIFEST, MAX_MANIFEST_BYTES
@@ -278,6 +278,8 @@ class Transport:
 class ObjectTransport(Transport):
     """A cache in an object store or on the Hub (objectstore.ObjectStore: fsspec): each file is
     fetched whole in one request bounded by its listed size, the next ones in the background."""
+
+    ahead = PREFETCH_WORKERS  # files a reader asks for ahead of the one it reads
 
     def __init__(self, url: str, storage_options: dict | None = None):
         self.store = ObjectStore(url, storage_options)
