@@ -37,6 +37,7 @@ bench: setup  ## every benchmark, one after the other (about an hour on 2 cores)
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_decode.py
 	$(PY) benchmarks/bench_read.py
+	$(PY) benchmarks/bench_remote.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_scaling.py
 
