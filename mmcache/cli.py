@@ -51,11 +51,20 @@ def _error_line(text: str) -> NoReturn:
     raise typer.Exit(1) from None
 
 
+def version_option(name: str):
+    """A --version flag that works without a command (eager: handled before the command is looked for)."""
+
+    def show(value: bool) -> None:
+        if value:
+            out.print(f"{name} {__version__}", highlight=False)
+            raise typer.Exit()
+
+    return typer.Option("--version", help="Print the version and exit.", callback=show, is_eager=True)
+
+
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False):
-    if version:
-        out.print(f"mmcache {__version__}")
-        raise typer.Exit()
+def main(version: Annotated[bool, version_option("mmcache")] = False):
+    """Decode videos once, run frozen encoders, keep the features in a verifiable cache."""
 
 
 @app.command()

@@ -86,3 +86,23 @@ def threads_in_use() -> str:
         f"torch {torch.get_num_threads()} thread(s) ({torch.get_num_interop_threads()} inter-op), "
         f"ffmpeg {ffmpeg_threads or 'default'} thread(s)"
     )
+
+
+def torch_device(name: str) -> str:
+    """The torch device for a `device` option: `auto` is cuda when torch sees a GPU, else cpu; `cpu`
+    as is; `cuda` / `cuda:N` only when torch sees that GPU (else one line saying what to use instead,
+    not a driver traceback from the first tensor moved there)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind != "cuda":
+        return name
+    if not torch.cuda.is_available():
+        built = f"torch {torch.__version__}" + (f", built for CUDA {torch.version.cuda}" if torch.version.cuda else "")
+        raise InputError(f"device {name!r}: torch finds no CUDA GPU on this machine ({built}); use cpu or auto")
+    count = torch.cuda.device_count()
+    if index and (not index.isdigit() or int(index) >= count):
+        raise InputError(f"device {name!r}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    return name

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mmcache.cli import CacheDir, StorageOptions, clean_errors, remote_settings  # one error style: one line, exit 1
+from mmcache.cli import CacheDir, StorageOptions, clean_errors, remote_settings, version_option  # one error style
 
 app = typer.Typer(
     help="Train fusion and head layers on an mmcache feature cache, in seconds.",
@@ -24,6 +24,11 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 Opt = typer.Option
+
+
+@app.callback()
+def main(version: Annotated[bool, version_option("mmfit")] = False):
+    """Train fusion and head layers on an mmcache feature cache, in seconds."""
 
 
 def _csv(text: str | None) -> list[str] | None:

@@ -20,6 +20,7 @@ from .checkpoint import FOR_MODEL, check_weights, load_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import Data, load_data
 from .errors import DataError
+from .labels import SPLITS
 from .model import FusionModel, build_model, takes_pooled
 from .paths import check_output_file
 from .tasks import build_task
@@ -78,6 +79,8 @@ def evaluate_checkpoint(
     path, cache, split: str = "test", labels: str | None = None, batch_size: int | None = None, verify: bool = True
 ) -> dict:
     """Metrics of the checkpoint at `path` on `split` (or all) of a labelled cache."""
+    if split not in (*SPLITS, "all"):
+        raise DataError(f"unknown split {split!r}; choose {', '.join(SPLITS)} or all")
     ckpt = load_checkpoint(path, FOR_MODEL)
     check_fields(ckpt, cache)
     cfg = config_of(

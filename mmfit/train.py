@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import yaml
 
+from mmcache.runtime import torch_device
+
 from .checkpoint import FOR_MODEL, FOR_RESUME, check_checkpoint, check_weights, load_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig
 from .data import Data, load_data
@@ -46,8 +48,9 @@ def seed_everything(seed: int) -> None:
 
 
 def device_of(device: str) -> str:
-    """The torch device for the `device` option: auto = cuda when available, else cpu."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    """The torch device for the `device` option: auto = cuda when available, else cpu; a GPU torch
+    does not see is one clear error (mmcache.runtime.torch_device)."""
+    return torch_device(device)
 
 
 def autocast(precision: str, device: str):

@@ -113,3 +113,17 @@ def test_bookkeeping_commands_do_not_load_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_an_encoder_on_a_gpu_torch_cannot_see_is_one_line(tmp_path, clips):
+    """Issue 13 row 2: `-e resnet18:device=cuda` without a GPU ended in a driver traceback."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from conftest import FAST_RESNET
+
+    r = CliRunner().invoke(
+        app, ["extract", str(clips), "-e", FAST_RESNET + ",device=cuda", "--out", str(tmp_path / "c")]
+    )
+    assert r.exit_code == 1 and "device 'cuda': torch finds no CUDA GPU" in r.stderr and "Traceback" not in r.output

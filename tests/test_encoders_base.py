@@ -165,7 +165,14 @@ def test_a_part_that_is_not_plain_json_is_an_error_not_skipped():
 
 
 def test_resolve_device_keeps_a_named_device_and_auto_is_usable():
-    assert resolve_device("cpu") == "cpu" and resolve_device("cuda:1") == "cuda:1"
+    from mmcache.errors import InputError
+
+    assert resolve_device("cpu") == "cpu"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count:
+        assert resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(InputError, match="no CUDA GPU" if not count else "CUDA GPU\\(s\\)"):
+        resolve_device(f"cuda:{count}")  # one past the last GPU torch sees: one line, not a driver traceback
     auto = resolve_device("auto")
     assert auto in ("cpu", "cuda")
     assert torch.zeros(2, device=auto).sum().item() == 0.0

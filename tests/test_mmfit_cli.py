@@ -84,3 +84,55 @@ def test_cache_option_splits_local_lists_but_never_urls():
     url = "https://host/cache/?X-Amz-SignedHeaders=host,range&sig=1"
     assert _caches([url]) == url
     assert _caches(["pipe:aws s3 cp s3://b/{path} -", "c"]) == ["pipe:aws s3 cp s3://b/{path} -", "c"]
+
+
+def test_version_flags_print_the_version_without_a_command():
+    """Issue 13 row 1: `mmcache --version` said `Missing command`, `mmfit --version` `No such option`."""
+    import subprocess
+    import sys
+
+    import mmcache
+
+    for module, name in (("mmcache.cli", "mmcache"), ("mmfit.cli", "mmfit")):
+        r = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=120)
+        assert (r.returncode, r.stdout.strip()) == (0, f"{name} {mmcache.__version__}"), r.stderr
+
+
+def test_a_gpu_torch_cannot_see_is_one_line_not_a_driver_traceback(labelled, tmp_path):
+    """Issue 13 row 2: `--device cuda` on a machine without a GPU ended in a 20-line traceback."""
+    import pytest
+    import torch
+    from typer.testing import CliRunner
+
+    from mmfit.cli import app
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(labelled / "cache"),
+            "--device",
+            "cuda",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert r.exit_code == 1 and "device 'cuda': torch finds no CUDA GPU on this machine" in r.stderr
+    assert "Traceback" not in r.output and r.stderr.strip().count("\n") == 0
+
+
+def test_eval_names_the_splits_for_an_unknown_one(labelled, tmp_path):
+    """Issue 13 row 13: `--split tset` said "split 'tset' is empty" instead of naming the splits."""
+    from typer.testing import CliRunner
+
+    from mmfit.cli import app
+
+    r = CliRunner().invoke(
+        app, ["eval", "--checkpoint", str(tmp_path / "none.pt"), "--cache", str(labelled / "cache"), "--split", "tset"]
+    )
+    assert r.exit_code == 1 and "unknown split 'tset'; choose train, val, test or all" in r.stderr

@@ -140,8 +140,6 @@ def resolve_options(spec: EncoderSpec, given: dict) -> dict:
 
 
 def resolve_device(name: str) -> str:
-    import torch
+    from ..runtime import torch_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return torch_device(name)
