@@ -189,7 +189,7 @@ def _targets(cfg: DataConfig, samples: list[dict], classes: list[str] | None, la
     table = _labels(cfg, samples)
     rows = [s for s in samples if s["key"] in table.values]
     if not rows:
-        raise DataError(f"no cache sample has a label in {table.source}")
+        raise DataError(f"no cache sample has a label in {table.source}" + _mismatch(table, samples))
     classes, y = TARGETS[cfg.task](cfg, table, rows, classes)
     return table, rows, classes, y
 
@@ -219,6 +219,18 @@ def _sample_counts(samples: list[dict], rows: list[dict], table: LabelTable, lab
         "unknown_label_ids": table.unknown[:50],
         "unknown_label_count": len(table.unknown),
     }
+
+
+def _mismatch(table: LabelTable, samples: list[dict]) -> str:
+    """What the label ids and the cache's samples look like, when none of them match."""
+    theirs = ", ".join(repr(i) for i in table.unknown[:3])
+    ours = ", ".join(repr(s.get("id") or Path(s["source"]).name) for s in samples[:3])
+    return (
+        (f": its ids ({theirs}{', ...' if len(table.unknown) > 3 else ''})" if theirs else "")
+        + f"; the cache's samples are named by id, file name or stem, e.g. {ours} (keys like {samples[0]['key']!r})"
+        if samples
+        else ""
+    )
 
 
 def _labels(cfg: DataConfig, samples: list[dict]) -> LabelTable:

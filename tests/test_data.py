@@ -96,3 +96,17 @@ def test_mmfit_trains_over_http_with_cache_stats(served, tmp_path_factory):
     )
     assert res.exit_code == 0, res.output
     assert (run / "best.pt").is_file()
+
+
+def test_labels_matching_no_sample_show_both_sides_naming(labelled, tmp_path):
+    """Issue 13 row 11: ids that match nothing said only `no cache sample has a label`."""
+    from mmfit.data import load_data
+    from mmfit.errors import DataError
+
+    sheet = _labels_csv(tmp_path / "l.csv", [(f"videos/bars_{i}", "a") for i in range(5)])
+    with pytest.raises(DataError) as e:
+        load_data(cfg(labelled, tmp_path, labels=sheet).data)
+    msg = str(e.value)
+    assert msg.startswith(f"no cache sample has a label in {sheet}: its ids ('videos/bars_0', 'videos/bars_1', ")
+    names = [r.get("id") or r["source"].rsplit("/", 1)[-1] for r in mmcache.open_cache(labelled / "cache").samples()]
+    assert f"e.g. {names[0]!r}" in msg and "keys like '" in msg
