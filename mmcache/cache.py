@@ -355,7 +355,9 @@ def open_cache(path: str | Path, storage_options: dict | None = None, cache_dir:
 
 def verify_cache(path: str | Path, storage_options: dict | None = None) -> list[str]:
     """Every problem found, each naming the file; an empty list means the cache is intact. A remote
-    cache is read once, file by file (tar shards streamed, HDF5 shards through a temp file)."""
+    cache is read once, file by file, from the remote itself (never from the fetch cache): tar shards
+    streamed over http and pipe:, files fetched whole from object stores, HDF5 over http and pipe:
+    through a temp file."""
     cache = open_cache(path, storage_options)
     cache.transport.fetched = None  # verify reads the remote itself, never the fetch cache
     problems: list[str] = []

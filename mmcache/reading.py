@@ -27,7 +27,7 @@ import numpy as np
 from .errors import CacheError
 from .store.formats import ShardFormat
 from .store.tar import Sample
-from .transport import Transport
+from .transport import Transport, matches
 
 Record = tuple[str, str, tuple, tuple, str, bool]  # key, dtype, feats shape, ts shape, ts dtype, ts finite
 
@@ -96,7 +96,7 @@ def scan(t: Transport, entry: dict, fmt: ShardFormat | None) -> Scan:
 
 
 def _matches(found: Scan, entry: dict) -> bool:
-    return (found.size, found.sha256) == (entry["bytes"], entry["sha256"])
+    return matches(entry, found.size, found.sha256)
 
 
 def records(it: Iterator[Sample]) -> tuple[list[Record], str | None]:

@@ -132,18 +132,20 @@ def transport_for(location: str | os.PathLike, settings: Settings | None = None)
     (s3://, gs://, az://, hf://, ...), or a pipe: command."""
     if not isinstance(location, str):
         return LocalTransport(Path(location))
-    scheme = location.split("://", 1)[0].lower() if "://" in location and not location.startswith("pipe:") else ""
-    if scheme == "file":
-        return LocalTransport(Path(urllib.parse.unquote(urllib.parse.urlparse(location).path)))
-    if not scheme and not location.startswith("pipe:"):
-        return LocalTransport(Path(location))
     settings = settings or current_settings()
     if location.startswith("pipe:"):
         t: Transport = PipeTransport(location[len("pipe:") :])
-    elif scheme in ("http", "https"):
-        t = HttpTransport(location)
     else:
-        t = ObjectTransport(location, settings.storage_options)
+        scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+        if not scheme:
+            return LocalTransport(Path(location))
+        if scheme == "file":
+            return LocalTransport(Path(urllib.parse.unquote(urllib.parse.urlparse(location).path)))
+        t = (
+            HttpTransport(location)
+            if scheme in ("http", "https")
+            else ObjectTransport(location, settings.storage_options)
+        )
     if settings.cache_dir is not None:
         t.fetched = FetchedFiles(settings.cache_dir)
     return t
@@ -207,7 +209,7 @@ class Transport:
         data = self.fetch(entry)
         if check or self.fetched is not None:
             sha = hashlib.sha256(data).hexdigest()
-            if self.fetched is not None and (len(data), sha) == (entry["bytes"], entry["sha256"]):
+            if self.fetched is not None and matches(entry, len(data), sha):
                 self.fetched.put(entry, data)
             if check:
                 check_digest(entry, len(data), sha, label)
@@ -251,13 +253,13 @@ class Transport:
         hit = self.fetched.get(entry)
         if hit is not None:
             sha, size = sha256_file(hit)
-            if (size, sha) == (entry["bytes"], entry["sha256"]):
+            if matches(entry, size, sha):
                 yield hit, size, sha
                 return
             self.fetched.drop(entry)
         with self.fetched.temp(entry) as tmp:
             size, sha = self._copy(entry, tmp)
-            if (size, sha) == (entry["bytes"], entry["sha256"]):
+            if matches(entry, size, sha):
                 tmp = self.fetched.keep(entry, tmp)
             yield tmp, size, sha
 
@@ -515,6 +517,11 @@ class _LengthChecked:
         if not data and n and self.expected is not None and self.got < self.expected:
             raise CacheError(f"{self.url}: connection closed after {self.got} of {self.expected} bytes")
         return data
+
+
+def matches(entry: dict, size: int, sha: str) -> bool:
+    """Whether `size` and `sha` are the manifest entry's."""
+    return (size, sha) == (entry["bytes"], entry["sha256"])
 
 
 def check_digest(entry: dict, size: int, sha: str, label: str) -> None:

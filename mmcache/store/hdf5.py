@@ -106,14 +106,7 @@ def read_h5(path: Path | str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     samples are views of it. A dataset whose rows lie in one run of the file (uncompressed, its chunks
     in order back to back: what H5ShardWriter writes) is a view of the mapped file instead of a copy
     (see mapped.py; MMCACHE_MAP_SHARDS=0 reads it with h5py)."""
-    try:
-        with h5py.File(path, "r") as f:
-            feats, ts, offsets, keys = _layout(f, path)
-            runs = (_run(feats), _run(ts)) if mapped.enabled() else (None, None)
-            arrays = [ds[()] if at is None else None for ds, at in zip((feats, ts), runs, strict=True)]
-            shapes = [(ds.shape, ds.dtype) for ds in (feats, ts)]
-    except _ERRORS as e:
-        raise _unreadable(path, e) from None
+    runs, arrays, shapes, offsets, keys = _whole(path, path, None, mapped.enabled())
     return _samples(
         mapped.map_file(path) if any(at is not None for at in runs) else None, path, runs, arrays, shapes, offsets, keys
     )
@@ -122,15 +115,22 @@ def read_h5(path: Path | str) -> list[tuple[str, np.ndarray, np.ndarray]]:
 def parse_h5(buf, label: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """`read_h5` of a whole shard held in memory (a remote file fetched and checked): no temp file; the
     rows are views of `buf` where they lie in one run, as read_h5's are of the mapped file."""
+    runs, arrays, shapes, offsets, keys = _whole(_Buffer(buf), label, len(buf), True)
+    return _samples(buf, label, runs, arrays, shapes, offsets, keys)
+
+
+def _whole(source, label, size: int | None, views: bool):
+    """The checked layout of a whole shard (a path or a file object): where feats and ts lie in the
+    file when `views` may use that (else None: read here), their shapes, offsets and keys."""
     try:
-        with h5py.File(_Buffer(buf), "r") as f:
-            feats, ts, offsets, keys = _layout(f, label, size=len(buf))
-            runs = (_run(feats), _run(ts))
+        with h5py.File(source, "r") as f:
+            feats, ts, offsets, keys = _layout(f, label, size)
+            runs = (_run(feats), _run(ts)) if views else (None, None)
             arrays = [ds[()] if at is None else None for ds, at in zip((feats, ts), runs, strict=True)]
             shapes = [(ds.shape, ds.dtype) for ds in (feats, ts)]
     except _ERRORS as e:
         raise _unreadable(label, e) from None
-    return _samples(buf, label, runs, arrays, shapes, offsets, keys)
+    return runs, arrays, shapes, offsets, keys
 
 
 def _samples(buf, path, runs, arrays, shapes, offsets, keys) -> list[tuple[str, np.ndarray, np.ndarray]]:
