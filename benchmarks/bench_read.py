@@ -253,7 +253,7 @@ def streaming_vs_memory(cache: Path, out: Path, epochs: int, rounds: int) -> dic
                 data = training_data(cfg)
             assert (data.source is not None) == (mode == "always")
             with Meter() as fit:
-                result = Trainer(cfg, data).fit()
+                result = Trainer(cfg, data, overwrite=True).fit()
             h = result.history[1:] or result.history  # the first epoch also warms torch up
             got[mode].append(
                 {

@@ -164,7 +164,7 @@ def train_fusion(
         log(msg)
         tick[0] = time.perf_counter()
 
-    trainer = Trainer(cfg, data, on_epoch=on_epoch)
+    trainer = Trainer(cfg, data, on_epoch=on_epoch, overwrite=True)  # scratch folders of earlier runs
     params = sum(p.numel() for p in trainer.model.parameters())
     with Meter() as m:
         result = trainer.fit()
@@ -193,7 +193,7 @@ def profile_fusion(name: str, cache: Path, out: Path, steps: int = 6) -> None:
 
     cfg = train_config(cache, out / f"profile-{name}", name, EPOCHS, device="cpu")
     data, _ = load_for(cfg)
-    tr = Trainer(cfg, data)
+    tr = Trainer(cfg, data, overwrite=True)
     tr.model.train()
 
     def forever():

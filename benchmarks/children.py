@@ -76,7 +76,7 @@ def train(cache: str, streaming: str, out: str) -> dict:
     t0 = time.perf_counter()
     data = training_data(cfg)
     load_peak = proc_status("self", "VmHWM")["VmHWM"]
-    Trainer(cfg, data).fit()
+    Trainer(cfg, data, overwrite=True).fit()
     return {
         "base": base,
         "load_peak": load_peak,

@@ -1,5 +1,15 @@
 """Project errors. The CLI turns any `MMCacheError` into one clear line and exit code 1."""
 
+import difflib
+
+
+def did_you_mean(value: object, choices) -> str:
+    """' (did you mean 'x'?)' for the choice closest to a misspelt `value`, or '' when none is close."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class MMCacheError(Exception):
     """Base class of every error the project raises on purpose."""

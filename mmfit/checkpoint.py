@@ -246,4 +246,5 @@ SCHEMA: dict[str, Callable] = {
     "best_score": _typed(lambda v: v is None or type(v) in (int, float), "a number"),
     "best_loss": _typed(lambda v: v is None or type(v) in (int, float), "a number"),
     "history": _typed(lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of rows"),
+    "data_digest": _typed(lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v), "a sha256"),
 }

@@ -63,7 +63,7 @@ class TrainConfig:
     test_fraction: float = 0.15
     device: str = "auto"  # auto = cuda when available
     precision: str = "auto"  # auto = bf16 autocast on cuda, fp32 on cpu
-    out: str = "runs/run"  # run directory
+    out: str | None = None  # run folder; None = the next free runs/<fusion>-NNN
     tensorboard: bool = False  # only when asked: nothing is sent anywhere
     unimodal_baselines: bool = False  # also train one model per field and compare
     verify: bool = True  # verify the cache (sizes, hashes, counts) before training
@@ -179,6 +179,9 @@ def arguments_for(target: Callable, offered: Mapping[str, object]) -> dict:
 
 
 TUPLES = {"cache", "label_columns", "fields"}
+RESUMABLE = ("epochs", "patience", "out", "device", "eval_batch_size", "verify", "tensorboard", "cache_dir")
+"""What a resumed run may change (`--resume`): more epochs or patience, and where and how it runs;
+never what it learns from."""
 
 
 def build_config(path: str | Path | None = None, **overrides) -> TrainConfig:
@@ -202,6 +205,16 @@ def build_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     if cfg.task == "segment" and cfg.fusion == "late":
         raise ConfigError("fusion 'late' has no per-step output; use another fusion for task segment")
     return cfg
+
+
+def stored_config(stored: dict, **overrides) -> TrainConfig:
+    """The config a checkpoint was trained with (stored flat by `to_dict`), with `overrides`
+    (None = keep the stored value)."""
+    cfg = dict(stored)
+    for k in TUPLES:
+        if isinstance(cfg.get(k), list):
+            cfg[k] = tuple(cfg[k])
+    return replace(TrainConfig(**cfg), **{k: v for k, v in overrides.items() if v is not None})
 
 
 def with_fields(cfg: TrainConfig, fields_: tuple[str, ...], out: str) -> TrainConfig:

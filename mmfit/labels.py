@@ -59,7 +59,9 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
         # a row longer than the header puts its extra cells under the key None (csv.DictReader):
         # joining that None raised TypeError instead of this message
         has = ", ".join(c for c in header if c is not None)
-        raise DataError(f"labels {path} needs columns {'key or id'}, {', '.join(need)} (has: {has})")
+        raise DataError(
+            f"labels {path} needs columns {'key or id'}, {', '.join(need)} (has: {has}){_binary_hint(rows, header)}"
+        )
     by_id, by_stem = _index(samples)
     keys = {s["key"] for s in samples}
     table = LabelTable({}, {}, source=str(path))
@@ -88,6 +90,16 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
         else:
             table.values[key] = labels
     return table
+
+
+def _binary_hint(rows: list[tuple[int, dict]], header: list) -> str:
+    """When the sheet's other columns all hold 0/1, they are multilabel columns: say how to use them."""
+    others = [c for c in header if c is not None and c not in ("key", "id", "split", "start", "end", "source")]
+    binary = [c for c in others if all((row.get(c) or "").strip() in ("0", "1") for _, row in rows)]
+    if not binary or len(binary) != len(others):
+        return ""
+    cols = ",".join(binary)
+    return f"; its 0/1 columns are multilabel targets: pass --task multilabel --label-columns {cols}"
 
 
 def _check_repeat(path: Path, columns: list[str], first: tuple, row: tuple) -> None:

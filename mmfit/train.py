@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,11 @@ import yaml
 from mmcache.runtime import torch_device
 
 from .checkpoint import FOR_MODEL, FOR_RESUME, check_checkpoint, check_weights, load_checkpoint, save_checkpoint
-from .config import OptimConfig, TrainConfig
+from .config import RESUMABLE, OptimConfig, TrainConfig
 from .data import Data, load_data
-from .errors import CheckpointError, ConfigError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, TrainingError
 from .model import FusionModel, build_model, takes_pooled
-from .paths import check_run_dir
+from .runs import plan_run_dir
 from .tasks import Task, build_task, higher_is_better, scalar_keys
 
 
@@ -124,6 +125,15 @@ def make_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Op
     return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
 
 
+def data_digest(data: Data) -> str:
+    """sha256 over every sample's key, split and target: what a resumed run must find again."""
+    h = hashlib.sha256()
+    for key, split in zip(data.keys, data.split, strict=True):
+        h.update(f"{key}\t{split}\n".encode())
+    h.update(data.y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def training_data(cfg: TrainConfig) -> Data:
     """The data a run on `cfg` trains on: its data part, pooled once when its model only looks at
     each field's mean over time."""
@@ -141,8 +151,14 @@ class Trainer:
         data: Data | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        *,
+        resume: str | Path | None = None,
+        overwrite: bool = False,
     ):
-        check_run_dir(cfg.out)  # before loading any data: an unwritable --out fails at once
+        # the run folder is checked before any data is loaded (an unwritable or taken --out fails at
+        # once) and made only when the run starts writing, after every check has passed
+        self.run_dir = plan_run_dir(cfg.out, cfg.fusion, overwrite, resume)
+        self.resume_from = resume
         seed_everything(cfg.seed)
         self.cfg, self.optim, self.on_epoch, self.on_step = cfg, cfg.optim, on_epoch, on_step
         self.data = data if data is not None else training_data(cfg)
@@ -161,7 +177,7 @@ class Trainer:
             self.opt, lr_lambda(self.steps_per_epoch * self.optim.epochs, self.optim.warmup)
         )
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.out = Path(cfg.out)
+        self.out = self.run_dir.path
         self.history: list[dict] = []
         self.best_score, self.best_loss, self.best_epoch, self.best_state = None, None, -1, None
         self.bad_epochs = self.epoch = 0
@@ -191,6 +207,7 @@ class Trainer:
             "best_loss": self.best_loss,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "data_digest": data_digest(d),
         }
 
     def _save_last(self) -> None:
@@ -213,11 +230,16 @@ class Trainer:
             raise CheckpointError(f"{path} is a best-weights checkpoint; resume from last.pt")
         check_checkpoint(ckpt, path, FOR_RESUME)
         mine, theirs = self.cfg.to_dict(), dict(ckpt["config"])
-        differ = [k for k in mine if k not in ("epochs", "out") and mine[k] != theirs.get(k)]
+        differ = [k for k in mine if k not in RESUMABLE and mine[k] != theirs.get(k)]
         if differ:
             raise CheckpointError(
                 f"{path} was trained with a different config ({differ[0]}: {theirs.get(differ[0])!r}"
                 f" vs {mine[differ[0]]!r})"
+            )
+        if ckpt.get("data_digest", data_digest(self.data)) != data_digest(self.data):
+            raise DataError(
+                f"{path}: the samples, labels or splits differ from the ones this run was trained on "
+                "(the cache or label sheet changed since); start a new run instead of resuming"
             )
         shapes = {k: v.shape for k, v in self.model.state_dict().items()}
         for key in ("model", "best_state"):
@@ -232,6 +254,13 @@ class Trainer:
         )
         self.best_state, self.bad_epochs = ckpt["best_state"], int(ckpt["bad_epochs"])
         self.task.state = dict(ckpt["task_state"])
+        if self.epoch >= self.optim.epochs:  # the file checked out: is there anything left to train?
+            raise ConfigError(f"{path} has already run {self.epoch} epochs; give --epochs above {self.epoch}")
+        if self.bad_epochs >= self.optim.patience:
+            raise ConfigError(
+                f"{path} stopped early after {self.bad_epochs} epochs without improvement; "
+                f"give --patience above {self.bad_epochs} to train on"
+            )
 
     def _restore_torch_states(self, ckpt: dict, path) -> None:
         """Optimizer, scheduler and RNG states are torch's formats, checked by torch as they load:
@@ -281,9 +310,11 @@ class Trainer:
         }
 
     def fit(self, resume: str | Path | None = None) -> RunResult:
-        if resume:  # first: a checkpoint that cannot be resumed leaves no run directory behind
+        resume = resume or self.resume_from
+        if resume:  # first: a checkpoint that cannot be resumed leaves the run folder untouched
             self.resume(resume)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = self.run_dir.create()  # every check passed: now the folder is made (or cleared)
+        self.cfg = replace(self.cfg, out=str(self.out))
         (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         if self.cfg.tensorboard:
             try:
@@ -355,6 +386,13 @@ class Trainer:
         )
 
 
-def train(cfg: TrainConfig, data: Data | None = None, resume: str | Path | None = None, **callbacks) -> RunResult:
-    """Train `cfg` (on `data` when given, else `training_data(cfg)`), resuming from a last.pt when given."""
-    return Trainer(cfg, data, **callbacks).fit(resume)
+def train(
+    cfg: TrainConfig,
+    data: Data | None = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    **callbacks,
+) -> RunResult:
+    """Train `cfg` (on `data` when given, else `training_data(cfg)`), resuming from a last.pt when
+    given; into cfg.out (None: the next runs/<fusion>-NNN), replacing a run there only if `overwrite`."""
+    return Trainer(cfg, data, resume=resume, overwrite=overwrite, **callbacks).fit()

@@ -57,7 +57,10 @@ def test_failures_exit_0_unless_strict(tmp_path, clips, bad_files):
     "args, message",
     [
         (["extract", "nowhere/", "-e", "logmel", "--out", "c"], "input nowhere does not exist"),
-        (["extract", "{clip}", "-e", "resnet19", "--out", "c"], "unknown encoder 'resnet19'; known: "),
+        (
+            ["extract", "{clip}", "-e", "resnet19", "--out", "c"],
+            "unknown encoder 'resnet19' (did you mean 'resnet18'?); known: ",
+        ),
         (["extract", "{clip}", "-e", "logmel:fps=-1", "--out", "c"], "option fps=-1 is invalid"),
         (
             ["extract", "{clip}", "-e", "logmel:colour=red", "--out", "c"],

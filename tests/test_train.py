@@ -94,7 +94,7 @@ def test_resume_from_last_is_bitwise_identical(labelled, tmp_path):
     trainer.on_epoch = lambda row: (_ for _ in ()).throw(KeyboardInterrupt) if row["epoch"] == 3 else None
     with pytest.raises(KeyboardInterrupt):  # killed after epoch 3 (last.pt holds epoch 3)
         trainer.fit()
-    resumed = Trainer(part).fit(resume=tmp_path / "b" / "run" / "last.pt")
+    resumed = Trainer(part, resume=tmp_path / "b" / "run" / "last.pt").fit()
     for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     assert [r["val/loss"] for r in full.history] == [r["val/loss"] for r in resumed.history]

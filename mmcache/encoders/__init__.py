@@ -11,7 +11,7 @@ import functools
 import importlib
 import re
 
-from ..errors import EncoderError
+from ..errors import EncoderError, did_you_mean
 from ..runtime import bound_heap
 from .args import format_encoder_arg, parse_encoder_arg
 from .base import Encoder, EncoderSpec, resolve_options
@@ -38,7 +38,8 @@ def get_spec(name: str) -> EncoderSpec:
     try:
         return registry()[name]
     except KeyError:
-        raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(sorted(registry()))}") from None
+        known = sorted(registry())
+        raise EncoderError(f"unknown encoder {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}") from None
 
 
 def check_encoder_arg(text: str) -> tuple[EncoderSpec, str, dict]:
