@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import functools
 import json
@@ -21,7 +23,7 @@ from .errors import MMCacheError
 app = typer.Typer(
     help="Decode videos once, run frozen encoders, keep the features in a verifiable cache.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 out = Console(width=None if sys.stdout.isatty() else 160)  # pipes and CI logs get full tables
@@ -199,6 +201,8 @@ def extract(
     threads: Annotated[
         int | None, typer.Option(min=1, help=THREADS_HELP + " With --dask, every worker task uses one thread.")
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (failures are still listed).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (implies --quiet).")] = False,
 ):
     """Extract features into a cache. Re-running is a no-op; new videos and new encoders are added."""
     from .extraction import extract as run
@@ -210,8 +214,8 @@ def extract(
         from .distributed import DaskEngine
 
         engine = DaskEngine(dask)
-    progress = RichProgress()
-    with progress.bar:
+    progress = None if quiet or as_json else RichProgress()
+    with progress.bar if progress else contextlib.nullcontext():
         report = run(
             inputs,
             encoder,
@@ -223,7 +227,12 @@ def extract(
             progress=progress,
             engine=engine,
         )
-    _print_report(report)
+    if as_json:
+        failures = [{"source": str(src), "reason": str(why)} for src, why in report.failures]
+        row = {**dataclasses.asdict(report), "cache": str(report.cache), "failures": failures}
+        sys.stdout.write(json.dumps(row, indent=1, default=str) + "\n")
+    else:
+        _print_report(report)
     if strict and report.failures:
         raise typer.Exit(1)
 
@@ -367,13 +376,20 @@ def _human(n: int) -> str:
 
 @app.command()
 @clean_errors
-def verify(cache: Annotated[str, typer.Argument(help=LOCATION_HELP)], storage_option: StorageOptions = None):
+def verify(
+    cache: Annotated[str, typer.Argument(help=LOCATION_HELP)],
+    storage_option: StorageOptions = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"cache", "ok", "problems"} as JSON.')] = False,
+):
     """Recompute every file's size, sha256, sample and step counts; exit 1 naming each bad file.
     A remote cache is read from the remote itself (never from a fetch cache)."""
     from .cache import verify_cache
 
     with remote_settings(storage_option):
         problems = verify_cache(cache)
+    if as_json:
+        sys.stdout.write(json.dumps({"cache": cache, "ok": not problems, "problems": problems}, indent=1) + "\n")
+        raise typer.Exit(1 if problems else 0)
     for p in problems:
         err.print(f"[bold red]bad:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if problems:

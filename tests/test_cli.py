@@ -130,3 +130,25 @@ def test_an_encoder_on_a_gpu_torch_cannot_see_is_one_line(tmp_path, clips):
         app, ["extract", str(clips), "-e", FAST_RESNET + ",device=cuda", "--out", str(tmp_path / "c")]
     )
     assert r.exit_code == 1 and "device 'cuda': torch finds no CUDA GPU" in r.stderr and "Traceback" not in r.output
+
+
+def test_extract_json_and_quiet_and_verify_json(tmp_path, clips, bad_files):
+    """Scripts get JSON from extract and verify; --quiet drops the progress bars, never the failures."""
+    cache = tmp_path / "c"
+    res = run("extract", clips / "ocean.mp4", bad_files["text"], "-e", "logmel", "--out", cache, "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)  # nothing but the JSON on stdout: no progress bar, no summary line
+    assert report["new_ok"] == 1 and report["new_failed"] == 1 and report["cache"] == str(cache)
+    assert report["failures"][0]["source"].endswith(bad_files["text"].name) and report["failures"][0]["reason"]
+    res = run("extract", clips / "forest.mp4", "-e", "logmel", "--out", cache, "-q")
+    assert res.exit_code == 0 and "1 new ok" in res.output and "━" not in res.output and "probe" not in res.output
+    res = run("verify", cache, "--json")
+    assert res.exit_code == 0 and json.loads(res.output) == {"cache": str(cache), "ok": True, "problems": []}
+    (cache / "samples" / "000000.jsonl").write_bytes(b"")
+    res = run("verify", cache, "--json")
+    got = json.loads(res.output)
+    assert res.exit_code == 1 and not got["ok"] and "samples/000000.jsonl: 0 bytes" in got["problems"][0]
+
+
+def test_shell_completion_is_offered():
+    assert "--install-completion" in run("--help").output
