@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from mmfit_helpers import cfg
 
 from mmfit.predict import evaluate_checkpoint
@@ -25,3 +27,17 @@ def test_streaming_gives_the_same_eval_as_in_memory(labelled, tmp_path):
     finally:
         mmfit.predict.config_of = orig
     assert streamed["accuracy"] == mem["accuracy"] and streamed["confusion"] == mem["confusion"]
+
+
+def test_segment_tagging_trains_when_streamed_like_in_memory(labelled, tmp_path):
+    """Streamed step targets are filled as shards are read, after the monitor check; training a
+    segment task streamed once failed there with a bare ValueError."""
+    from mmfit_helpers import _labels_csv
+
+    ids = [f"{c}_{i:03d}" for c in ("sunrise", "ocean", "forest") for i in range(8)]
+    rows = [(i, 0.0, 0.75, i.split("_")[0]) for i in ids]
+    seg = _labels_csv(tmp_path / "seg.csv", rows, ("id", "start", "end", "label"))
+    opts = {"task": "segment", "labels": seg, "fields": ["logmel"], "fusion": "attention", "epochs": 2, "hidden": 16}
+    streamed = train(cfg(labelled, tmp_path / "s", streaming="always", **opts))
+    assert len(streamed.history) == 2 and all(math.isfinite(r["val/loss"]) for r in streamed.history)
+    assert 0 <= streamed.val["segment_f1"] <= 1 and streamed.val["frame_accuracy"] > 0
