@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -23,8 +25,9 @@ from .errors import DataError
 from .labels import SPLITS
 from .model import FusionModel, build_model, takes_pooled
 from .paths import check_output_file
+from .segments import merge_steps, reference_grids, sample_steps, spans_path
 from .tasks import build_task
-from .train import device_of, evaluate, predict_rows
+from .trainer import device_of, evaluate, predict_rows
 
 
 def config_of(ckpt: dict, **overrides) -> TrainConfig:
@@ -94,19 +97,44 @@ def evaluate_checkpoint(
     return evaluate(model, data, rows, task, split, **run)[1]
 
 
-def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> int:
-    """Predictions of the checkpoint at `path` for every sample of `cache`, written to `out_csv`."""
+@dataclass
+class Predictions:
+    """What a prediction run wrote: `n` samples predicted into `path`; for segment tasks also the number
+    of step rows, the merged spans file and its row count, and the samples with no step (no data in the
+    reference field, so no time grid); from raw videos, the (source, reason) of each that failed."""
+
+    n: int
+    path: Path
+    steps: int = 0
+    spans: Path | None = None
+    span_count: int = 0
+    no_steps: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> Predictions:
+    """Predictions of the checkpoint at `path` for every sample of `cache`, written to `out_csv`
+    (segment tasks: one row per valid step, and the merged spans beside it, see `write_segments`)."""
     out_csv = check_output_file(out_csv)
     ckpt = load_checkpoint(path, FOR_MODEL)
+    _check_spans_file(ckpt, out_csv)
     check_fields(ckpt, cache)
     cfg = config_of(ckpt, cache=str(cache), labels=None, verify=verify, fields=tuple(ckpt["fields"]))
     model, data, task = _model_and_data(ckpt, cfg, labelled=False, path=path)
     rows = np.flatnonzero(data.split != "dropped")
     run = {"device": device_of(cfg.device), "precision": cfg.precision, "batch_size": cfg.eval_batch_size}
-    _, out = predict_rows(model, data, rows, **run)
+    y, out = predict_rows(model, data, rows, **run)
     labels, scores = task.predictions(out)
+    if cfg.task == "segment":
+        grids = reference_grids(cache, data.field_names[0], [data.keys[r] for r in rows], cfg.data.max_steps)
+        return write_segments(out_csv, data, rows, y, scores, grids, task.classes)
     write_predictions(out_csv, data, rows, labels, scores, task.classes, cfg.task)
-    return len(rows)
+    return Predictions(len(rows), out_csv)
+
+
+def sample_id(data: Data, r: int) -> str:
+    """A sample's id in predictions: the video sheet's id, else the video's file stem."""
+    return data.ids[r] or PurePosixPath(data.sources[r]).stem
 
 
 def write_predictions(path: Path, data: Data, rows, labels, scores: np.ndarray, classes, task: str) -> None:
@@ -117,20 +145,93 @@ def write_predictions(path: Path, data: Data, rows, labels, scores: np.ndarray, 
     w.writerow(["key", "id", "source", "prediction"] + ([f"score_{c}" for c in classes] if per_class else []))
     for r, label, s in zip(rows, labels, scores, strict=True):
         extra = [f"{x:.6f}" for x in s] if per_class else []
-        w.writerow([data.keys[r], data.ids[r] or "", data.sources[r], label, *extra])
+        w.writerow([data.keys[r], sample_id(data, r), data.sources[r], label, *extra])
     write_atomic(Path(path), f.getvalue().encode("utf-8"))
 
 
-def predict_videos(path, videos: list[str], out_csv: Path, work: Path | None = None) -> int:
-    """Extract exactly the encoders recorded in the checkpoint, then predict (the deploy path)."""
+def write_segments(path: Path, data: Data, rows, y: np.ndarray, probs: np.ndarray, grids, classes) -> Predictions:
+    """Segment tagging: `path` gets one row per valid step (key, id, source, step, start, end, prediction,
+    score_<class>...), never padding; `spans_path(path)` the runs of one predicted label (key, id, source,
+    start, end, label, score = the mean of the steps' scores of that label). Times in seconds, both
+    files atomic."""
+    steps_f, spans_f = io.StringIO(newline=""), io.StringIO(newline="")
+    steps_w, spans_w = csv.writer(steps_f), csv.writer(spans_f)
+    steps_w.writerow(["key", "id", "source", "step", "start", "end", "prediction"] + [f"score_{c}" for c in classes])
+    spans_w.writerow(["key", "id", "source", "start", "end", "label", "score"])
+    done = Predictions(len(rows), Path(path), spans=spans_path(path))
+    for i, r in enumerate(rows):
+        head = [data.keys[r], sample_id(data, r), data.sources[r]]
+        steps = sample_steps(probs[i], y[i] >= 0, grids[i], f"{head[1]!r} (key {head[0]})")
+        if not steps:
+            done.no_steps.append(data.sources[r])
+        for s in steps:
+            steps_w.writerow(
+                [*head, s.index, f"{s.start:.3f}", f"{s.end:.3f}", classes[s.label], *(f"{x:.6f}" for x in s.scores)]
+            )
+        spans = merge_steps(steps)
+        for sp in spans:
+            spans_w.writerow([*head, f"{sp.start:.3f}", f"{sp.end:.3f}", classes[sp.label], f"{sp.score:.6f}"])
+        done.steps += len(steps)
+        done.span_count += len(spans)
+    write_atomic(Path(path), steps_f.getvalue().encode("utf-8"))
+    write_atomic(done.spans, spans_f.getvalue().encode("utf-8"))
+    return done
+
+
+def _check_spans_file(ckpt: dict, out_csv: Path) -> None:
+    """A segment model also writes the spans file: refuse an unwritable one before any work."""
+    if ckpt["config"].get("task") == "segment":
+        check_output_file(spans_path(out_csv))
+
+
+def predict_videos(path, videos: list[str], out_csv: Path, work: Path | None = None, progress=None) -> Predictions:
+    """Extract exactly the encoders recorded in the checkpoint, then predict (the deploy path). The
+    features go to `work`/cache when given (kept), else to a temporary folder that is removed in any
+    case, failure or interrupt included. `progress` (mmcache's Progress callbacks, e.g. the CLI's
+    rich bars) follows the extraction; videos that fail are returned in `failures`, none left ok is
+    a DataError naming the first."""
     import mmcache
 
     out_csv = check_output_file(out_csv)  # before the extraction, which may take long
     ckpt = load_checkpoint(path, FOR_MODEL)
+    _check_spans_file(ckpt, out_csv)
     encoders = [encoder_arg(name, meta) for name, meta in ckpt["fields"].items()]
-    work = Path(work) if work else Path(tempfile.mkdtemp(prefix="mmfit-predict-"))
-    mmcache.extract(videos, encoders, work / "cache")
-    return predict_cache(path, work / "cache", out_csv)
+    with _work_dir(work) as root:
+        _say(progress, f"extracting {', '.join(ckpt['fields'])} as the model was trained, into {root / 'cache'}")
+        mmcache.extract(videos, encoders, root / "cache", progress=progress)
+        failures, ok = _outcomes(root / "cache")
+        if not ok:
+            first = f"; first: {failures[0][1]}" if failures else ""
+            raise DataError(f"no video could be extracted ({len(failures)} failed{first})")
+        _say(progress, f"predicting {ok} video(s)")
+        done = predict_cache(path, root / "cache", out_csv)
+    done.failures = failures
+    return done
 
 
-__all__ = ["evaluate_checkpoint", "predict_cache", "predict_videos"]
+@contextmanager
+def _work_dir(work: Path | None) -> Iterator[Path]:
+    """The user's `work` folder (kept), or a temporary one removed on leaving, whatever happened."""
+    if work:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        yield Path(work)
+        return
+    with tempfile.TemporaryDirectory(prefix="mmfit-predict-") as temp:
+        yield Path(temp)
+
+
+def _outcomes(cache) -> tuple[list[tuple[str, str]], int]:
+    """The failed samples of the work cache as (source, reason), and how many are ok."""
+    with open_cache(cache) as c:
+        rows = c.samples()
+    failed = [(r["source"], r.get("error") or "failed") for r in rows if r["status"] == "failed"]
+    return failed, sum(r["status"] == "ok" for r in rows)
+
+
+def _say(progress, text: str) -> None:
+    """A line above the progress bars, when the progress has a message callback (the CLI's does)."""
+    if progress is not None and hasattr(progress, "message"):
+        progress.message(text)
+
+
+__all__ = ["Predictions", "evaluate_checkpoint", "predict_cache", "predict_videos"]
