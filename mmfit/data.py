@@ -392,6 +392,8 @@ def _set_norm(cfg: DataConfig, data: Data, cache_list: list[Cache], norm: dict |
         cached = _cache_stats(cache_list, data.field_names)
         data.norm = cached if cached is not None else _train_stats(data)
         data.report["norm"] = "cache" if cached is not None else "train"
+    else:
+        data.report["norm"] = "off"
 
 
 def _cache_stats(cache_list: list[Cache], names: list[str]) -> dict[str, Stats] | None:

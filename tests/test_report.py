@@ -3,9 +3,15 @@ counts, the per-class table, and the PNGs."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import shutil
 
-from mmfit.report import MAIN, comparison_rows, headline, markdown, plot_confusion, plot_curves
+import pytest
+from mmfit_helpers import _labels_csv, cfg
+
+from mmfit.report import MAIN, comparison_rows, headline, markdown, per_class_lines, plot_confusion, plot_curves
+
+pytest_plugins = ["mmfit_fixtures"]  # the session's labelled cache, made once for every file using it
 
 
 def summary(**kw) -> dict:
@@ -74,3 +80,69 @@ def test_plots_are_written_as_png(tmp_path, classes):
     for name in ("curves.png", "confusion.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def _trained_report(c) -> tuple[dict, str]:
+    from mmfit.report import write_report
+    from mmfit.trainer import Trainer
+
+    trainer = Trainer(c)
+    result = trainer.fit()
+    write_report(result, trainer.data, c.model, str(result.out))
+    return json.loads((result.out / "report.json").read_text()), (result.out / "report.md").read_text()
+
+
+def test_multilabel_classes_without_positives_read_na_as_in_report_json(labelled, tmp_path):
+    """Issue 13, row 14: a class with no positive in the test split has no AP, recall or F1; report.json
+    says so (None, listed as undefined) and report.md says n/a, never 0.0000."""
+    rows = []
+    for c in ("sunrise", "ocean", "forest"):
+        for i in range(8):
+            split = "train" if i < 5 else "val" if i == 5 else "test"
+            rare = int(c == "sunrise" and split != "test")  # no positive in test
+            rows.append((f"{c}_{i:03d}", int(c == "ocean"), int(c != "forest"), rare, split))
+    labels = _labels_csv(tmp_path / "ml.csv", rows, ("id", "ocean", "bright", "rare", "split"))
+    columns = ["ocean", "bright", "rare"]
+    c = cfg(labelled, tmp_path, task="multilabel", labels=labels, label_columns=columns, fields=["logmel"], epochs=2)
+    report, md = _trained_report(c)
+    rare = report["test"]["per_class"]["rare"]
+    assert rare["ap"] is None and rare["support"] == 0 and "rare" in report["test"]["undefined_ap"]
+    assert "| class | precision | recall | f1 | ap | support |" in md
+    line = next(x for x in md.splitlines() if x.startswith("| rare |"))
+    assert line == "| rare | " + " | ".join(["n/a (no positives)"] * 4) + " | 0 |"
+    ocean = next(x for x in md.splitlines() if x.startswith("| ocean |"))
+    assert "n/a (no positives)" not in ocean and ocean.endswith(" | 2 |")
+
+
+def test_report_says_which_normalisation_was_used(labelled, tmp_path):
+    """Issue 13, row 15: after `mmcache stats`, training standardises with the whole cache's statistics;
+    report.md's Data section says so (and says train split or off otherwise)."""
+    from mmcache.stats import record_stats
+
+    cache = tmp_path / "cache"
+    shutil.copytree(labelled / "cache", cache)
+    base = {"fields": ["logmel"], "epochs": 1, "hidden": 8}
+    report, md = _trained_report(cfg(labelled, tmp_path / "a", cache=str(cache), **base))
+    assert report["data"]["norm"] == "train" and "- normalisation: per-field mean/std of the train split" in md
+    record_stats(cache)
+    report, md = _trained_report(cfg(labelled, tmp_path / "b", cache=str(cache), **base))
+    assert report["data"]["norm"] == "cache"
+    assert "- normalisation: per-field mean/std recorded in the cache by `mmcache stats` (every sample" in md
+    _, md = _trained_report(cfg(labelled, tmp_path / "c", cache=str(cache), normalize=False, **base))
+    assert "- normalisation: off (features as stored)" in md
+
+
+def test_per_class_table_marks_what_is_undefined():
+    final = {
+        "per_class": {
+            "a": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 3},  # never predicted
+            "b": {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1},
+            "c": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0},  # no positives
+        },
+        "undefined": ["a", "c"],
+    }
+    assert per_class_lines(final)[2:] == [
+        "| a | n/a (none predicted) | 0.0000 | 0.0000 | 3 |",
+        "| b | 0.5000 | 1.0000 | 0.6667 | 1 |",
+        "| c | n/a (no positives) | n/a (no positives) | n/a (no positives) | 0 |",
+    ]
