@@ -242,7 +242,7 @@ def random_access(path: Path, backend: str, n_random: int, rounds: int, seed: in
 
 
 def streaming_vs_memory(cache: Path, out: Path, epochs: int, rounds: int) -> dict:
-    from mmfit.train import Trainer, training_data
+    from mmfit.trainer import Trainer, training_data
 
     got: dict[str, list[dict]] = {"never": [], "always": []}
     for r in range(rounds):

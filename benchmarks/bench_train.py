@@ -124,7 +124,7 @@ class FusionResult:
 
 def load_for(cfg):
     """training_data(cfg) for one fusion's own config (what its data looks like may depend on the fusion), timed."""
-    from mmfit.train import training_data
+    from mmfit.trainer import training_data
 
     t0 = time.perf_counter()
     data = training_data(cfg)
@@ -144,7 +144,7 @@ def load_for(cfg):
 def train_fusion(
     name: str, cache: Path, out: Path, device: str, encoder: FrozenEncoder | None, enc_frames: int
 ) -> FusionResult:
-    from mmfit.train import Trainer
+    from mmfit.trainer import Trainer
 
     cfg = train_config(cache, out / name, name, EPOCHS, device=device)
     data, load_s = load_for(cfg)
@@ -189,7 +189,7 @@ def profile_fusion(name: str, cache: Path, out: Path, steps: int = 6) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from mmfit.train import Trainer, to_device
+    from mmfit.trainer import Trainer, to_device
 
     cfg = train_config(cache, out / f"profile-{name}", name, EPOCHS, device="cpu")
     data, _ = load_for(cfg)

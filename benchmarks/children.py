@@ -69,7 +69,7 @@ def train(cache: str, streaming: str, out: str) -> dict:
     from common import proc_status
     from synthetic import train_config
 
-    from mmfit.train import Trainer, training_data
+    from mmfit.trainer import Trainer, training_data
 
     base = proc_status("self", "VmRSS")["VmRSS"]
     cfg = train_config(cache, out, streaming=streaming)

@@ -1,7 +1,7 @@
 """mmfit's Python API, for notebooks and scripts; the CLI calls the same functions.
 
     import mmfit
-    run = mmfit.train(cache="cache/", labels="labels.csv", fusion="gated", epochs=20)
+    run = mmfit.trainer(cache="cache/", labels="labels.csv", fusion="gated", epochs=20)
     run.metrics["test"]["accuracy"], run.path, run.report
     run.predict(cache="new-cache/", out="predictions.csv")
     mmfit.evaluate(run.best, cache="cache/", split="test")
@@ -59,9 +59,9 @@ class Run:
     def report(self) -> Path:
         return self.path / "report.md"
 
-    def predict(self, cache=None, videos=None, out="predictions.csv", work=None) -> Path:
+    def predict(self, cache=None, videos=None, out="predictions.csv", work=None):
         """Predictions of the best weights on a cache, or on raw videos (extracted with the run's
-        encoders first); returns the CSV's path."""
+        encoders first), written to the CSV `out`; returns what was written (path, spans, failures)."""
         return predict(self.best, cache=cache, videos=videos, out=out, work=work)
 
     def evaluate(self, cache=None, split: str = "test", **kwargs) -> dict:
@@ -135,7 +135,7 @@ def train(
     its last.pt with the config it was trained with. `progress`: an object with any of
     start(name, trainer), on_step(i, n), on_epoch(row), stop() (the CLI's progress bar)."""
     from .report import write_report
-    from .train import Trainer
+    from .trainer import Trainer
 
     options = {k: _plain(v) for k, v in options.items()}
     if resume is not None:
@@ -171,17 +171,18 @@ def evaluate(checkpoint, cache, split: str = "test", labels=None, batch_size=Non
     return evaluate_checkpoint(checkpoint, cache, split, labels, batch_size, verify)
 
 
-def predict(checkpoint, cache=None, videos=None, out="predictions.csv", work=None) -> Path:
-    """Predictions CSV of a checkpoint on a cache, or on raw videos (a path or a list)."""
+def predict(checkpoint, cache=None, videos=None, out="predictions.csv", work=None):
+    """Predictions of a checkpoint on a cache, or on raw videos (a path or a list), written to the CSV
+    `out` (segment tasks: per step, and the merged spans beside it). Returns what was written
+    (predict.Predictions: n, path, spans, failures...)."""
     from .predict import predict_cache, predict_videos
 
     if (cache is None) == (videos is None):
         raise ConfigError("give either cache= or videos=")
     if cache is not None:
-        predict_cache(checkpoint, cache, Path(out))
-    else:
-        predict_videos(checkpoint, [videos] if isinstance(videos, str | Path) else list(videos), Path(out), work)
-    return Path(out)
+        return predict_cache(checkpoint, os.fspath(cache), Path(out))
+    videos = [videos] if isinstance(videos, str | os.PathLike) else list(videos)
+    return predict_videos(checkpoint, [os.fspath(v) for v in videos], Path(out), work)
 
 
 __all__ = ["Run", "evaluate", "load_run", "predict", "resume_config", "train"]

@@ -11,6 +11,7 @@ import yaml
 from mmfit_helpers import _labels_csv
 from typer.testing import CliRunner
 
+import mmfit
 from mmfit import api
 from mmfit.cli import app
 from mmfit.errors import CheckpointError, ConfigError, DataError
@@ -29,15 +30,16 @@ def _files(path):
 
 
 def test_train_returns_a_run_with_metrics_paths_and_predict(labelled, tmp_path):
-    run = api.train(cache=labelled / "cache", fields=["logmel"], out=tmp_path / "r", **TINY)
-    assert run.path == tmp_path / "r" and run.best.is_file() and run.last.is_file() and run.report.is_file()
+    run = mmfit.train(cache=labelled / "cache", fields=["logmel"], out=tmp_path / "r", **TINY)
+    assert isinstance(run, mmfit.Run) and run.path == tmp_path / "r"
+    assert run.best.is_file() and run.last.is_file() and run.report.is_file()
     assert 0 <= run.metrics["test"]["accuracy"] <= 1 and run.metrics["val"]["n"] > 0
     assert [r["epoch"] for r in run.history] == [1, 2]
     assert run.config.fields == ("logmel",) and run.config.out == str(tmp_path / "r")
     loaded = api.load_run(tmp_path / "r")
     assert loaded.metrics == json.loads(json.dumps(run.metrics))  # report.json holds what train returned
-    csv_path = loaded.predict(cache=labelled / "cache", out=tmp_path / "p.csv")
-    assert len(list(csv.DictReader(open(csv_path)))) == 24
+    done = loaded.predict(cache=labelled / "cache", out=tmp_path / "p.csv")
+    assert done.n == 24 and len(list(csv.DictReader(open(done.path)))) == 24
     assert loaded.evaluate(split="all")["n"] == 24
     with pytest.raises(ConfigError, match="not a finished mmfit run"):
         api.load_run(tmp_path)

@@ -17,7 +17,7 @@ from mmcache.errors import CacheError, FingerprintMismatch
 from mmcache.synth import make_labelled_set
 from mmfit.data import load_data
 from mmfit.errors import DataError
-from mmfit.train import training_data
+from mmfit.trainer import training_data
 
 pytest_plugins = ["mmfit_fixtures", "sharing_fixtures"]  # session fixtures, made once for every file using them
 

@@ -9,7 +9,7 @@ from mmfit_helpers import cfg
 
 from mmfit.config import ModelConfig, arguments_for
 from mmfit.fusion import FUSIONS
-from mmfit.train import train
+from mmfit.trainer import train
 
 pytest_plugins = ["mmfit_fixtures"]  # the session's labelled cache, made once for every file using it
 

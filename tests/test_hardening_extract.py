@@ -336,7 +336,7 @@ def journal(root: Path) -> dict:
 @pytest.mark.hardening(12)
 def test_readers_see_complete_fields_while_one_is_added_and_a_resume_completes_it(tmp_path, labelled):
     from mmfit.config import build_config
-    from mmfit.train import train
+    from mmfit.trainer import train
 
     root = interrupted(labelled, tmp_path / "cache", stop_after=1)
     assert (root / B / "000000.tar").is_file()  # one shard of B is done...

@@ -36,7 +36,7 @@ from mmfit.data import FIELD_META
 from mmfit.errors import CheckpointError, DataError
 from mmfit.labels import from_csv
 from mmfit.predict import config_of, model_of
-from mmfit.train import train
+from mmfit.trainer import train
 
 FIELD = "logmel"
 SPLIT_OF = {0: "train", 1: "train", 2: "val", 3: "test"}  # by clip number within each class

@@ -91,4 +91,4 @@ def test_the_finder_sees_lazy_imports(tmp_path):
 def test_the_loader_does_not_depend_on_the_model():
     graph = import_graph()
     for loader in ("mmfit.data", "mmfit.stream", "mmfit.layout", "mmfit.batches"):
-        assert not reachable(graph, loader) & {"mmfit.fusion", "mmfit.model", "mmfit.train"}, loader
+        assert not reachable(graph, loader) & {"mmfit.fusion", "mmfit.model", "mmfit.trainer"}, loader

@@ -8,7 +8,7 @@ from mmfit_helpers import cfg
 
 import mmcache
 from mmfit.data import load_data
-from mmfit.train import train
+from mmfit.trainer import train
 
 pytest_plugins = ["mmfit_fixtures"]  # the session's labelled cache, made once for every file using it
 

@@ -102,7 +102,7 @@ def wait_for(cond, timeout: float, what: str, step: float = 0.01) -> float:
 
 SERVER = r"""
 import json, os, sys, traceback
-import mmcache.cli, mmcache.extraction, mmcache.encoders, mmfit.cli, mmfit.train, mmfit.report  # paid once
+import mmcache.cli, mmcache.extraction, mmcache.encoders, mmfit.cli, mmfit.trainer, mmfit.report  # paid once
 APPS = {"mmcache": mmcache.cli.app, "mmfit": mmfit.cli.app}
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:

@@ -7,7 +7,7 @@ import math
 from mmfit_helpers import cfg
 
 from mmfit.predict import evaluate_checkpoint
-from mmfit.train import train
+from mmfit.trainer import train
 
 pytest_plugins = ["mmfit_fixtures"]  # the session's labelled cache, made once for every file using it
 

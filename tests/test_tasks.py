@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mmfit_helpers import _labels_csv, cfg
 
-from mmfit.train import train
+from mmfit.trainer import train
 
 pytest_plugins = ["mmfit_fixtures"]  # the session's labelled cache, made once for every file using it
 

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from mmfit.errors import ConfigError, TrainingError
-from mmfit.train import Trainer, train, training_data
+from mmfit.trainer import Trainer, train, training_data
 
 pytest_plugins = ["mmfit_fixtures"]  # the session's labelled cache, made once for every file using it
 
