@@ -16,11 +16,10 @@ from torch import nn
 
 from .checkpoint import FOR_MODEL, load_checkpoint
 from .data import Data
-from .errors import ConfigError, DataError
-from .labels import SPLITS
-from .predict import _model_and_data, check_fields, config_of, evaluate_checkpoint
+from .errors import ConfigError
+from .predict import evaluate_checkpoint, on_split
 from .tasks import Task, higher_is_better
-from .trainer import device_of, evaluate
+from .trainer import evaluate
 
 EVAL_BATCH = 512  # rows per forward pass when the run's own setting is not at hand (metrics do not depend on it)
 
@@ -121,21 +120,12 @@ def ablate_checkpoint(
     """`ablate` for the checkpoint at `path` on `split` (or all) of a labelled cache, with the unimodal
     baselines found next to it evaluated on the same split ("unimodal": {field: metrics}); "task" and
     "split" added."""
-    if split not in (*SPLITS, "all"):
-        raise DataError(f"unknown split {split!r}; choose {', '.join(SPLITS)} or all")
     ckpt = load_checkpoint(path, FOR_MODEL)
     if len(ckpt["fields"]) < 2:
         raise ConfigError(f"{path} is a model of one field ({', '.join(ckpt['fields'])}): nothing to mask out")
-    check_fields(ckpt, cache)
-    cfg = config_of(
-        ckpt, cache=str(cache), labels=labels, eval_batch_size=batch_size, verify=verify, fields=tuple(ckpt["fields"])
-    )
-    model, data, task = _model_and_data(ckpt, cfg, labelled=True, path=path)
-    rows = data.rows(split) if split != "all" else np.flatnonzero(data.split != "dropped")
-    if not len(rows):
-        raise DataError(f"split {split!r} is empty in {cache} (splits: {data.report.get('splits')})")
-    run = {"device": device_of(cfg.device), "precision": cfg.precision, "batch_size": cfg.eval_batch_size}
-    ablation = ablate(model, data, rows, task, **run)
+    s = on_split(path, cache, split, labels, batch_size, verify)
+    cfg, data = s.cfg, s.data
+    ablation = ablate(s.model, data, s.rows, s.task, **s.run)
     ablation["task"], ablation["split"] = cfg.task, split
     ablation["unimodal"] = {
         name: scalars(evaluate_checkpoint(p, cache, split, labels, batch_size, verify))

@@ -7,7 +7,7 @@ import io
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -19,7 +19,7 @@ from mmcache.store.atomic import write_atomic
 from mmcache.store.manifest import check_same_fingerprint
 
 from .checkpoint import FOR_MODEL, check_weights, load_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, stored_config
 from .data import Data, load_data
 from .errors import DataError
 from .labels import SPLITS
@@ -32,11 +32,7 @@ from .trainer import device_of, evaluate, predict_rows
 
 def config_of(ckpt: dict, **overrides) -> TrainConfig:
     """The config a checkpoint was trained with (stored flat), with `overrides` (None = keep)."""
-    cfg = dict(ckpt["config"])
-    for k in ("cache", "fields", "label_columns"):
-        if isinstance(cfg.get(k), list):
-            cfg[k] = tuple(cfg[k])
-    return replace(TrainConfig(**cfg), **{k: v for k, v in overrides.items() if v is not None})
+    return stored_config(ckpt["config"], **overrides)
 
 
 def check_fields(ckpt: dict, cache_path: str | Path) -> None:
@@ -78,10 +74,29 @@ def _model_and_data(ckpt: dict, cfg: TrainConfig, labelled: bool, path):
     return model.to(device_of(cfg.device)), data, task
 
 
-def evaluate_checkpoint(
+@dataclass
+class OnSplit:
+    """A checkpoint's model, task and labelled data, and the rows of one split, ready to evaluate."""
+
+    ckpt: dict
+    cfg: TrainConfig
+    model: FusionModel
+    data: Data
+    task: object
+    rows: np.ndarray
+
+    @property
+    def run(self) -> dict:
+        """evaluate()'s keyword arguments for this checkpoint's device, precision and batch size."""
+        cfg = self.cfg
+        return {"device": device_of(cfg.device), "precision": cfg.precision, "batch_size": cfg.eval_batch_size}
+
+
+def on_split(
     path, cache, split: str = "test", labels: str | None = None, batch_size: int | None = None, verify: bool = True
-) -> dict:
-    """Metrics of the checkpoint at `path` on `split` (or all) of a labelled cache."""
+) -> OnSplit:
+    """The checkpoint at `path` with `split` (or all) of a labelled cache: the split name and the
+    cache's fields are checked first, then the model is built before any data is loaded."""
     if split not in (*SPLITS, "all"):
         raise DataError(f"unknown split {split!r}; choose {', '.join(SPLITS)} or all")
     ckpt = load_checkpoint(path, FOR_MODEL)
@@ -93,8 +108,15 @@ def evaluate_checkpoint(
     rows = data.rows(split) if split != "all" else np.flatnonzero(data.split != "dropped")
     if not len(rows):
         raise DataError(f"split {split!r} is empty in {cache} (splits: {data.report.get('splits')})")
-    run = {"device": device_of(cfg.device), "precision": cfg.precision, "batch_size": cfg.eval_batch_size}
-    return evaluate(model, data, rows, task, split, **run)[1]
+    return OnSplit(ckpt, cfg, model, data, task, rows)
+
+
+def evaluate_checkpoint(
+    path, cache, split: str = "test", labels: str | None = None, batch_size: int | None = None, verify: bool = True
+) -> dict:
+    """Metrics of the checkpoint at `path` on `split` (or all) of a labelled cache."""
+    s = on_split(path, cache, split, labels, batch_size, verify)
+    return evaluate(s.model, s.data, s.rows, s.task, split, **s.run)[1]
 
 
 @dataclass
