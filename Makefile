@@ -28,7 +28,7 @@ fuzz: setup  ## every fuzz test, long: MMCACHE_FUZZ_EXAMPLES examples each (defa
 lint: setup
 	$(PY) -m ruff check .
 
-demo: setup  ## the Snakemake workflow (workflows/config/config.yaml): 60 clips -> 6 shards, 2 at once -> train -> report
+demo: setup  ## the Snakemake workflow (workflows/config/config.yaml): 80 clips (4 classes only fusion separates) -> 8 shards, 2 at once -> train -> report
 	@test ! -d $(DEMO) -o -d $(DEMO)/logs || { echo "replacing $(DEMO)/ (made before the workflow)"; rm -rf $(DEMO); }
 	$(PY) -m snakemake --cores 2 --config out=$(DEMO)
 	@cat $(DEMO)/report.txt

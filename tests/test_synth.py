@@ -1,24 +1,39 @@
-"""synth.py: lavfi clips whose classes differ in picture, tone and subtitles, and the labelled demo set."""
+"""synth.py: lavfi clips whose classes differ in picture, tone and subtitles, the labelled set, and the demo's
+combo set (class = picture x tone)."""
 
 from __future__ import annotations
 
 import csv
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from mmcache import synth
-from mmcache.decode import iter_audio
+from mmcache.decode import iter_audio, iter_frames
 from mmcache.inputs import resolve_inputs
 from mmcache.probe import probe
 from mmcache.subtitles import parse_cues
-from mmcache.synth import CLASSES, make_clip, make_labelled_set, srt
+from mmcache.synth import (
+    CLASSES,
+    COMBO_CLASSES,
+    NEUTRAL_WORDS,
+    PICTURES,
+    TONES,
+    make_clip,
+    make_fusion_set,
+    make_labelled_set,
+    srt,
+)
 
 
 def tone_hz(path, sr: int = 8000) -> float:
     """The strongest frequency of a clip's decoded audio."""
-    audio = np.concatenate(list(iter_audio(probe(path), sr)))
+    return peak_hz(np.concatenate(list(iter_audio(probe(path), sr))), sr)
+
+
+def peak_hz(audio: np.ndarray, sr: int = 8000) -> float:
     return float(np.argmax(np.abs(np.fft.rfft(audio)))) * sr / len(audio)
 
 
@@ -73,3 +88,81 @@ def test_main_writes_the_set_where_asked(tmp_path, monkeypatch, capsys):
     synth.main()
     assert f"wrote {len(CLASSES)} clips to {tmp_path / 'o'}" in capsys.readouterr().out
     assert len(list((tmp_path / "o").glob("*.mp4"))) == len(CLASSES)
+
+
+# The combo design of the demo (make_fusion_set): class = picture x tone, subtitles neutral.
+
+
+def combo_rows(out) -> list[dict[str, str]]:
+    with open(out / "videos.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def frames(path) -> np.ndarray:
+    return np.stack([f for f, _ in iter_frames(probe(path), Fraction(2))]).astype(np.int16)
+
+
+def audio(path) -> np.ndarray:
+    return np.concatenate(list(iter_audio(probe(path), 8000)))
+
+
+def test_the_combo_set_is_picture_times_tone_on_real_files(tmp_path):
+    """Decoded from the files: the picture follows the picture factor only, the tone the tone factor
+    only, and the subtitles neither; each group is one draw of nuisances rendered as all 4 classes."""
+    out = make_fusion_set(tmp_path / "combo", per_class=2, duration=1.0, size="64x48")
+    rows = combo_rows(out)
+    assert [r["label"] for r in rows] == [c for c in COMBO_CLASSES for _ in range(2)]
+    assert set(COMBO_CLASSES) == {f"{p}-{t}" for p in PICTURES for t in TONES} and len(COMBO_CLASSES) == 4
+    assert len({r["id"] for r in rows}) == 8 and {r["split"] for r in rows} == {""}  # < 5 groups: no split
+    clip = {tuple(r["id"].replace("_", "-").split("-")): out / r["path"] for r in rows}  # (picture, tone, group)
+    for g in ("000", "001"):
+        video = {(p, t): frames(clip[p, t, g]) for p in PICTURES for t in TONES}
+        sound = {(p, t): audio(clip[p, t, g]) for p in PICTURES for t in TONES}
+        for p in PICTURES:  # the tone does not change the picture
+            assert np.abs(video[p, "low"] - video[p, "high"]).max() <= 2
+        for t in TONES:  # the picture does not change the sound
+            np.testing.assert_allclose(sound["day", t], sound["night", t], atol=1e-4)
+        day, night = video["day", "low"].mean((0, 1, 2)), video["night", "low"].mean((0, 1, 2))
+        assert day[0] > day[2] + 50 and night[2] > night[0] + 20  # orange day, navy night (R, G, B)
+        for (p, t), a in sound.items():
+            low, high = TONES[t]
+            assert low - 3 <= peak_hz(a) <= high + 3, (p, t, g)
+        words = {parse_cues(clip[p, t, g].with_suffix(".srt").read_text())[0].text for p in PICTURES for t in TONES}
+        assert len(words) == 1 and words <= set(NEUTRAL_WORDS)
+    assert np.abs(frames(clip["day", "low", "000"]) - frames(clip["day", "low", "001"])).max() > 10  # nuisances
+
+
+def test_combo_groups_go_whole_to_one_split_and_the_seed_draws_them(tmp_path, monkeypatch):
+    """Without rendering: every split holds whole groups (all 4 classes of a nuisance draw), 20% of
+    them test and 20% val; a style's video depends on picture and group only, its audio on tone and
+    group only; the same seed gives the same set."""
+    made = {}
+    monkeypatch.setattr(synth, "make_clip", lambda path, **kw: made.setdefault(path.name, kw["style"]))
+    rows = combo_rows(make_fusion_set(tmp_path / "a", per_class=10, seed=3))
+    split_of = {}
+    for r in rows:
+        assert split_of.setdefault(r["id"].split("_")[1], r["split"]) == r["split"]
+    assert sorted(split_of.values()) == ["test"] * 2 + ["train"] * 6 + ["val"] * 2
+    for split in ("train", "val", "test"):
+        labels = [r["label"] for r in rows if r["split"] == split]
+        assert labels and len({labels.count(c) for c in COMBO_CLASSES}) == 1  # 4 classes, equally
+    for g in range(10):
+        s = {(p, t): made[f"{p}-{t}_{g:03d}.mp4"] for p in PICTURES for t in TONES}
+        assert s["day", "low"].source == s["day", "high"].source != s["night", "low"].source
+        assert s["day", "low"].audio == s["night", "low"].audio != s["day", "high"].audio
+        assert len({st.words for st in s.values()}) == 1
+    again = dict(made)
+    made.clear()
+    assert combo_rows(make_fusion_set(tmp_path / "b", per_class=10, seed=3)) == rows and made == again
+    made.clear()
+    make_fusion_set(tmp_path / "c", per_class=10, seed=4)
+    assert made != again
+
+
+def test_main_writes_the_combo_design_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(synth, "make_clip", lambda path, **kw: path)
+    argv = ["synth", str(tmp_path / "o"), "--design", "combo", "--per-class", "5", "--seed", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    synth.main()
+    assert f"wrote 20 clips to {tmp_path / 'o'}" in capsys.readouterr().out
+    assert {r["split"] for r in combo_rows(tmp_path / "o")} == {"train", "val", "test"}

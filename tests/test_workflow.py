@@ -1,9 +1,11 @@
-"""The Snakemake workflow on the tiny test config: lint, dry runs (local and SLURM profile), a real
-run whose cache `mmcache verify` accepts, config errors that name the field, and a run killed
-mid-extraction that completes on re-run with a cache byte-identical to an uninterrupted one."""
+"""The Snakemake workflow on the tiny test config: lint, dry runs (local and SLURM profile, the demo's
+config), a real run whose cache `mmcache verify` accepts, a real run to the report on a small combo set,
+config errors that name the field, and a run killed mid-extraction that completes on re-run with a
+cache byte-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -77,6 +79,38 @@ def test_dry_run_plans_the_whole_demo(tmp_path):
     assert res.returncode == 0, res.stderr
     for rule in ("make_demo_videos", "plan", "finalize", "extract_features", "train", "report", "all"):
         assert rule in res.stdout, rule
+
+
+def test_the_demo_config_makes_the_combo_set_and_trains_an_mlp_head(tmp_path):
+    """`make demo`'s config: classes only fusion separates (picture x tone), a head that can learn them,
+    and the unimodal baselines in the printed table."""
+    cmd = [*SNAKEMAKE, "-n", "-p", "--configfile", str(REPO / "workflows" / "config" / "config.yaml")]
+    res = subprocess.run([*cmd, "--directory", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (synth,) = [ln for ln in res.stdout.splitlines() if "python -m mmcache.synth" in ln]
+    assert "--per-class 20 " in synth and "--design combo" in synth
+    (train,) = [ln for ln in res.stdout.splitlines() if "mmfit train" in ln]
+    assert "--head mlp" in train and "--unimodal-baselines" in train and "--overwrite" in train
+
+
+@pytest.mark.slow
+def test_train_and_report_on_a_combo_set_and_again_after_a_change(tmp_path):
+    """A real run to the report on 5 groups of the combo design: mmfit takes the sheet's split (whole
+    groups), the report holds the fused model and each unimodal baseline, and a re-run of train (as
+    after a config change) replaces the run in its folder."""
+    videos = {"synthesize": {"design": "combo", "per_class": 5, "duration": 1, "size": "96x64"}}
+    configs = (override(tmp_path, {"videos": videos, "extract": {"shard_size": 10}}),)
+    work = tmp_path / "work"
+    res = snakemake(work, "--cores", "2", "report", configs=configs)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = (work / OUT / "report.txt").read_text()
+    for row in ("fused (concat: logmel, resnet18)", "unimodal: logmel", "unimodal: resnet18"):
+        assert row in report, report
+    run = work / OUT / "runs" / "concat"
+    assert json.loads((run / "report.json").read_text())["data"]["splits"] == {"train": 12, "val": 4, "test": 4}
+    res = snakemake(work, "--cores", "2", "--forcerun", "train", "report", configs=configs)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "fused (concat: logmel, resnet18)" in (work / OUT / "report.txt").read_text()
 
 
 @pytest.mark.parametrize("profile, shown", [("slurm", "runtime=60"), ("local", "rule make_demo_videos")])

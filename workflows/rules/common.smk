@@ -83,6 +83,8 @@ def train_flags(wildcards) -> str:
     """mmfit options that are given only when the config sets them."""
     flags = ["--fields", ",".join(TRAIN["fields"])] if TRAIN["fields"] else []
     flags += ["--labels", TRAIN["labels"]] if TRAIN["labels"] else []
+    for key in ("head", "hidden", "lr"):
+        flags += [f"--{key}", str(TRAIN[key])] if TRAIN[key] is not None else []
     return shlex.join(flags)
 
 

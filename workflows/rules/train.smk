@@ -7,7 +7,7 @@ rule train:
         manifest=f"{CACHE}/manifest.json",
     output:
         report=f"{RUN}/report.md",
-        table=f"{RUN}/table.txt",
+        table=f"{RUN}.table.txt",  # beside the run folder: mmfit wants --out empty or a run of its own
     log:
         f"{LOGS}/train.log",
     threads: TRAIN["threads"]
@@ -25,7 +25,7 @@ rule train:
         "../envs/mmcache.yaml"
     shell:
         "mmfit train --cache {params.cache:q} {params.options} --fusion {params.fusion} --epochs {params.epochs}"
-        " --seed {params.seed} --device {params.device} --out {params.run:q} --unimodal-baselines"
+        " --seed {params.seed} --device {params.device} --out {params.run:q} --overwrite --unimodal-baselines"
         " > {output.table:q} 2> {log:q}"
 
 

@@ -14,11 +14,14 @@ if VIDEOS["synthesize"]:
             per_class=VIDEOS["synthesize"]["per_class"],
             duration=VIDEOS["synthesize"]["duration"],
             size=VIDEOS["synthesize"]["size"],
+            design=VIDEOS["synthesize"].get("design", "classes"),
+            seed=VIDEOS["synthesize"].get("seed", 0),
         conda:
             "../envs/mmcache.yaml"
         shell:
             "python -m mmcache.synth {params.folder:q} --per-class {params.per_class}"
-            " --duration {params.duration} --size {params.size} > {log:q} 2>&1"
+            " --duration {params.duration} --size {params.size} --design {params.design}"
+            " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule vision_weights:
