@@ -33,13 +33,14 @@ demo: setup  ## the Snakemake workflow (workflows/config/config.yaml): 80 clips 
 	$(PY) -m snakemake --cores 2 --config out=$(DEMO)
 	@cat $(DEMO)/report.txt
 
-bench: setup  ## every benchmark, one after the other (about an hour on 2 cores); each rewrites its section of benchmarks/RESULTS.md
+bench: setup  ## every benchmark, one after the other (about 75 minutes on a quiet 2-core machine); each rewrites its section of benchmarks/RESULTS.md
 	$(PY) benchmarks/bench_extract.py
 	$(PY) benchmarks/bench_decode.py
 	$(PY) benchmarks/bench_read.py
 	$(PY) benchmarks/bench_remote.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_scaling.py
+	$(PY) benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache bench-out

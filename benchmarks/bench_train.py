@@ -27,17 +27,31 @@ What it does:
             every ratio pairs numbers measured back to back on the same shared machine. Seconds per clip
             = 16 x seconds per frame. Re-encoding also decodes video and still trains the head, so this
             speedup is a lower bound.
+  loops     mmfit's Trainer against a bare PyTorch loop (BareLoop, written apart from mmfit.trainer and
+            mmfit.batches), for concat and attention: the same fusion module (mmfit's build_model, same
+            seed), the same in-memory tensors of the same Data (loading excluded from both), batches of the
+            same size by index_select over a seeded permutation, float16 -> float32 and per-field
+            standardisation as mmfit does per batch, cross entropy, AdamW with the same lr / weight decay,
+            warmup + cosine, grad clipping 1.0, no validation; against mmfit's train/epoch_s (which leaves
+            validation out too). Epochs alternate (mmfit epoch k, then bare epoch k, from on_epoch; the bare
+            loop keeps its own RNG state, so mmfit's run is unchanged); ratio = median mmfit epoch / median
+            bare epoch over epochs 2.. . attention is paired in its own 3-epoch run above; concat, whose
+            epochs take a fraction of a second, in a run of LOOP_EPOCHS["concat"] epochs of its own. Both
+            loops' training losses must come out equal every epoch (the same work was done).
 
 Targets (mmfit issue):
   concat epoch            <= 2 s on a 2-core CPU (10k-clip cache; an epoch is the train split)
   data loading            < 10% of step time (train/data_share), every fusion
   cached vs encoder loop  >= 100x less time per training sample (concat) than one frozen resnet18
                           forward over the clip's 16 frames
+  mmfit vs a bare loop    mmfit train epoch / bare PyTorch loop epoch <= 1.1, concat and attention (issue 14)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import statistics
 import sys
 import time
@@ -53,6 +67,12 @@ FRAME_BATCH = 16
 EPOCH_MAX_S = 2.0
 DATA_SHARE_MAX = 0.10
 SPEEDUP_MIN = 100.0
+# fusions also trained by BareLoop, the plain PyTorch loop mmfit is held to, alternated epoch by epoch with mmfit's
+# Trainer; the value: epochs of the run they are paired in. 0 = the fusion's own EPOCHS-epoch run (its epochs are
+# long enough to average a shared machine's hiccups out); N = a run of N epochs of its own, after that one (concat's
+# epochs take a fraction of a second: two of them say little on a shared machine)
+LOOP_EPOCHS = {"concat": 20, "attention": 0}
+LOOP_RATIO_MAX = 1.1  # mmfit epoch s / bare loop epoch s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,6 +108,97 @@ class FrozenEncoder:
         return m.wall / (n * FRAME_BATCH)
 
 
+class BareLoop:
+    """The same fusion module trained by a plain PyTorch loop, written apart from mmfit's (no
+    mmfit.trainer or mmfit.batches code): per epoch a seeded permutation of the train rows, batches
+    of the same size gathered with index_select from the same in-memory tensors of the same Data,
+    float16 -> float32 and per-field (x - mean) / std with padding kept at 0 (what mmfit does per
+    batch; pooled data is normalised at load already), forward, cross entropy, AdamW with the same
+    lr / weight decay under a warmup + cosine LambdaLR, gradient clipping as configured, no
+    validation. Only the model comes from mmfit (build_model: the same fusion modules are the point).
+
+    It starts from the same seed as the Trainer, so the same initial weights, shuffles and (its own
+    saved RNG state) dropout masks: its training loss is a check that both loops do the same work."""
+
+    def __init__(self, cfg, data, device: str):
+        import torch
+
+        from mmfit.model import build_model
+
+        o = cfg.optim
+        if cfg.task != "multiclass" or o.optimizer != "adamw" or o.class_weights != "none":
+            raise SystemExit("the bare loop mirrors multiclass / adamw / class_weights none only")
+        self.torch, self.device, self.cfg, self.o = torch, device, cfg, cfg.optim
+        self.cuda = torch.device(device).type == "cuda"
+        precision = cfg.precision if cfg.precision != "auto" else ("bf16" if self.cuda else "fp32")
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        self.amp = amp[precision] if self.cuda and precision in amp else None  # autocast on GPU only, as mmfit
+        with torch.random.fork_rng(devices=[device] if self.cuda else []):  # the caller's RNG state is kept
+            torch.manual_seed(cfg.seed)
+            self.model = build_model(cfg.model, data.dims, len(data.classes)).to(device)
+            self.rng = torch.get_rng_state(), torch.cuda.get_rng_state(device) if self.cuda else None
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.train = torch.as_tensor(data.rows("train"), dtype=torch.long)
+        total = -(-len(self.train) // o.batch_size) * o.epochs
+        warm = int(total * o.warmup)
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min((step - warm) / max(1, total - warm), 1.0)))
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.feats, self.masks, self.y = data.feats, data.masks, data.y
+        stats = {} if data.normalised else data.norm
+        self.stats = {n: (torch.from_numpy(m), torch.from_numpy(s)) for n, (m, s) in stats.items()}
+        self.epochs: list[dict] = []  # {"s", "loss"}
+
+    def batch(self, idx):
+        feats, masks = {}, {}
+        for n, x in self.feats.items():
+            m = self.masks[n].index_select(0, idx)
+            x = x.index_select(0, idx).float()
+            if n in self.stats:
+                mean, std = self.stats[n]
+                x = (x - mean) / std * m.unsqueeze(-1)
+            feats[n], masks[n] = x.to(self.device, non_blocking=True), m.to(self.device, non_blocking=True)
+        return feats, masks, self.y.index_select(0, idx).to(self.device, non_blocking=True)
+
+    def epoch(self) -> float:
+        """One epoch over the train rows; its wall time. Runs on its own RNG state, so the global one
+        (the Trainer's dropout) is left as it was."""
+        torch, o = self.torch, self.o
+        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+            torch.set_rng_state(self.rng[0])
+            if self.cuda:
+                torch.cuda.set_rng_state(self.rng[1], self.device)
+            self.model.train()
+            losses = []
+            t0 = time.perf_counter()
+            order = self.train[torch.randperm(len(self.train), generator=self.gen)]
+            for idx in order.split(o.batch_size):
+                feats, masks, y = self.batch(idx)
+                with torch.autocast("cuda", dtype=self.amp) if self.amp else contextlib.nullcontext():
+                    logits = self.model(feats, masks)
+                loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if o.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
+                self.opt.step()
+                self.sched.step()
+                losses.append(loss.detach())
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            wall = time.perf_counter() - t0
+            self.rng = torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
+        sizes = [len(i) for i in order.split(o.batch_size)]
+        loss = sum(float(v) * b for v, b in zip(losses, sizes, strict=True)) / len(order)
+        self.epochs.append({"s": wall, "loss": loss})
+        return wall
+
+
 @dataclass
 class FusionResult:
     name: str
@@ -101,6 +212,7 @@ class FusionResult:
     steps: dict  # field -> time steps per sample in the loaded data
     splits: dict
     enc_per_clip: list[float] = field(default_factory=list)  # concat only: encoder s/clip after each epoch
+    loops: dict = field(default_factory=dict)  # LOOP_EPOCHS fusions: mmfit vs the bare loop (loops_record)
 
     def _later(self, key: str) -> float:
         return statistics.median(r[key] for r in self.history[1:] or self.history)
@@ -158,6 +270,10 @@ def train_fusion(
             f"({row['train/samples_per_s']:.0f} samples/s, data {row['train/data_share']:.1%}), "
             f"val acc {row['val/accuracy']:.3f}"
         )
+        if bare is not None:
+            bare.epoch()
+            e = bare.epochs[-1]
+            msg += f"; bare loop {e['s']:.3f} s (ratio {row['train/epoch_s'] / e['s']:.2f}, loss {e['loss']:.4f})"
         if encoder is not None:
             enc.append(encoder.run(enc_frames) * FRAMES_PER_CLIP)
             msg += f"; resnet18 {FRAMES_PER_CLIP / enc[-1]:.1f} frames/s"
@@ -165,10 +281,15 @@ def train_fusion(
         tick[0] = time.perf_counter()
 
     trainer = Trainer(cfg, data, on_epoch=on_epoch, overwrite=True)  # scratch folders of earlier runs
+    # mmfit epoch k, then (after its validation and checkpoint) bare epoch k: alternated, side by side
+    bare = BareLoop(cfg, data, device) if LOOP_EPOCHS.get(name) == 0 else None
     params = sum(p.numel() for p in trainer.model.parameters())
     with Meter() as m:
         result = trainer.fit()
     steps = {n: data.feats[n].shape[1] for n in data.field_names}
+    loops = loops_record(bare, result.history, False, m.others) if bare is not None else {}
+    if LOOP_EPOCHS.get(name):
+        loops = compare_loops(name, cache, out, device, data, LOOP_EPOCHS[name])
     return FusionResult(
         name,
         params,
@@ -181,7 +302,42 @@ def train_fusion(
         steps,
         data.report["splits"],
         enc,
+        loops,
     )
+
+
+def loops_record(bare: BareLoop, history: list[dict], own_run: bool, others: float) -> dict:
+    """mmfit's epochs (train/epoch_s, train/loss) and the bare loop's, in the order they alternated
+    (as many as mmfit ran: early stopping may end a run before its epochs); `others`: the share of
+    the machine's CPUs other processes used meanwhile."""
+    epochs = len(history)
+    rec = {
+        "own_run": own_run,
+        "epochs": epochs,
+        "others": others,
+        "mmfit": [{"s": r["train/epoch_s"], "loss": r["train/loss"]} for r in history],
+        "bare": bare.epochs,
+    }
+    ratio = loop_ratios(rec)[0]
+    log(
+        f"  {bare.cfg.fusion}: mmfit vs bare loop over {epochs} alternated epochs"
+        f"{' (a run of their own)' if own_run else ''}: ratio {ratio:.3f}, "
+        f"train losses {'identical' if loop_losses_equal(rec) else 'DIFFER'}, others' CPU {others:.0%}"
+    )
+    return rec
+
+
+def compare_loops(name: str, cache: Path, out: Path, device: str, data, epochs: int) -> dict:
+    """mmfit's Trainer and the bare loop alternated over a run of `epochs` epochs of their own, on the
+    fusion's already loaded `data`: mmfit epoch k (then its validation and checkpoint), bare epoch k."""
+    from mmfit.trainer import Trainer
+
+    cfg = train_config(cache, out / f"{name}-vs-bare", name, epochs, device=device, patience=epochs)  # every epoch
+    trainer = Trainer(cfg, data, on_epoch=lambda row: bare.epoch(), overwrite=True)
+    bare = BareLoop(cfg, data, device)
+    with Meter() as m:
+        result = trainer.fit()
+    return loops_record(bare, result.history, True, m.others)
 
 
 def profile_fusion(name: str, cache: Path, out: Path, steps: int = 6) -> None:
@@ -230,6 +386,26 @@ def speedups(concat: FusionResult) -> list[float]:
     return [enc / (row["train/epoch_s"] / concat.n_train) for row, enc in pairs]
 
 
+def loop_ratios(rec: dict) -> tuple[float, float, float, list[float]]:
+    """(mmfit / bare ratio of the median epoch times, mmfit median s, bare median s, per-pair ratios), over
+    epochs 2.. (the first is a warm-up for both)."""
+    mm, bare = [e["s"] for e in rec["mmfit"]], [e["s"] for e in rec["bare"]]
+    mm, bare = mm[1:] or mm, bare[1:] or bare
+    m, b = statistics.median(mm), statistics.median(bare)
+    return m / b, m, b, [x / y for x, y in zip(mm, bare, strict=True)]
+
+
+def fastest_ratio(rec: dict) -> float:
+    """mmfit's fastest epoch over the bare loop's fastest, epochs 2.. (context: the least disturbed of each)."""
+    mm, bare = [e["s"] for e in rec["mmfit"]], [e["s"] for e in rec["bare"]]
+    return min(mm[1:] or mm) / min(bare[1:] or bare)
+
+
+def loop_losses_equal(rec: dict) -> bool:
+    """Whether the bare loop's training loss equals mmfit's train/loss in every epoch (the same work)."""
+    return [e["loss"] for e in rec["mmfit"]] == [e["loss"] for e in rec["bare"]]
+
+
 def render(raw: dict) -> tuple[str, list[bool]]:
     m, p, quick = raw["machine"], raw["params"], raw["quick"]
     results = [FusionResult(splits=p["splits"], **r) for r in raw["fusions"]]
@@ -246,6 +422,9 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         speedup >= SPEEDUP_MIN,
     )
     verdicts = [ok_epoch, ok_share, ok_speed]
+    looped = [r for r in results if r.loops]
+    loop_ok = {r.name: loop_ratios(r.loops)[0] <= LOOP_RATIO_MAX for r in looped}
+    verdicts += list(loop_ok.values())
     lines = [
         machine_line(m),
         "",
@@ -275,6 +454,11 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f"< {DATA_SHARE_MAX:.0%} | {verdict(ok_share)} |",
         f"| cached concat training vs frozen resnet18 in the loop, time per sample | {speedup:,.0f}x | "
         f">= {SPEEDUP_MIN:g}x | {verdict(ok_speed)} |",
+        *(
+            f"| {r.name}: mmfit train epoch / bare PyTorch loop epoch (same module, tensors, batches) | "
+            f"{loop_ratios(r.loops)[0]:.3f}x | <= {LOOP_RATIO_MAX:g}x | {verdict(loop_ok[r.name])} |"
+            for r in looped
+        ),
         "",
         f"Speedup: resnet18 (weights=None, fp32, batches of {FRAME_BATCH} frames at 224x224) costs "
         f"{enc_clip * 1e3:,.0f} ms per clip of {FRAMES_PER_CLIP} frames ({FRAMES_PER_CLIP / enc_clip:.1f} frames/s, "
@@ -298,6 +482,36 @@ def render(raw: dict) -> tuple[str, list[bool]]:
             f"{'/'.join(str(t) for t in r.steps.values())} | {r.best_val_accuracy:.3f} | "
             f"{enc_clip / r.s_per_sample:,.0f}x | {r.others:.0%} |"
         )
+    if looped:
+        lines += [
+            "",
+            "mmfit vs a bare PyTorch loop: the same fusion module (mmfit's build_model, same seed) trained by a "
+            "plain loop written apart from mmfit's (bench_train.BareLoop: seeded permutation of the train rows, "
+            "index_select batches of the same size from the same in-memory tensors of the same Data, float16 -> "
+            "float32 and per-field standardisation as mmfit does per batch, cross entropy, AdamW with the same "
+            "lr / weight decay, warmup + cosine, grad clipping, no validation), against mmfit's train/epoch_s "
+            "(which also leaves validation out). Epochs alternate: mmfit epoch k, bare epoch k, ...; medians of "
+            "epochs 2.. (epoch 1 warms both up). `same loss`: the bare loop's training loss equals mmfit's "
+            "train/loss in every epoch, so both did the same work. `fastest epochs' ratio` (context, "
+            "no verdict): the least disturbed epoch of each, for when others' CPU was high.",
+            "",
+            "| fusion | paired in | bare epoch s | mmfit epoch s | ratio | per-pair ratios | fastest epochs' ratio "
+            "| target | verdict | same loss | others' CPU |",
+            "|---|---|---:|---:|---:|---|---:|---:|---|---|---:|",
+        ]
+        for r in looped:
+            ratio, mm, bare, pairs = loop_ratios(r.loops)
+            where = (
+                f"a run of its own, {r.loops['epochs']} epochs"
+                if r.loops["own_run"]
+                else f"its {r.loops['epochs']}-epoch run above"
+            )
+            lines.append(
+                f"| {r.name} | {where} | {bare:.4f} | {mm:.4f} | {ratio:.3f} | "
+                f"{' '.join(f'{x:.2f}' for x in pairs)} | {fastest_ratio(r.loops):.3f} | <= {LOOP_RATIO_MAX:g} | "
+                f"{verdict(loop_ok[r.name])} | {'yes' if loop_losses_equal(r.loops) else 'NO'} | "
+                f"{format(r.loops.get('others', float('nan')), '.0%')} |"
+            )
     lines += [
         "",
         "Absolute times are context (the 2-core machine is shared: `others' CPU` is the share of its CPUs "
