@@ -10,7 +10,7 @@
 
 Caches: CLIPS clips of one small field (8-d float16, 4 steps each), labels in the samples index `meta`
 (10 balanced classes), webdataset shards of SHARD_SIZE = 256 clips (mmcache extract's default), written
-through the library's shard writers and manifest entries as synthetic.py writes bench_train's cache;
+with synthetic.py's writer (the library's shard writers and manifest entries), as bench_train's cache;
 built once under bench-out/bench_scale/ and reused (rebuilt when CACHE_VERSION or a parameter changes).
 
 For each size, each measurement in a fresh child process (benchmarks/children.py), so no memory carries
@@ -37,11 +37,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import synthetic
 from common import Bench, log, machine_line, peak_rss, verdict, wait_quiet
-from synthetic import sample_row
 
-CACHE_VERSION = 1  # bump when the cache's data changes, so an old one under bench-out/ is rebuilt
-DIM, STEPS, STEP_S, CLASSES, SHARD_SIZE = 8, 4, 0.5, 10, 256
+CACHE_VERSION = 2  # bump when the cache's data changes, so an old one under bench-out/ is rebuilt
+DIM, STEPS, SIGNAL = 8, 4, 0.5
+SHARD_SIZE = synthetic.SHARD_SIZE  # 256 clips, mmcache extract's default
+FIELD = {"tiny": ("tiny", "synthetic", "vision", DIM)}  # name -> (encoder, family, modality, dim)
 PROJECT = (1_000_000, 6_100_000)  # clips: where the targets are judged, and the figure projected
 OPEN_MAX_S, TRAIN_MAX_S, RSS_MAX = 10.0, 60.0, 2e9
 MODES = {"never": "in memory", "always": "streamed"}
@@ -51,64 +53,9 @@ MODES = {"never": "in memory", "always": "streamed"}
 # caches
 
 
-def field_entry() -> dict:
-    """The manifest entry of the one field (no files yet), with fingerprint parts like an encoder's."""
-    import platform
-
-    from mmcache.store.manifest import fingerprint_of
-
-    options = {"synthetic": "bench_scale", "seed": 0, "steps": STEPS, "step_s": STEP_S}
-    parts = {
-        "format_version": 1,
-        "encoder": "tiny",
-        "family": "synthetic",
-        "options": options,
-        "input": {"kind": "vision", "grid": {"step_s": STEP_S, "steps": STEPS}},
-        "preprocess": {"synthetic": "class offset + N(0, 1) noise"},
-        "weights_sha256": "0" * 64,
-        "dim": DIM,
-        "versions": {"numpy": np.__version__, "python": platform.python_version()[:4].rstrip(".")},
-    }
-    return {
-        "encoder": "tiny",
-        "options": options,
-        "modality": "vision",
-        "dim": DIM,
-        "dtype": "float16",
-        "fingerprint": fingerprint_of(parts),
-        "fingerprint_parts": parts,
-        "files": {},
-    }
-
-
 def write_cache(root: Path, clips: int) -> None:
-    """The cache of `clips` clips into root (a fresh folder), shard by shard."""
-    from mmcache.store import FORMATS
-    from mmcache.store.atomic import write_atomic
-    from mmcache.store.manifest import field_file_entry, new_manifest, samples_bytes, samples_entry, save_manifest
-
-    fmt, rng = FORMATS["webdataset"], np.random.default_rng(1234)
-    offsets = rng.normal(0, 0.5, (CLASSES, DIM)).astype(np.float32)
-    labels = rng.permutation(np.arange(clips) % CLASSES)
-    ts = np.stack([np.arange(STEPS) * STEP_S, (np.arange(STEPS) + 1) * STEP_S], 1)
-    manifest = new_manifest("webdataset")
-    manifest["fields"] = {"tiny": field_entry()}
-    for s, start in enumerate(range(0, clips, SHARD_SIZE)):
-        shard, ids = f"{s:06d}", range(start, min(start + SHARD_SIZE, clips))
-        rows = [sample_row(i, int(labels[i]), STEPS) for i in ids]
-        noise = rng.standard_normal((len(ids), STEPS, DIM), dtype=np.float32)
-        feats = (noise + offsets[labels[ids.start : ids.stop]][:, None, :]).astype(np.float16)
-        writer = fmt.writer(root / "tiny" / f"{shard}{fmt.suffix}", DIM, "float16")
-        for row, x in zip(rows, feats, strict=True):
-            writer.add(row["key"], x, ts)
-        writer.close()
-        manifest["fields"]["tiny"]["files"][shard] = field_file_entry("tiny", writer, {})
-        data = samples_bytes(rows)
-        write_atomic(root / "samples" / f"{shard}.jsonl", data)
-        manifest["shards"][shard] = samples_entry(shard, data, rows)
-        if s % 200 == 0:
-            log(f"  shard {shard}: {ids.stop}/{clips} clips")
-    save_manifest(root, manifest)
+    """The cache of `clips` clips into root (a fresh folder): synthetic.py's writer with one tiny field."""
+    synthetic.write_cache(root, clips, STEPS, "webdataset", fields=FIELD, signal=SIGNAL, every=200)
 
 
 def ensure_cache(work: Path, clips: int) -> tuple[Path, dict]:

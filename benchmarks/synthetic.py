@@ -34,13 +34,13 @@ FIELDS = {  # field -> (encoder, family, modality, dim)
 }
 
 
-def field_entry(name: str, steps: int) -> dict:
-    """The manifest entry of a field (no files yet), with fingerprint parts like an encoder's."""
+def field_entry(name: str, steps: int, fields: dict = FIELDS, signal: float = SIGNAL) -> dict:
+    """The manifest entry of a field of `fields` (no files yet), with fingerprint parts like an encoder's."""
     import torch
 
     from mmcache.store.manifest import fingerprint_of
 
-    encoder, family, modality, dim = FIELDS[name]
+    encoder, family, modality, dim = fields[name]
     options = {"synthetic": "bench_train", "seed": 0, "steps": steps, "step_s": STEP_S, "dtype": "float32"}
     parts = {
         "format_version": 1,
@@ -48,7 +48,7 @@ def field_entry(name: str, steps: int) -> dict:
         "family": family,
         "options": options,
         "input": {"kind": modality, "grid": {"step_s": STEP_S, "steps": steps}},
-        "preprocess": {"synthetic": f"class offset std {SIGNAL} + N(0, 1) noise"},
+        "preprocess": {"synthetic": f"class offset std {signal} + N(0, 1) noise"},
         "weights_sha256": hashlib.sha256(f"bench_train synthetic {name}".encode()).hexdigest(),
         "dim": dim,
         "versions": {
@@ -90,23 +90,26 @@ def sample_row(i: int, label: int, steps: int) -> dict:
     }
 
 
-def write_cache(root: Path, clips: int, steps: int, backend: str) -> None:
-    """Write the synthetic cache into root (a fresh folder), shard by shard, field by field."""
+def write_cache(
+    root: Path, clips: int, steps: int, backend: str, fields: dict = FIELDS, signal: float = SIGNAL, every: int = 8
+) -> None:
+    """Write the synthetic cache into root (a fresh folder), shard by shard, field by field (`fields`:
+    name -> (encoder, family, modality, dim); a progress line every `every` shards)."""
     from mmcache.store import FORMATS
     from mmcache.store.atomic import write_atomic
     from mmcache.store.manifest import field_file_entry, new_manifest, samples_bytes, samples_entry, save_manifest
 
     fmt = FORMATS[backend]
     rng = np.random.default_rng(1234)
-    offsets = {n: rng.normal(0, SIGNAL, (CLASSES, FIELDS[n][3])).astype(np.float32) for n in FIELDS}
+    offsets = {n: rng.normal(0, signal, (CLASSES, fields[n][3])).astype(np.float32) for n in fields}
     labels = rng.permutation(np.arange(clips) % CLASSES)  # balanced
     ts = np.stack([np.arange(steps) * STEP_S, (np.arange(steps) + 1) * STEP_S], 1)
     manifest = new_manifest(backend)
-    manifest["fields"] = {n: field_entry(n, steps) for n in FIELDS}
+    manifest["fields"] = {n: field_entry(n, steps, fields, signal) for n in fields}
     for s, start in enumerate(range(0, clips, SHARD_SIZE)):
         shard, ids = f"{s:06d}", range(start, min(start + SHARD_SIZE, clips))
         rows = [sample_row(i, int(labels[i]), steps) for i in ids]
-        for n, (*_, dim) in FIELDS.items():
+        for n, (*_, dim) in fields.items():
             noise = rng.standard_normal((len(ids), steps, dim), dtype=np.float32)
             feats = (noise + offsets[n][labels[ids.start : ids.stop]][:, None, :]).astype(np.float16)
             writer = fmt.writer(root / n / f"{shard}{fmt.suffix}", dim, "float16")
@@ -117,7 +120,7 @@ def write_cache(root: Path, clips: int, steps: int, backend: str) -> None:
         data = samples_bytes(rows)
         write_atomic(root / "samples" / f"{shard}.jsonl", data)
         manifest["shards"][shard] = samples_entry(shard, data, rows)
-        if s % 8 == 0:
+        if s % every == 0:
             log(f"  shard {shard}: {ids.stop}/{clips} clips")
     save_manifest(root, manifest)
 
