@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -115,8 +115,6 @@ def _from_yaml(config) -> dict:
 
 
 def _replace(cfg: TrainConfig, **values) -> TrainConfig:
-    from dataclasses import replace
-
     names = {f.name for f in fields(TrainConfig)}
     return replace(cfg, **{k: v for k, v in values.items() if k in names})
 
