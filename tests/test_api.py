@@ -41,6 +41,11 @@ def test_train_returns_a_run_with_metrics_paths_and_predict(labelled, tmp_path):
     done = loaded.predict(cache=labelled / "cache", out=tmp_path / "p.csv")
     assert done.n == 24 and len(list(csv.DictReader(open(done.path)))) == 24
     assert loaded.evaluate(split="all")["n"] == 24
+    res = _cli("predict", "--checkpoint", run.best, "--cache", labelled / "cache", "--out", tmp_path / "q.csv",
+               "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)  # only the JSON on stdout
+    assert got["n"] == 24 and got["path"] == str(tmp_path / "q.csv") and got["failures"] == []
     with pytest.raises(ConfigError, match="not a finished mmfit run"):
         api.load_run(tmp_path)
 

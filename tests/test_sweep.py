@@ -358,3 +358,18 @@ def test_the_cli_prints_a_line_per_trial_a_ranked_table_and_the_best(fake_train,
     res = CliRunner().invoke(app, ["sweep", "--config", str(tmp_path / "bad.yaml")])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "fusion 'transformr' is not a valid fusion" in res.output and len(fake_train) == 2
+
+
+def test_the_cli_sweep_json_and_quiet(fake_train, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmfit.cli import app
+
+    spec = {"base": {"cache": str(tmp_path)}, "space": {"fusion": ["concat", "late"]}, "out": str(tmp_path / "s")}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    res = CliRunner().invoke(app, ["sweep", "--config", str(tmp_path / "sweep.yaml"), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)  # no trial lines, no table: only the JSON
+    assert got["best"]["options"] == {"fusion": "late"} and len(got["trials"]) == 2
+    res = CliRunner().invoke(app, ["sweep", "--config", str(tmp_path / "sweep.yaml"), "--quiet"])
+    assert res.exit_code == 0 and "trial 0 {" not in res.output and "sweep" in res.output
