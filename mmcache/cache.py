@@ -18,7 +18,7 @@ import numpy as np
 from .errors import CacheError, FingerprintMismatch
 from .reading import Scan, iter_file, scan
 from .store.formats import shard_format
-from .store.manifest import check_same_fingerprint, load_manifest, parse_manifest, parse_samples
+from .store.manifest import check_same_fingerprint, gc_paused, load_manifest, parse_manifest, parse_samples
 from .store.tar import Sample
 from .transport import LocalTransport, Missing, Transport, configured, transport_for
 
@@ -66,11 +66,10 @@ class Cache:
         self.root, self.manifest = root, manifest
         self.transport = transport or LocalTransport(Path(root))
         self.format = shard_format(manifest["backend"])
-        self._rows: dict[str, list[dict]] = {}  # samples index per shard (listed files never change)
-        self._where: dict[str, tuple[str, dict]] | None = None  # key -> (shard, samples row)
+        self._rows: OrderedDict[str, list[dict]] = OrderedDict()  # parsed rows of the last shards read
+        self._index: SamplesIndex | None = None  # every row's key and status, as columns
+        self._sorted: np.ndarray | None = None  # row order sorted by key (locate, load_field)
         self._readers: dict[str, FieldReader] = {}  # read_sample's open readers, per field
-        self._ok: dict[str, list[str]] = {}  # ok keys per shard, in row order
-        self._ok_where: dict[str, str] | None = None  # ok key -> shard
 
     @property
     def backend(self) -> str:
@@ -85,7 +84,8 @@ class Cache:
         return sorted(self.manifest["shards"])
 
     def samples(self, status: str | None = None) -> list[dict]:
-        """Samples index rows of every shard in order (each row gains 'shard')."""
+        """Samples index rows of every shard in order (each row gains 'shard'), as dicts: for a few
+        thousand samples. At scale, `index()` and `table()` hold the same as columns."""
         rows = []
         for shard in self.shards:
             for row in self._shard_rows(shard):
@@ -94,11 +94,76 @@ class Cache:
         return rows
 
     def _shard_rows(self, shard: str) -> list[dict]:
-        if shard not in self._rows:
-            entry = self.manifest["shards"][shard]
-            data = self.transport.read(entry, check=self.transport.remote)  # local: verify hashes
-            self._rows[shard] = parse_samples(data, self.transport.label(entry["path"]))
-        return self._rows[shard]
+        """The parsed rows of one shard's samples index (the last ROWS_KEPT shards' are kept)."""
+        rows = self._rows.get(shard)
+        if rows is None:
+            rows = self._rows[shard] = self._parse_rows(shard)
+            while len(self._rows) > ROWS_KEPT:
+                self._rows.popitem(last=False)
+        else:
+            self._rows.move_to_end(shard)
+        return rows
+
+    def _parse_rows(self, shard: str) -> list[dict]:
+        entry = self.manifest["shards"][shard]
+        data = self.transport.read(entry, check=self.transport.remote)  # local: verify hashes
+        return parse_samples(data, self.transport.label(entry["path"]))
+
+    def index(self) -> SamplesIndex:
+        """Every sample's key and status, as columns (built once, one pass over the samples indexes)."""
+        if self._index is None:
+            self.table()
+        return self._index
+
+    def table(self, columns: Sequence[str] = (), status: str | None = "ok") -> dict[str, np.ndarray]:
+        """Columns of the samples with `status` (None: all), in cache order: "key" (bytes: keys are
+        ASCII hex), "shard" (int32: position in `shards`) and each of `columns` (UTF-8 bytes), read in
+        one pass over the samples indexes (none when only keys are asked for and the index is built).
+        A column is a row field ("id", "source", "error", "aliases": its names joined by "\n") or
+        "meta.NAME"; b"" where the row has none (`column_of`)."""
+        index = self._index
+        if index is None or columns:
+            parts: dict[str, list] = {c: [] for c in ("key", "ok", *columns)}
+            with gc_paused():
+                for shard in self.shards:
+                    rows = self._rows.get(shard) or self._parse_rows(shard)  # not kept: columns are
+                    parts["key"].append(np.array([r["key"] for r in rows], "S"))  # hex: ASCII
+                    parts["ok"].append(np.array([r["status"] == "ok" for r in rows], bool))
+                    for c in columns:
+                        keep = rows if status is None else [r for r in rows if r["status"] == status]
+                        parts[c].append(column_of(keep, c))
+            sizes = np.array([len(k) for k in parts["key"]], np.int64)
+            if index is None:
+                index = self._index = SamplesIndex(
+                    _concat(parts["key"], "S"),
+                    _concat(parts["ok"], bool),
+                    np.concatenate([[0], np.cumsum(sizes)]),
+                    self.shards,
+                )
+        out = {"key": index.keys, "shard": index.shard_of(np.arange(len(index.keys)))}
+        if status is not None:
+            keep = index.ok if status == "ok" else ~index.ok
+            if not keep.all():
+                out = {k: v[keep] for k, v in out.items()}
+        for c in columns:
+            out[c] = _concat(parts[c], "S")
+        return out
+
+    def _lookup(self, keys: np.ndarray, ok_only: bool) -> np.ndarray:
+        """Row of each of `keys` in `index()` (-1 for a key the cache does not hold, or, with `ok_only`,
+        holds as a failed sample); a key listed twice: its first row."""
+        index = self.index()
+        keys = as_keys(keys)
+        if not len(index.keys):
+            return np.full(len(keys), -1, np.int64)
+        if self._sorted is None:
+            self._sorted = np.argsort(index.keys, kind="stable")
+        at = np.minimum(np.searchsorted(index.keys, keys, sorter=self._sorted), len(index.keys) - 1)
+        rows = self._sorted[at]
+        found = index.keys[rows] == keys
+        if ok_only:
+            found &= index.ok[rows]
+        return np.where(found, rows, -1)
 
     def _field(self, name: str) -> dict:
         if name not in self.fields:
@@ -140,34 +205,19 @@ class Cache:
 
     def ok_keys(self) -> list[str]:
         """Keys of every ok sample, in cache order."""
-        return [k for shard in self.shards for k in self._ok_keys(shard)]
-
-    def _ok_keys(self, shard: str) -> list[str]:
-        if shard not in self._ok:
-            self._ok[shard] = [r["key"] for r in self._shard_rows(shard) if r["status"] == "ok"]
-        return self._ok[shard]
-
-    def _ok_shard(self) -> dict[str, str]:
-        """key -> shard of every ok sample (a key listed twice: its first shard)."""
-        if self._ok_where is None:
-            self._ok_where = {}
-            for shard in reversed(self.shards):
-                self._ok_where.update(dict.fromkeys(self._ok_keys(shard), shard))
-        return self._ok_where
-
-    def _index(self) -> dict[str, tuple[str, dict]]:
-        if self._where is None:
-            self._where = {}
-            for shard in reversed(self.shards):  # a key listed twice: its first shard
-                self._where.update((r["key"], (shard, r)) for r in self._shard_rows(shard))
-        return self._where
+        return np.strings.decode(self.table()["key"], "ascii").tolist()
 
     def locate(self, key: str) -> tuple[str, dict]:
         """(shard, samples row) of a sample key; a CacheError names a key the cache does not hold."""
-        found = self._index().get(key) if isinstance(key, str) else None
-        if found is None:
+        if isinstance(key, str):
+            row = int(self._lookup(np.array([key.encode("ascii", "replace")], "S"), ok_only=False)[0])
+        else:
+            row = -1
+        if row < 0:
             raise CacheError(f"cache {self.root} has no sample {key!r}")
-        return found
+        index = self.index()
+        i = int(index.shard_of(row))
+        return index.shards[i], self._shard_rows(index.shards[i])[row - int(index.starts[i])]
 
     def field_reader(self, name: str, max_open: int = 8) -> FieldReader:
         """Random access to field `name` by sample key, keeping up to `max_open` shard files open
@@ -204,8 +254,10 @@ class Cache:
         for name in fields:
             self._field(name)
         files = self._in_order([(name, shard) for shard in self.shards for name in fields])
-        for shard in self.shards:
-            ok = self._ok_keys(shard)
+        index = self.index()
+        for i, shard in enumerate(self.shards):
+            lo, hi = index.starts[i], index.starts[i + 1]
+            ok = np.strings.decode(index.keys[lo:hi][index.ok[lo:hi]], "ascii").tolist()
             columns = [_column(next(files), ok) for _ in fields]
             rows = (r for r in self._shard_rows(shard) if r["status"] == "ok")
             for row, *values in zip(rows, *columns, strict=True):
@@ -215,20 +267,29 @@ class Cache:
         """Arrays of one field for `keys` (default: every ok sample, in cache order). Reads only the
         shard files that hold one of `keys`; the arrays are views of each file's bytes."""
         entry = self._field(name)
-        where = self._ok_shard()
+        index = self.index()
         if keys is None:
             keys = self.ok_keys()
-            shards = [s for s in self.shards if self._ok_keys(s)]
+            shards = [s for i, s in enumerate(self.shards) if index.ok[index.starts[i] : index.starts[i + 1]].any()]
+            found_rows = None
         else:
-            keys = list(keys)
-            needed = set(map(where.get, keys))
-            shards = [s for s in self.shards if s in needed]
+            found_rows = self._lookup(keys, ok_only=True)
+            keys = (
+                np.strings.decode(keys, "ascii").tolist()
+                if isinstance(keys, np.ndarray) and keys.dtype.kind == "S"
+                else list(keys)
+            )
+            needed = np.unique(index.shard_of(found_rows[found_rows >= 0]))
+            shards = [self.shards[i] for i in needed]
         samples = [s for part in self._in_order([(name, shard) for shard in shards]) for s in part]
         if len(samples) == len(keys) and all(map(str.__eq__, keys, (s[0] for s in samples))):
             feats = [f for _, f, _ in samples]  # the files hold exactly these samples, in this order
             times = [t for _, _, t in samples]
             return FieldArrays(name, keys, feats, times, np.ones(len(keys), bool))
-        found = {k: (f, t) for k, f, t in samples if where.get(k) is not None}
+        found = {k: (f, t) for k, f, t in samples}
+        if found_rows is not None:  # only ok samples of the cache count
+            wanted = {k for k, r in zip(keys, found_rows.tolist(), strict=True) if r >= 0}
+            found = {k: v for k, v in found.items() if k in wanted}
         empty = (np.zeros((0, entry["dim"]), np.float32), np.zeros((0, 2)))
         pairs = [found.get(k, empty) for k in keys]
         return FieldArrays(
@@ -240,6 +301,51 @@ class Cache:
         for name in sorted(set(self.fields) & set(other.fields)):
             f = other.fields[name]
             check_same_fingerprint(name, self.fields[name], f["fingerprint_parts"], f["fingerprint"], str(other.root))
+
+
+STR = np.dtypes.StringDType()  # variable-width strings: 16 bytes each, inline up to 15 characters
+ROWS_KEPT = 8  # shards whose parsed samples rows a Cache keeps (locate, read_sample, iter_samples)
+
+
+@dataclass
+class SamplesIndex:
+    """Every sample row of a cache as columns, in cache order: its key and whether it is ok; the rows
+    of shard i are `starts[i]:starts[i + 1]`. About 50 bytes a sample, and O(shards) Python objects."""
+
+    keys: np.ndarray  # (N,) bytes ("S": keys are ASCII hex)
+    ok: np.ndarray  # (N,) bool
+    starts: np.ndarray  # (shards + 1,) int64
+    shards: list[str]  # the cache's shard names, in order
+
+    def shard_of(self, rows):
+        """Position in the cache's shards of each row number of `rows`."""
+        return (np.searchsorted(self.starts, rows, side="right") - 1).astype(np.int32)
+
+
+def as_keys(keys) -> np.ndarray:
+    """Sample keys as the index holds them (bytes); a name that is not ASCII, so no key, becomes one
+    that matches none. (numpy's StringDType searchsorted gives wrong positions: keys are never searched
+    as StringDType.)"""
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+        return keys
+    return np.strings.encode(np.asarray(list(keys), STR), "ascii", "replace")
+
+
+def column_of(rows: list[dict], column: str) -> np.ndarray:
+    """One `Cache.table` column of samples rows: UTF-8 bytes, b"" where a row has none (meta values
+    as str())."""
+    if column.startswith("meta."):
+        name = column[5:]
+        values = [(r.get("meta") or {}).get(name) for r in rows]
+    elif column == "aliases":
+        values = ["\n".join(r.get("aliases") or ()) for r in rows]
+    else:
+        values = [r.get(column) for r in rows]
+    return np.array([b"" if v is None else (v if type(v) is str else str(v)).encode() for v in values], "S")
+
+
+def _concat(parts: list[np.ndarray], dtype=STR) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
 def _column(samples: list[Sample], keys: list[str]) -> list:
@@ -450,4 +556,4 @@ def _check_contents(scan: Scan, field: dict, entry: dict, ok: set[str], problems
         problems.append(f"{entry['path']}: ok sample {sorted(unaccounted)[0]} has neither data nor a reason")
 
 
-__all__ = ["Cache", "FieldArrays", "FieldReader", "FingerprintMismatch", "open_cache", "verify_cache"]
+__all__ = ["Cache", "FieldArrays", "FieldReader", "FingerprintMismatch", "SamplesIndex", "open_cache", "verify_cache"]

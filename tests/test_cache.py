@@ -154,3 +154,104 @@ def test_whole_shard_reads_ask_for_the_next_files_ahead(two_backends, backend):
     for name in fields:
         cache.load_field(name)
         check([cache.fields[name]["files"][s]["path"] for s in cache.shards])
+
+
+# ---------------------------------------------------------------------------------------------
+# the samples index as columns
+
+
+def _synthetic(root, clips: int):
+    """A synthetic cache of `clips` clips (benchmarks/synthetic.py: the library's writers, 256 a shard,
+    labels in the samples meta), one tiny field."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import synthetic
+
+    synthetic.write_cache(root, clips, 2, "webdataset", fields={"tiny": ("tiny", "synthetic", "vision", 4)})
+    return root
+
+
+@pytest.mark.parametrize("backend", ["webdataset", "hdf5"])
+def test_table_columns_agree_with_the_samples_rows(two_backends, backend):
+    from mmcache import open_cache
+
+    cache = open_cache(two_backends[backend])
+    rows = cache.samples()
+    assert any(r["status"] == "failed" for r in rows)  # broken.mp4
+    every = cache.table(("id", "source", "error", "meta.none"), status=None)
+    assert every["key"].tolist() == [r["key"].encode() for r in rows]
+    assert [cache.shards[i] for i in every["shard"]] == [r["shard"] for r in rows]
+    assert every["source"].tolist() == [r["source"].encode() for r in rows]
+    assert every["error"].tolist() == [(r.get("error") or "").encode() for r in rows]
+    assert set(every["meta.none"].tolist()) == {b""}  # a meta value no row has
+    ok = cache.table(("source",))
+    assert ok["source"].tolist() == [r["source"].encode() for r in rows if r["status"] == "ok"]
+    assert cache.ok_keys() == [r["key"] for r in rows if r["status"] == "ok"]
+    index = cache.index()
+    assert index.ok.tolist() == [r["status"] == "ok" for r in rows] and index.starts[-1] == len(rows)
+
+
+def test_locate_and_load_field_by_key_use_the_columns(two_backends):
+    from mmcache import open_cache
+
+    cache = open_cache(two_backends["webdataset"])
+    rows = cache.samples()
+    for r in rows:
+        shard, row = cache.locate(r["key"])
+        assert shard == r["shard"] and row["key"] == r["key"] and row["source"] == r["source"]
+    for missing in ("0" * 24, "not-a-key", "é" * 24, "", r["key"][:-1]):
+        with pytest.raises(CacheError, match="has no sample"):
+            cache.locate(missing)
+    failed = next(r["key"] for r in rows if r["status"] == "failed")
+    ok = [r["key"] for r in rows if r["status"] == "ok"]
+    name = sorted(cache.fields)[0]
+    picked = [ok[-1], failed, "f" * 24, ok[0]]  # out of order, a failed sample and an unknown key
+    arr = cache.load_field(name, picked)
+    assert arr.keys == picked and arr.present.tolist()[1:3] == [False, False]
+    whole = cache.load_field(name)
+    at = {k: i for i, k in enumerate(whole.keys)}
+    for j in (0, 3):
+        assert arr.present[j] == whole.present[at[picked[j]]]
+        assert np.array_equal(arr.feats[j], whole.feats[at[picked[j]]])
+
+
+def test_the_index_holds_columns_not_a_python_object_per_sample(tmp_path):
+    """Opening a cache of N samples and listing its ok keys and a meta column keeps O(shards) Python
+    objects, not O(N) (the dict per row it used to keep): counted with the garbage collector."""
+    import gc
+
+    from mmcache import open_cache
+
+    root = _synthetic(tmp_path / "c", 3000)  # 12 shards
+    cache = open_cache(root)
+    gc.collect()
+    before = len(gc.get_objects())
+    table = cache.table(("id", "meta.label"))
+    gc.collect()
+    grown = len(gc.get_objects()) - before
+    assert len(table["key"]) == 3000 and table["meta.label"][0].startswith(b"class-")
+    assert grown < 100, grown  # a few per shard at most
+    size = sum(a.nbytes for a in (*table.values(), cache.index().keys, cache.index().ok))
+    assert size / 3000 < 100  # bytes a sample: keys 24, id 10, label 7, shard 4, ok 1...
+
+
+def test_parse_samples_fast_path_gives_what_the_row_by_row_path_gives(two_backends, tmp_path):
+    import json
+    from pathlib import Path
+
+    from mmcache.store.manifest import _parse_rows, parse_samples
+
+    for path in sorted(Path(two_backends["hdf5"], "samples").glob("*.jsonl")):
+        data = path.read_bytes()
+        assert parse_samples(data, "x") == _parse_rows(data.decode().split("\n")[:-1], "x")
+    row = json.loads(path.read_bytes().splitlines()[0])
+    nan = json.dumps({**row, "duration": float("nan")}).encode() + b"\n"  # orjson refuses NaN: the json module reads it
+    assert np.isnan(parse_samples(nan + data, "x")[0]["duration"])
+    two = json.dumps(row).encode() + b"," + json.dumps(row).encode() + b"\n"  # two values on one line
+    with pytest.raises(CacheError, match=r"x:2: bad samples row"):
+        parse_samples(data[: data.index(b"\n") + 1] + two, "x")
+    bad = json.dumps({**row, "key": "../../etc"}).encode() + b"\n"
+    with pytest.raises(CacheError, match=r"x:2: bad samples row .*does not match"):
+        parse_samples(data[: data.index(b"\n") + 1] + bad, "x")
