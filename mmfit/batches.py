@@ -29,6 +29,7 @@ class Chunk(NamedTuple):
     feats: dict[str, torch.Tensor]  # field -> (B, T, D)
     masks: dict[str, torch.Tensor]  # field -> (B, T) bool
     grids: list | None = None  # streamed: each row's reference grid (segment targets are laid on it)
+    normalised: bool = False  # streamed for a pooled model: already pooled and normalised
 
 
 def memory_chunks(

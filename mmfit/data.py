@@ -24,8 +24,9 @@ from mmcache.transport import configured
 from .batches import Batch, Chunk, Stats, memory_chunks, normalise, pool_field
 from .config import DataConfig
 from .errors import DataError
-from .labels import SPLITS, LabelTable, from_csv, from_metadata
+from .labels import SPLITS, LabelTable, from_csv, from_metadata, metadata_columns
 from .layout import field_arrays, segment_targets
+from .samples import SampleRows, ok_samples
 from .stream import StreamSource
 
 BACKGROUND = "background"
@@ -37,9 +38,7 @@ class Data:
     """A loaded data set: per-row keys, targets and split, the fields' descriptions and statistics,
     and the features (in memory, or a StreamSource), cut into normalised batches on demand."""
 
-    keys: list[str]
-    ids: list[str | None]
-    sources: list[str]
+    samples: SampleRows  # the rows' keys, ids, caches and (read when asked for) sources
     y: torch.Tensor
     split: np.ndarray  # (N,) str
     classes: list[str]  # class vocabulary (regression: target names)
@@ -54,6 +53,24 @@ class Data:
     source: StreamSource | None = None  # when streaming
     spans: list | None = None  # segment task: per sample (start, end, label) spans
     normalised: bool = False  # features already normalised (pooled data)
+
+    @property
+    def keys(self) -> np.ndarray:
+        """(N,) bytes ("S"): the sample keys (`key(i)`: one as str)."""
+        return self.samples.keys
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(N,) UTF-8 bytes: each sample's id, b"" without one."""
+        return self.samples.ids
+
+    @property
+    def sources(self) -> np.ndarray:
+        """(N,) UTF-8 bytes: each sample's source (read from the caches on first use)."""
+        return self.samples.sources
+
+    def key(self, i: int) -> str:
+        return self.samples.key(i)
 
     def rows(self, split: str) -> np.ndarray:
         """Row indices of `split` (train, val, test; dropped rows have no data in any field)."""
@@ -72,7 +89,7 @@ class Data:
 
     def make_batch(self, chunk: Chunk) -> Batch:
         """The chunk's features as float32, normalised (unless pooling did it already), with its targets."""
-        norm = {} if self.normalised else self.norm
+        norm = {} if self.normalised or chunk.normalised else self.norm
         feats = {
             f: normalise(chunk.feats[f].float(), chunk.masks[f], norm[f]) if f in norm else chunk.feats[f].float()
             for f in self.field_names
@@ -135,17 +152,6 @@ def choose_fields(wanted: tuple[str, ...] | None, cache_list: list[Cache]) -> li
     return wanted
 
 
-def ok_samples(cache_list: list[Cache]) -> list[dict]:
-    """The ok rows of every cache's samples index, each with its cache; a key seen before is skipped."""
-    samples, seen = [], set()
-    for c in cache_list:
-        for row in c.samples("ok"):
-            if row["key"] not in seen:
-                seen.add(row["key"])
-                samples.append({**row, "cache": c})
-    return samples
-
-
 def load_data(
     cfg: DataConfig,
     *,
@@ -161,11 +167,11 @@ def load_data(
     training = classes is None  # eval/predict reuse a checkpoint's vocabulary
     cache_list = open_caches(cfg.caches, cfg.verify, cfg.storage_options, cfg.cache_dir)
     names = choose_fields(cfg.fields, cache_list)
-    samples = ok_samples(cache_list)
+    samples = ok_samples(cache_list, _columns(cfg, labelled))
     table, rows, classes, y = _targets(cfg, samples, classes, labelled)
     data = _new_data(rows, y, classes, names, cache_list[0])
     if cfg.task == "segment":
-        data.spans = [table.spans.get(s["key"], []) for s in rows]
+        data.spans = [table.spans.get(i, []) for i in table.rows.tolist()]
     data.report = _sample_counts(samples, rows, table, labelled)
     if labelled:
         _assign_splits(cfg, data, table, training=training)
@@ -176,30 +182,41 @@ def load_data(
     _set_norm(cfg, data, cache_list, norm)
     if pooled and data.source is None:
         data.pool()  # after the statistics, which are over steps
+    elif pooled:
+        data.source.pool = data.norm  # the reader thread pools (and normalises) each window
     return data
 
 
-def _targets(cfg: DataConfig, samples: list[dict], classes: list[str] | None, labelled: bool):
+def _columns(cfg: DataConfig, labelled: bool) -> tuple[str, ...]:
+    """The samples index columns the labels are joined with (besides key and id)."""
+    if not labelled:
+        return ()
+    return ("source", "aliases") if cfg.labels else metadata_columns(list(cfg.label_columns) or [cfg.label_column])
+
+
+def _targets(cfg: DataConfig, samples: SampleRows, classes: list[str] | None, labelled: bool):
     """(label table, the samples that have labels, class vocabulary, their targets). Unlabelled:
     every sample, with placeholder targets."""
     if not labelled:
         n = len(samples)
         y = torch.full((n, cfg.max_steps), -1) if cfg.task == "segment" else torch.zeros(n, dtype=torch.long)
-        return LabelTable({}, {}), samples, classes, y
+        table = LabelTable.empty()
+        table.rows, table.split = np.arange(n), np.zeros(n, "S1")
+        return table, samples, classes, y
     table = _labels(cfg, samples)
-    rows = [s for s in samples if s["key"] in table.values]
-    if not rows:
+    if not len(table.rows):
         raise DataError(f"no cache sample has a label in {table.source}" + _mismatch(table, samples))
-    classes, y = TARGETS[cfg.task](cfg, table, rows, classes)
+    rows = samples.take(table.rows)
+    classes, y = TARGETS[cfg.task](cfg, table, classes)
+    table.values = []  # the targets hold them now
+    samples.columns = rows.columns = {}  # only the labels needed them
     return table, rows, classes, y
 
 
-def _new_data(rows: list[dict], y: torch.Tensor, classes: list[str] | None, names: list[str], cache: Cache) -> Data:
+def _new_data(rows: SampleRows, y: torch.Tensor, classes: list[str] | None, names: list[str], cache: Cache) -> Data:
     """Data for sample `rows` and their targets, fields described by `cache`'s manifest; no split yet."""
     return Data(
-        keys=[s["key"] for s in rows],
-        ids=[s.get("id") for s in rows],
-        sources=[s["source"] for s in rows],
+        samples=rows,
         y=y,
         split=np.array([""] * len(rows), dtype=object),
         classes=list(classes or []),
@@ -210,7 +227,7 @@ def _new_data(rows: list[dict], y: torch.Tensor, classes: list[str] | None, name
     )
 
 
-def _sample_counts(samples: list[dict], rows: list[dict], table: LabelTable, labelled: bool) -> dict:
+def _sample_counts(samples: SampleRows, rows: SampleRows, table: LabelTable, labelled: bool) -> dict:
     """The report's counts: ok samples, labelled and unlabelled ones, label ids not in the cache."""
     return {
         "samples": len(samples),
@@ -221,19 +238,19 @@ def _sample_counts(samples: list[dict], rows: list[dict], table: LabelTable, lab
     }
 
 
-def _mismatch(table: LabelTable, samples: list[dict]) -> str:
+def _mismatch(table: LabelTable, samples: SampleRows) -> str:
     """What the label ids and the cache's samples look like, when none of them match."""
     theirs = ", ".join(repr(i) for i in table.unknown[:3])
-    ours = ", ".join(repr(s.get("id") or Path(s["source"]).name) for s in samples[:3])
+    ours = ", ".join(repr(samples.shown(i)) for i in range(min(3, len(samples))))
     return (
         (f": its ids ({theirs}{', ...' if len(table.unknown) > 3 else ''})" if theirs else "")
-        + f"; the cache's samples are named by id, file name or stem, e.g. {ours} (keys like {samples[0]['key']!r})"
-        if samples
+        + f"; the cache's samples are named by id, file name or stem, e.g. {ours} (keys like {samples.key(0)!r})"
+        if len(samples)
         else ""
     )
 
 
-def _labels(cfg: DataConfig, samples: list[dict]) -> LabelTable:
+def _labels(cfg: DataConfig, samples: SampleRows) -> LabelTable:
     columns = list(cfg.label_columns) or [cfg.label_column]
     if cfg.labels:
         return from_csv(Path(cfg.labels), samples, columns, segments=cfg.task == "segment")
@@ -252,60 +269,60 @@ def _fixed(classes: list[str] | None, found: set[str]) -> list[str]:
     return list(classes)
 
 
-def _multiclass(cfg: DataConfig, table: LabelTable, rows: list[dict], classes: list[str] | None = None):
-    names = [table.values[s["key"]][0] for s in rows]
+def _multiclass(cfg: DataConfig, table: LabelTable, classes: list[str] | None = None):
+    found, inverse = np.unique(table.values[0], return_inverse=True)
+    names = [n.decode("utf-8") for n in found.tolist()]  # UTF-8 bytes sort as the strings do
     classes = _fixed(classes, set(names))
     if len(classes) < 2:
         raise DataError(f"multiclass needs at least 2 classes; found {classes}")
     lookup = {c: i for i, c in enumerate(classes)}
-    return classes, torch.tensor([lookup[n] for n in names], dtype=torch.long)
+    return classes, torch.from_numpy(np.array([lookup[n] for n in names], np.int64)[inverse.reshape(-1)])
 
 
-def _multilabel(cfg: DataConfig, table: LabelTable, rows: list[dict], classes: list[str] | None = None):
+def _numbers(table: LabelTable, what: str) -> torch.Tensor:
+    """The label columns as float32 targets (M, columns)."""
+    try:
+        y = np.stack([np.array([float(v.decode()) for v in col.tolist()], np.float32) for col in table.values], 1)
+    except ValueError as e:
+        raise DataError(f"{what}: {e}") from None
+    return torch.from_numpy(y.reshape(len(table.rows), len(table.values)))
+
+
+def _multilabel(cfg: DataConfig, table: LabelTable, classes: list[str] | None = None):
     if cfg.label_columns:
-        classes = list(cfg.label_columns)
-        try:
-            y = [[float(v) for v in table.values[s["key"]]] for s in rows]
-        except ValueError as e:
-            raise DataError(f"multilabel columns must hold 0/1: {e}") from None
-        return classes, torch.tensor(y, dtype=torch.float32)
-    sets = [{p.strip() for p in table.values[s["key"]][0].replace(";", "|").split("|") if p.strip()} for s in rows]
+        return list(cfg.label_columns), _numbers(table, "multilabel columns must hold 0/1")
+    sets = [{p.strip() for p in v.decode().replace(";", "|").split("|") if p.strip()} for v in table.values[0].tolist()]
     classes = _fixed(classes, set().union(*sets))
-    y = torch.zeros(len(rows), len(classes))
+    y = torch.zeros(len(sets), len(classes))
     for i, labels in enumerate(sets):
         for c in labels:
             y[i, classes.index(c)] = 1
     return classes, y
 
 
-def _regression(cfg: DataConfig, table: LabelTable, rows: list[dict], classes: list[str] | None = None):
-    columns = list(cfg.label_columns) or [cfg.label_column]
-    try:
-        y = [[float(v) for v in table.values[s["key"]]] for s in rows]
-    except ValueError as e:
-        raise DataError(f"regression targets must be numbers: {e}") from None
-    return columns, torch.tensor(y, dtype=torch.float32)
+def _regression(cfg: DataConfig, table: LabelTable, classes: list[str] | None = None):
+    return list(cfg.label_columns) or [cfg.label_column], _numbers(table, "regression targets must be numbers")
 
 
-def _segment(cfg: DataConfig, table: LabelTable, rows: list[dict], classes: list[str] | None = None):
-    found = {lab for s in rows for _, _, lab in table.spans.get(s["key"], [])} | {BACKGROUND}
+def _segment(cfg: DataConfig, table: LabelTable, classes: list[str] | None = None):
+    found = {lab for spans in table.spans.values() for _, _, lab in spans} | {BACKGROUND}
     classes = _fixed(classes, found) if classes else [BACKGROUND] + sorted(found - {BACKGROUND})
     # per-step targets are filled in when the reference grid is known (features load)
-    return classes, torch.full((len(rows), cfg.max_steps), -1, dtype=torch.long)
+    return classes, torch.full((len(table.rows), cfg.max_steps), -1, dtype=torch.long)
 
 
-# task -> (cfg, table, rows, classes) -> (classes, targets): a checkpoint's classes are kept when given
+# task -> (cfg, table, classes) -> (classes, targets): a checkpoint's classes are kept when given
 TARGETS = {"multiclass": _multiclass, "multilabel": _multilabel, "regression": _regression, "segment": _segment}
 
 
 def _assign_splits(cfg: DataConfig, data: Data, table: LabelTable, training: bool = True) -> None:
     """The labels' splits when they give them (all or none), else a seeded one; a training run also
     needs a train split and, for multiclass, every val/test class in train."""
-    given = [table.split.get(k, "") for k in data.keys]
-    if any(given):
-        if not all(given):
+    given = table.split
+    if (given != b"").any():
+        if not (given != b"").all():
             raise DataError("some labelled samples have a split and others do not; give every row a split")
-        data.split[:] = given
+        data.split[:] = [g.decode() for g in given.tolist()]
     else:
         data.split[:] = _random_split(cfg, data)
     data.report["splits"] = {s: int((data.split == s).sum()) for s in SPLITS}
@@ -339,16 +356,28 @@ def _random_split(cfg: DataConfig, data: Data) -> np.ndarray:
     return out
 
 
-def _attach_features(cfg: DataConfig, data: Data, rows: list[dict], cache_list: list[Cache]) -> None:
+def _attach_features(cfg: DataConfig, data: Data, rows: SampleRows, cache_list: list[Cache]) -> None:
     """The features of `rows`: loaded into memory, or read shard by shard (a StreamSource) when
     `streaming` says so or, for auto, when their padded size would exceed `memory_budget_gb`."""
     padded = _padded_bytes(cfg.max_steps, len(rows), data.dims, cache_list)
     streams = padded > cfg.memory_budget_gb * 2**30 if cfg.streaming == "auto" else cfg.streaming == "always"
     if streams:
-        data.source = StreamSource(rows, data.field_names, data.dims, cfg.max_steps, cfg.aligned)
-        data.report["streaming"] = {"shards": len(data.source.groups)}
+        window = _window(padded, cfg.memory_budget_gb, len(rows.groups()))
+        data.source = StreamSource(rows, data.field_names, data.dims, cfg.max_steps, cfg.aligned, window)
+        data.report["streaming"] = {"shards": len(data.source.groups), "window": window}
     else:
         _load_features(data, rows, cfg.max_steps, cfg.aligned)
+
+
+WINDOW_SHARE = 8  # a streamed window (shuffle buffer) holds at most 1/WINDOW_SHARE of the memory budget
+WINDOW_MAX = 16  # shards
+
+
+def _window(padded: int, budget_gb: float, shards: int) -> int:
+    """Shards per streamed window: as many as fit 1/WINDOW_SHARE of the budget (PREFETCH + 1 windows
+    are held at once), 1 to WINDOW_MAX (`padded`: the bytes of every row, over `shards` shards)."""
+    per_shard = padded / max(shards, 1)
+    return int(np.clip(budget_gb * 2**30 / WINDOW_SHARE // max(per_shard, 1), 1, WINDOW_MAX))
 
 
 def _padded_bytes(max_steps: int, n_rows: int, dims: dict[str, int], cache_list: list[Cache]) -> int:
@@ -357,7 +386,7 @@ def _padded_bytes(max_steps: int, n_rows: int, dims: dict[str, int], cache_list:
     return sum(n_rows * min(max_steps, max(steps[n], 1)) * d * 2 for n, d in dims.items())
 
 
-def _load_features(data: Data, rows: list[dict], max_steps: int, aligned: bool) -> None:
+def _load_features(data: Data, rows: SampleRows, max_steps: int, aligned: bool) -> None:
     """Every field of `rows` into memory (layout.field_arrays), segment targets on the grid, and the
     report's count of samples without each field per split."""
     feats, masks, grids = field_arrays(rows, data.field_names, data.dims, max_steps, aligned)

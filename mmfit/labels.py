@@ -6,20 +6,30 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from mmcache.cache import STR, as_keys
+
 from .errors import DataError
+from .samples import SampleRows
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class LabelTable:
-    """Per-sample label values (raw strings) and optional split, keyed by cache key."""
+    """Labels joined to a run's samples (rows of its SampleRows), as columns over the labelled ones."""
 
-    values: dict[str, list[str]]  # key -> label strings (one per label column; or span rows for segments)
-    split: dict[str, str]  # key -> train | val | test (empty when the labels have no split)
-    spans: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)  # segment task
+    rows: np.ndarray  # (M,) int64: positions of the labelled samples, ascending
+    values: list[np.ndarray]  # per label column, (M,) UTF-8 bytes label strings (segment task: none)
+    split: np.ndarray  # (M,) bytes: train | val | test, b"" when the labels give none
+    spans: dict[int, list[tuple[float, float, str]]] = field(default_factory=dict)  # segment: row -> spans
     unknown: list[str] = field(default_factory=list)  # label ids not in the cache
     source: str = ""
+
+    @classmethod
+    def empty(cls) -> LabelTable:
+        return cls(np.zeros(0, np.int64), [], np.zeros(0, "S1"))
 
 
 def read_csv(path: Path) -> list[tuple[int, dict]]:
@@ -36,19 +46,43 @@ def read_csv(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def _index(samples: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
-    """id -> key and source-stem -> key lookups (ids from the video sheet, else file names)."""
-    by_id, by_stem = {}, {}
-    for s in samples:
-        if s.get("id"):
-            by_id[str(s["id"])] = s["key"]
-        for src in [s["source"], *s.get("aliases", [])]:
-            by_stem.setdefault(Path(src).stem, s["key"])
-            by_stem.setdefault(src, s["key"])
-    return by_id, by_stem
+def _resolve(refs: list[str], samples: SampleRows) -> list[int]:
+    """The sample row each sheet reference names (-1: none): a key, else an id (several samples with
+    one id: the last), else the stem, path or file name of a source or alias (several: the first)."""
+    found = np.full(len(refs), -1, np.int64)
+    if not refs or not len(samples):
+        return found.tolist()
+    found = _search(samples.keys, as_keys(refs), last=False)
+    by_id = _search(samples.ids, np.strings.encode(np.array(refs, STR), "utf-8"), last=True)
+    by_id[np.array([not r for r in refs])] = -1
+    found = np.where(found >= 0, found, by_id)
+    left = {r for r, f in zip(refs, found.tolist(), strict=True) if f < 0 and r}
+    if left:  # file names and stems: only for the references still unresolved (a pass over the sources)
+        by_stem: dict[str, int] = {}
+        aliases = samples.columns.get("aliases")
+        for i, src in enumerate(samples.sources.tolist()):
+            more = aliases[i].decode().split("\n") if aliases is not None and aliases[i] else []
+            for name in [src.decode(), *more]:
+                for ref in (Path(name).stem, name, Path(name).name):
+                    if ref in left:
+                        by_stem.setdefault(ref, i)
+        found = np.array([f if f >= 0 else by_stem.get(r, -1) for r, f in zip(refs, found.tolist(), strict=True)])
+    return found.tolist()
 
 
-def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool = False) -> LabelTable:
+def _search(haystack: np.ndarray, needles: np.ndarray, last: bool) -> np.ndarray:
+    """Position in `haystack` (bytes) of each needle, -1 when absent; repeated values: the first, or
+    with `last` the last one."""
+    if not len(haystack):
+        return np.full(len(needles), -1, np.int64)
+    order = np.argsort(haystack, kind="stable")
+    at = np.searchsorted(haystack, needles, side="right" if last else "left", sorter=order)
+    at = np.clip(at - 1 if last else at, 0, len(order) - 1)
+    rows = order[at]
+    return np.where(haystack[rows] == needles, rows, -1)
+
+
+def from_csv(path: Path, samples: SampleRows, columns: list[str], segments: bool = False) -> LabelTable:
     """Rows with `key` or `id` (an id may also be a video's file name or stem), label columns,
     an optional `split`; for segments: start, end, label per row."""
     rows = read_csv(path)
@@ -62,14 +96,12 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
         raise DataError(
             f"labels {path} needs columns {'key or id'}, {', '.join(need)} (has: {has}){_binary_hint(rows, header)}"
         )
-    by_id, by_stem = _index(samples)
-    keys = {s["key"] for s in samples}
-    table = LabelTable({}, {}, source=str(path))
-    first: dict[str, tuple[int, str, list[str], str]] = {}  # key -> its first row: line, ref, labels, split
-    for line, row in rows:
-        ref = (row.get("key") or "").strip() or (row.get("id") or "").strip()
-        key = ref if ref in keys else by_id.get(ref) or by_stem.get(ref)
-        if key is None:
+    refs = [(row.get("key") or "").strip() or (row.get("id") or "").strip() for _, row in rows]
+    table = LabelTable.empty()
+    table.source = str(path)
+    first: dict[int, tuple[int, str, list[str], str]] = {}  # sample -> its first row: line, ref, labels, split
+    for (line, row), ref, key in zip(rows, refs, _resolve(refs, samples), strict=True):
+        if key < 0:
             table.unknown.append(ref)
             continue
         split = (row.get("split") or "").strip()
@@ -78,17 +110,17 @@ def from_csv(path: Path, samples: list[dict], columns: list[str], segments: bool
         # a segment sample has one row per span: only its split must agree between rows
         labels = [] if segments else [(row[c] or "").strip() for c in columns]
         _check_repeat(path, columns, first.setdefault(key, (line, ref, labels, split)), (line, ref, labels, split))
-        if split:
-            table.split[key] = split
         if segments:
             try:  # a row shorter than the header has None cells: TypeError/AttributeError, not a crash
                 span = (float(row["start"]), float(row["end"]), row[columns[0]].strip())
             except (ValueError, TypeError, AttributeError):
                 raise DataError(f"labels {path}: bad start/end for {ref}: {row['start']!r}, {row['end']!r}") from None
             table.spans.setdefault(key, []).append(span)
-            table.values.setdefault(key, [])
-        else:
-            table.values[key] = labels
+    table.rows = np.array(sorted(first), np.int64)
+    chosen = [first[k] for k in table.rows.tolist()]
+    table.split = np.array([c[3].encode() for c in chosen], "S")
+    if not segments:
+        table.values = [np.array([c[2][j].encode() for c in chosen], "S") for j in range(len(columns))]
     return table
 
 
@@ -121,16 +153,18 @@ def _row_text(columns: list[str], row: tuple) -> str:
     return f"line {line} {ref!r} ({', '.join(parts) or 'no split'})"
 
 
-def from_metadata(samples: list[dict], columns: list[str]) -> LabelTable:
-    """Labels carried into the samples index by the video sheet's extra columns."""
-    table = LabelTable({}, {}, source="samples index metadata")
-    for s in samples:
-        meta = s.get("meta") or {}
-        if all(c in meta and str(meta[c]).strip() for c in columns):
-            table.values[s["key"]] = [str(meta[c]).strip() for c in columns]
-            split = str(meta.get("split", "")).strip()
-            if split in SPLITS:
-                table.split[s["key"]] = split
-    if not table.values:
+def from_metadata(samples: SampleRows, columns: list[str]) -> LabelTable:
+    """Labels carried into the samples index by the video sheet's extra columns (`samples` holds the
+    columns meta.<column> and meta.split: `metadata_columns`)."""
+    values = [np.strings.strip(samples.columns[f"meta.{c}"]) for c in columns]
+    rows = np.flatnonzero(np.logical_and.reduce([v != b"" for v in values]))
+    if not len(rows):
         raise DataError(f"no labels: pass --labels FILE, or carry column(s) {', '.join(columns)} in the video sheet")
-    return table
+    split = np.strings.strip(samples.columns["meta.split"][rows])
+    split[~np.logical_or.reduce([split == s.encode() for s in SPLITS])] = b""
+    return LabelTable(rows, [v[rows] for v in values], split, source="samples index metadata")
+
+
+def metadata_columns(columns: list[str]) -> tuple[str, ...]:
+    """The `Cache.table` columns `from_metadata` reads."""
+    return (*(f"meta.{c}" for c in columns), "meta.split")

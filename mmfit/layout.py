@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .samples import SampleRows
 
 
 def subsample(n: int, max_steps: int) -> np.ndarray:
@@ -31,22 +32,22 @@ def align(ref_ts: np.ndarray, ts: np.ndarray, feats: np.ndarray) -> tuple[np.nda
     return out, ok
 
 
-def field_arrays(rows: list[dict], names: list[str], dims: dict[str, int], max_steps: int, aligned: bool):
+def field_arrays(rows: SampleRows, names: list[str], dims: dict[str, int], max_steps: int, aligned: bool):
     """Read fields `names` for `rows` (one pass per cache shard) and lay them out as padded float16
     arrays, subsampled to `max_steps`, or with `aligned` resampled onto the first field's grid.
     Returns (feats, masks, grids): grids[i] is row i's reference grid (None unless aligned). Fields
     are read and laid out one at a time, so only one field's raw arrays are held besides the result."""
-    by_cache: dict[int, list[int]] = {}
-    for i, s in enumerate(rows):
-        by_cache.setdefault(id(s["cache"]), []).append(i)
+    by_cache = [np.flatnonzero(rows.cache == c) for c in range(len(rows.caches))]
     t = max_steps
     feats, masks = {}, {}
     grids: list[np.ndarray | None] = [None] * len(rows)
     for k, n in enumerate(names):
         raw: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(rows)
-        for idx in by_cache.values():
-            arr = rows[idx[0]]["cache"].load_field(n, [rows[i]["key"] for i in idx])
-            for j, i in enumerate(idx):
+        for c, idx in enumerate(by_cache):
+            if not len(idx):
+                continue
+            arr = rows.caches[c].load_field(n, rows.keys[idx])
+            for j, i in enumerate(idx.tolist()):
                 if arr.present[j]:
                     raw[i] = (arr.feats[j], arr.ts[j])
             del arr
@@ -63,7 +64,7 @@ def field_arrays(rows: list[dict], names: list[str], dims: dict[str, int], max_s
 FINITE_ROWS = 256  # rows per chunk of the NaN/inf check (bounds its boolean copy)
 
 
-def check_finite(name: str, x: np.ndarray, rows: list[dict]) -> None:
+def check_finite(name: str, x: np.ndarray, rows: SampleRows) -> None:
     """Refuse NaN/inf features, naming the sample and field. Every split and predict read features
     here, so all get this one check: the model would turn them into NaN outputs (a NaN loss in
     train, a metrics ValueError in val/test, NaN scores in predictions). Checked on the float16
@@ -72,15 +73,9 @@ def check_finite(name: str, x: np.ndarray, rows: list[dict]) -> None:
         bad = ~np.isfinite(x[i : i + FINITE_ROWS]).all(axis=(1, 2))
         if bad.any():
             raise DataError(
-                f"field {name!r}: sample {sample_name(rows[i + int(bad.argmax())])} has NaN or infinite "
+                f"field {name!r}: sample {rows.name(i + int(bad.argmax()))} has NaN or infinite "
                 "feature values; re-extract it, or leave it out of the labels"
             )
-
-
-def sample_name(row: dict) -> str:
-    """How errors name a cache sample: its id when it has one, always its key and source."""
-    ident = f"{row['id']!r} " if row.get("id") else ""
-    return f"{ident}(key {row['key']}, source {row['source']})"
 
 
 def layout_field(name: str, raw: list, grids: list, t: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

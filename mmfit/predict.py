@@ -148,7 +148,7 @@ def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> Prediction
     y, out = predict_rows(model, data, rows, **run)
     labels, scores = task.predictions(out)
     if cfg.task == "segment":
-        grids = reference_grids(cache, data.field_names[0], [data.keys[r] for r in rows], cfg.data.max_steps)
+        grids = reference_grids(cache, data.field_names[0], [data.key(r) for r in rows], cfg.data.max_steps)
         return write_segments(out_csv, data, rows, y, scores, grids, task.classes)
     write_predictions(out_csv, data, rows, labels, scores, task.classes, cfg.task)
     return Predictions(len(rows), out_csv)
@@ -156,7 +156,7 @@ def predict_cache(path, cache, out_csv: Path, verify: bool = True) -> Prediction
 
 def sample_id(data: Data, r: int) -> str:
     """A sample's id in predictions: the video sheet's id, else the video's file stem."""
-    return data.ids[r] or PurePosixPath(data.sources[r]).stem
+    return data.ids[r].decode() or PurePosixPath(data.samples.source(r)).stem
 
 
 def write_predictions(path: Path, data: Data, rows, labels, scores: np.ndarray, classes, task: str) -> None:
@@ -167,7 +167,7 @@ def write_predictions(path: Path, data: Data, rows, labels, scores: np.ndarray, 
     w.writerow(["key", "id", "source", "prediction"] + ([f"score_{c}" for c in classes] if per_class else []))
     for r, label, s in zip(rows, labels, scores, strict=True):
         extra = [f"{x:.6f}" for x in s] if per_class else []
-        w.writerow([data.keys[r], sample_id(data, r), data.sources[r], label, *extra])
+        w.writerow([data.key(r), sample_id(data, r), data.samples.source(r), label, *extra])
     write_atomic(Path(path), f.getvalue().encode("utf-8"))
 
 
@@ -182,10 +182,10 @@ def write_segments(path: Path, data: Data, rows, y: np.ndarray, probs: np.ndarra
     spans_w.writerow(["key", "id", "source", "start", "end", "label", "score"])
     done = Predictions(len(rows), Path(path), spans=spans_path(path))
     for i, r in enumerate(rows):
-        head = [data.keys[r], sample_id(data, r), data.sources[r]]
+        head = [data.key(r), sample_id(data, r), data.samples.source(r)]
         steps = sample_steps(probs[i], y[i] >= 0, grids[i], f"{head[1]!r} (key {head[0]})")
         if not steps:
-            done.no_steps.append(data.sources[r])
+            done.no_steps.append(head[2])
         for s in steps:
             steps_w.writerow(
                 [*head, s.index, f"{s.start:.3f}", f"{s.end:.3f}", classes[s.label], *(f"{x:.6f}" for x in s.scores)]

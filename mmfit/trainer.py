@@ -128,8 +128,8 @@ def make_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Op
 def data_digest(data: Data) -> str:
     """sha256 over every sample's key, split and target: what a resumed run must find again."""
     h = hashlib.sha256()
-    for key, split in zip(data.keys, data.split, strict=True):
-        h.update(f"{key}\t{split}\n".encode())
+    for key, split in zip(data.keys.tolist(), data.split, strict=True):
+        h.update(key + f"\t{split}\n".encode())
     h.update(data.y.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 

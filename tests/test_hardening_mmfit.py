@@ -36,6 +36,7 @@ from mmfit.data import FIELD_META
 from mmfit.errors import CheckpointError, DataError
 from mmfit.labels import from_csv
 from mmfit.predict import config_of, model_of
+from mmfit.samples import SampleRows
 from mmfit.trainer import train
 
 FIELD = "logmel"
@@ -417,7 +418,7 @@ def test_fuzz_checkpoint_bytes_and_structure(tiny, tmp_path):
 # -- class 13: a sample labelled twice --------------------------------------------------------------
 
 
-SAMPLES = [{"key": f"{i:024x}", "id": f"clip_{i}", "source": f"clip_{i}.mp4"} for i in range(4)]
+SAMPLES = SampleRows.from_dicts([{"key": f"{i:024x}", "id": f"clip_{i}", "source": f"clip_{i}.mp4"} for i in range(4)])
 
 
 def sheet(tmp_path: Path, text: str) -> Path:
@@ -467,7 +468,7 @@ def test_conflicting_rows_for_one_sample_are_refused(tmp_path, text, columns, pa
 def test_segment_rows_of_one_sample_may_repeat_but_not_disagree_on_split(tmp_path):
     spans = "id,start,end,label,split\nclip_0,0,1,run,train\nclip_0,1,2,jump,train\n"
     table = from_csv(sheet(tmp_path, spans), SAMPLES, ["label"], segments=True)
-    assert len(table.spans[SAMPLES[0]["key"]]) == 2
+    assert len(table.spans[0]) == 2  # the spans of sample row 0
     with pytest.raises(DataError, match=r"split='train'\) vs line 4 'clip_0' \(split='val'\)"):
         from_csv(sheet(tmp_path, spans + "clip_0,2,3,run,val\n"), SAMPLES, ["label"], segments=True)
 
@@ -477,7 +478,9 @@ def test_identical_repeated_rows_are_accepted(tmp_path):
     """A decision, not a bug: an exact repeat (e.g. overlapping sheets concatenated) changes nothing."""
     once = from_csv(sheet(tmp_path, "id,label\nclip_0,cat\nclip_1,dog\n"), SAMPLES, ["label"])
     twice = from_csv(sheet(tmp_path, "id,label\nclip_0,cat\nclip_1,dog\nclip_0,cat\n"), SAMPLES, ["label"])
-    assert twice.values == once.values and twice.split == once.split
+    assert twice.rows.tolist() == once.rows.tolist() == [0, 1]
+    assert [v.tolist() for v in twice.values] == [v.tolist() for v in once.values] == [["cat", "dog"]]
+    assert twice.split.tolist() == once.split.tolist()
 
 
 @pytest.mark.hardening(13)

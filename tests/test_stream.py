@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
 from mmfit_helpers import cfg
 
 from mmfit.predict import evaluate_checkpoint
@@ -41,3 +45,95 @@ def test_segment_tagging_trains_when_streamed_like_in_memory(labelled, tmp_path)
     streamed = train(cfg(labelled, tmp_path / "s", streaming="always", **opts))
     assert len(streamed.history) == 2 and all(math.isfinite(r["val/loss"]) for r in streamed.history)
     assert 0 <= streamed.val["segment_f1"] <= 1 and streamed.val["frame_accuracy"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# windows of shards: a shuffle buffer across shards, read ahead in a thread, in a seeded order
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """3,000 clips in 12 shards of 256 (benchmarks/synthetic.py: the library's writers), labels in meta."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import synthetic
+
+    root = tmp_path_factory.mktemp("stream") / "cache"
+    synthetic.write_cache(root, 3000, 3, "webdataset", fields={"tiny": ("tiny", "synthetic", "vision", 4)})
+    return root
+
+
+def _data(cache, pooled=False, **kw):
+    from mmfit.config import build_config
+    from mmfit.data import load_data
+
+    return load_data(build_config(cache=str(cache), verify=False, **kw).data, pooled=pooled)
+
+
+def _epoch(data, rows, gen, batch=100):
+    return [
+        (c.idx.numpy().copy(), {n: x.clone() for n, x in c.feats.items()}) for c in data.source.chunks(rows, batch, gen)
+    ]
+
+
+def test_a_streamed_epoch_visits_every_row_once_shuffled_across_shards(synthetic):
+    data = _data(synthetic, streaming="always", memory_budget_gb=1.0)
+    assert data.source.window > 1 and data.report["streaming"]["window"] == data.source.window
+    rows = data.rows("train")
+    epoch = _epoch(data, rows, torch.Generator().manual_seed(0))
+    seen = np.concatenate([i for i, _ in epoch])
+    assert sorted(seen.tolist()) == sorted(rows.tolist()) and all(len(i) <= 100 for i, _ in epoch)
+    shards = data.samples.shard
+    assert max(len(set(shards[i].tolist())) for i, _ in epoch) > 1  # one batch mixes shards
+    plain = _epoch(data, rows, None)  # no generator: cache order
+    assert np.concatenate([i for i, _ in plain]).tolist() == sorted(rows.tolist())
+
+
+def test_streamed_batches_depend_only_on_the_generator(synthetic):
+    """The same state gives the same batches (so a resumed run trains on what the first would have),
+    whatever the reader thread's timing; the next epoch differs."""
+    data = _data(synthetic, streaming="always", memory_budget_gb=1.0)
+    rows = data.rows("train")
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    first, second = _epoch(data, rows, gen), _epoch(data, rows, gen)
+    gen.set_state(state)
+    again = _epoch(data, rows, gen)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_streamed_features_are_the_in_memory_ones(synthetic, pooled):
+    """Row for row, the batches streamed (pooled and normalised by the reader thread for a pooled model)
+    equal the in-memory ones."""
+    mem = _data(synthetic, pooled=pooled, streaming="never")
+    streamed = _data(synthetic, pooled=pooled, streaming="always", memory_budget_gb=1.0)
+    assert streamed.source.pool is (streamed.norm if pooled else None)
+    rows = mem.rows("val")
+    want = {int(b.idx[j]): b.feats["tiny"][j] for b in mem.batches(rows, 64) for j in range(len(b.idx))}
+    for b in streamed.batches(rows, 64, torch.Generator().manual_seed(1)):
+        for j, i in enumerate(b.idx.tolist()):
+            assert torch.equal(b.feats["tiny"][j], want[i])
+
+
+def test_a_read_error_in_the_thread_is_raised_and_leaving_early_stops_it(synthetic, tmp_path):
+    import shutil
+    import threading
+
+    from mmcache.errors import CacheError
+
+    copy = tmp_path / "cache"
+    shutil.copytree(synthetic, copy)
+    data = _data(copy, streaming="always", memory_budget_gb=1e-6)  # one shard a window
+    rows = data.rows("train")
+    chunks = data.source.chunks(rows, 50, None)
+    next(chunks)
+    chunks.close()  # leaving early
+    assert not any(t.name == "mmfit-stream" for t in threading.enumerate())
+    last = sorted((copy / "tiny").iterdir())[-1]
+    last.write_bytes(last.read_bytes()[:1000])  # cut: its read fails in the thread
+    with pytest.raises(CacheError, match=last.name):
+        _epoch(data, rows, None)
+    assert not any(t.name == "mmfit-stream" for t in threading.enumerate())
