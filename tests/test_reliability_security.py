@@ -37,6 +37,7 @@ from mmfit.checkpoint import load_checkpoint, save_checkpoint
 from mmfit.config import FIELD_NAMES, build_config
 from mmfit.errors import CheckpointError
 from mmfit.labels import from_csv
+from mmfit.samples import SampleRows
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "0123456789abcdef01234567"
@@ -443,10 +444,12 @@ def _csv_text(table) -> str:
 def test_fuzz_label_sheet_and_video_sheet_parsers(tmp_path):
     labels = fuzz_case("label sheet (mmfit.labels.from_csv) and video sheet (read_sheet): arbitrary CSV text")
     d = tmp_path
-    samples = [
-        {"key": KEY, "id": "vid-1", "source": "a/clip.mp4", "aliases": ["b/copy.mp4"]},
-        {"key": "89abcdef0123456789abcdef", "id": None, "source": "x.mp4"},
-    ]
+    samples = SampleRows.from_dicts(
+        [
+            {"key": KEY, "id": "vid-1", "source": "a/clip.mp4", "aliases": ["b/copy.mp4"]},
+            {"key": "89abcdef0123456789abcdef", "id": None, "source": "x.mp4"},
+        ]
+    )
 
     def parse(text: str, raw: bytes, segments: bool, suffix: str):
         for data in (text.encode("utf-8", "surrogatepass"), raw):
@@ -476,7 +479,7 @@ def test_ragged_label_rows_are_a_clear_error(tmp_path):
     """Found by the fuzzer: a row longer than the header (extra cells under the key None) made the
     missing-column messages of mmfit's label sheet and mmcache's video sheet raise TypeError, and a
     short row in a segment sheet (None cells) raised TypeError/AttributeError instead of DataError."""
-    samples = [{"key": KEY, "id": "vid-1", "source": "clip.mp4"}]
+    samples = SampleRows.from_dicts([{"key": KEY, "id": "vid-1", "source": "clip.mp4"}])
     long_row = tmp_path / "long.csv"
     long_row.write_text("id\nvid-1,extra\n")
     with pytest.raises(MMCacheError, match="needs columns"):
