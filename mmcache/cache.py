@@ -140,7 +140,8 @@ class Cache:
                     np.concatenate([[0], np.cumsum(sizes)]),
                     self.shards,
                 )
-        out = {"key": index.keys, "shard": index.shard_of(np.arange(len(index.keys)))}
+        shard_of = np.repeat(np.arange(len(index.shards), dtype=np.int32), np.diff(index.starts))
+        out = {"key": index.keys, "shard": shard_of}
         if status is not None:
             keep = index.ok if status == "ok" else ~index.ok
             if not keep.all():

@@ -479,7 +479,7 @@ def test_identical_repeated_rows_are_accepted(tmp_path):
     once = from_csv(sheet(tmp_path, "id,label\nclip_0,cat\nclip_1,dog\n"), SAMPLES, ["label"])
     twice = from_csv(sheet(tmp_path, "id,label\nclip_0,cat\nclip_1,dog\nclip_0,cat\n"), SAMPLES, ["label"])
     assert twice.rows.tolist() == once.rows.tolist() == [0, 1]
-    assert [v.tolist() for v in twice.values] == [v.tolist() for v in once.values] == [["cat", "dog"]]
+    assert [v.tolist() for v in twice.values] == [v.tolist() for v in once.values] == [[b"cat", b"dog"]]
     assert twice.split.tolist() == once.split.tolist()
 
 
