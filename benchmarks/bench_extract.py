@@ -22,8 +22,15 @@ numbers measured back to back in one round, a round is repeated when other proce
 --max-others of the CPUs during one of its stages (read from /proc/stat), and the median over the
 undisturbed rounds is reported. Videos and caches go to bench-out/ (git-ignored).
 
-Targets (mmcache core issue):
+Side by side with an independent baseline (issue 14): benchmarks/plain_extract.py, a plain script that
+pipes `ffmpeg -vf fps=8,scale=224:224 -f rawvideo` into torchvision's resnet18 in batches of 32 and shares
+no mmcache code, against the `mmcache extract` command on the same real video (bigbuckbunny joined
+--real-copies times); whole-process wall time (python start, imports, model, decode, encode, write), each
+in a fresh process, plain and mmcache alternated in pairs, --plain-pairs undisturbed pairs per config.
+
+Targets (mmcache core issue, and issue 14 for the baseline):
   pipeline ratio  extract / (1 / (1/decode + 1/encode))       >= 0.90
+  baseline ratio  mmcache extract / plain script, frames/s     >= 0.95 (fp32 and bf16 + channels_last)
   storage         bytes of the field's tar / feature values   <= 2.05
   peak RSS        10-minute 720p extraction (resnet18, 8 fps)  < 1.5 GB (python + ffmpeg, measured in a child)
 """
@@ -35,6 +42,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from common import (
     Bench,
     Disturbed,
@@ -67,6 +75,7 @@ CONFIGS = {  # label -> extra encoder options
     "bfloat16+channels_last": ",dtype=bfloat16,channels_last=true",
 }
 RATIO_MIN = 0.90
+PLAIN_MIN = 0.95
 BYTES_PER_VALUE_MAX = 2.05
 PEAK_RSS_MAX = 1.5e9  # bytes ("1.5 GB", decimal: the stricter reading)
 
@@ -170,8 +179,94 @@ def speed_rounds(
         )
 
 
+def plain_pairs(video: Path, pairs: int, work: Path, max_others: float, max_attempts: int | None = None) -> list[dict]:
+    """Pairs of whole processes on `video`, per config in turn: benchmarks/plain_extract.py, then
+    `mmcache extract` into a fresh cache; frames/s of each from its wall time. A pair counts when
+    other processes used at most `max_others` of the CPUs during each of its two runs; disturbed
+    pairs are kept (marked) and repeated, up to `max_attempts` per config."""
+    import subprocess
+
+    script = Path(__file__).with_name("plain_extract.py")
+    max_attempts = max_attempts or 2 * pairs
+    done: list[dict] = []
+
+    def run(cmd: list[str]) -> tuple[float, float]:
+        with Meter() as m:
+            subprocess.run(cmd, check=True, capture_output=True)
+        return m.wall, m.others
+
+    turn = 0
+    while True:
+        todo = [
+            c
+            for c in CONFIGS
+            if sum(not p["noisy"] for p in done if p["cfg"] == c) < pairs
+            and sum(p["cfg"] == c for p in done) < max_attempts
+        ]
+        if not todo:
+            return done
+        cfg = todo[turn % len(todo)]
+        turn += 1
+        if max_others < 1:
+            wait_quiet(max_others, 120)
+        out = work / f"plain-{cfg}.npy"
+        plain_s, plain_others = run(
+            [sys.executable, str(script), str(video), str(out)] + (["--bf16"] if "bfloat16" in cfg else [])
+        )
+        frames_plain = int(np.load(out).shape[0])
+        cache = work / f"mmcache-{cfg}"
+        shutil.rmtree(cache, ignore_errors=True)
+        mm_s, mm_others = run(
+            [sys.executable, "-m", "mmcache.cli", "extract", str(video), "-e", ENCODER + CONFIGS[cfg], "-o", str(cache)]
+            + ["--quiet"]
+        )
+        frames_mm = field_storage(cache)["steps"]
+        pair = {
+            "cfg": cfg,
+            "plain": {"s": plain_s, "frames": frames_plain, "others": plain_others},
+            "mmcache": {"s": mm_s, "frames": frames_mm, "others": mm_others},
+            "noisy": max(plain_others, mm_others) > max_others,
+        }
+        pair["ratio"] = (frames_mm / mm_s) / (frames_plain / plain_s)
+        done.append(pair)
+        log(
+            f"pair {len(done)} {cfg:24s} plain {frames_plain / plain_s:6.1f} frames/s ({plain_s:.1f} s)  mmcache "
+            f"{frames_mm / mm_s:6.1f} frames/s ({mm_s:.1f} s) -> {pair['ratio']:.3f}"
+            f"{' (disturbed: repeating)' if pair['noisy'] else ''}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # report
+
+
+def render_plain(pairs: list[dict], video: dict | None, verdicts: list[bool]) -> list[str]:
+    """The baseline section: frames/s of the plain script and of mmcache per config, and the ratio."""
+    where = f" on {video['file']} ({video['seconds']:.1f} s {video['size']})" if video else ""
+    lines = [
+        "### Against a plain ffmpeg + torchvision script",
+        "",
+        f"benchmarks/plain_extract.py (no mmcache code) and `mmcache extract`{where}, each a fresh process timed "
+        "whole (start-up, imports, model, decode, encode, write), alternated in pairs. Medians over the undisturbed "
+        "pairs.",
+        "",
+        "| config | plain frames/s | mmcache frames/s | mmcache / plain | min-max | pairs used | target | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in CONFIGS:
+        mine = [p for p in pairs if p["cfg"] == c]
+        used = [p for p in mine if not p["noisy"]] or mine
+        if not used:
+            continue
+        ratios = [p["ratio"] for p in used]
+        ok = med(ratios) >= PLAIN_MIN
+        verdicts.append(ok)
+        fps = {k: med([p[k]["frames"] / p[k]["s"] for p in used]) for k in ("plain", "mmcache")}
+        lines.append(
+            f"| {c} | {fps['plain']:.1f} | {fps['mmcache']:.1f} | {med(ratios):.3f} | {spread(ratios)} | "
+            f"{len(used)} of {len(mine)} | >= {PLAIN_MIN:.2f} | {verdict(ok)} |"
+        )
+    return lines + [""]
 
 
 def render_video(v: dict, all_rounds: list[Round], limit: float, verdicts: list[bool]) -> list[str]:
@@ -256,6 +351,9 @@ def render(raw: dict) -> tuple[str, list[bool]]:
     ]
     for v, rounds, _ in videos:
         lines += render_video(v, rounds, limit, verdicts) + [""]
+    if raw.get("plain"):
+        real = next((v for v, _, _ in videos if v["label"].startswith("Real")), None)
+        lines += render_plain(raw["plain"], real, verdicts)
     store = videos[0][2]
     lines += [
         "### Storage and memory",
@@ -313,6 +411,7 @@ def options(ap) -> None:
     ap.add_quick("--real-rounds", 2, 1, "undisturbed rounds per config on the real video (0 skips)", type=int)
     ap.add_quick("--real-copies", 12, 1, "bigbuckbunny.mp4 (5.3 s) copies joined into the real video", type=int)
     ap.add_quick("--rss-seconds", 600, 120, "length of the RSS video (0 skips)", type=int)
+    ap.add_quick("--plain-pairs", 3, 1, "undisturbed plain-script / mmcache pairs per config (0 skips)", type=int)
     ap.add_max_others(0.15, "one of its stages")
 
 
@@ -337,6 +436,10 @@ def measure(a) -> dict:
             rnds, store = speed_rounds(path, n, work / path.stem, a.max_others)
             rounds = [asdict(r) for r in rnds]
             videos.append({"params": video_params(path, label, desc, store), "rounds": rounds, "store": store})
+    plain = []
+    if a.plain_pairs:
+        log(f"against the plain script: {real.name}")
+        plain = plain_pairs(real, a.plain_pairs, work / "plain", a.max_others)
     rss = None
     if a.rss_seconds:
         long = make_long_video(vids / f"{video.stem}-looped-{a.rss_seconds}s.mp4", video, a.rss_seconds)
@@ -346,7 +449,7 @@ def measure(a) -> dict:
             f"peak RSS {rss['peak'] / 1e9:.3f} GB (python {rss['python_hwm'] / 1e9:.3f}, "
             f"ffmpeg {rss['ffmpeg_hwm'] / 1e9:.3f}) in {rss['wall_s']:.0f} s"
         )
-    return {"params": {"max_others": a.max_others}, "videos": videos, "rss": rss, "quick": a.quick}
+    return {"params": {"max_others": a.max_others}, "videos": videos, "plain": plain, "rss": rss, "quick": a.quick}
 
 
 BENCH = Bench("bench_extract", __doc__, measure, render, options)
