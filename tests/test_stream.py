@@ -118,22 +118,37 @@ def test_streamed_features_are_the_in_memory_ones(synthetic, pooled):
             assert torch.equal(b.feats["tiny"][j], want[i])
 
 
-def test_a_read_error_in_the_thread_is_raised_and_leaving_early_stops_it(synthetic, tmp_path):
+@pytest.mark.parametrize("reader", ["process", "thread"])
+def test_a_read_error_in_the_reader_is_raised_and_leaving_early_stops_it(synthetic, tmp_path, reader, monkeypatch):
+    """Local caches are read by a forked DataLoader worker, remote ones by a thread: either way an
+    error while reading is raised in the training process naming the file, leaving an epoch early
+    stops the reader, and torch gets its threads back."""
+    import multiprocessing
     import shutil
     import threading
 
     from mmcache.errors import CacheError
+    from mmfit.stream import StreamSource
 
+    if reader == "thread":
+        monkeypatch.setattr(StreamSource, "_read_in_process", StreamSource._read_in_thread)
     copy = tmp_path / "cache"
     shutil.copytree(synthetic, copy)
     data = _data(copy, streaming="always", memory_budget_gb=1e-6)  # one shard a window
     rows = data.rows("train")
+    threads = torch.get_num_threads()
+
+    def stopped() -> bool:
+        alive = [t for t in threading.enumerate() if t.name == "mmfit-stream"] + multiprocessing.active_children()
+        return not alive and torch.get_num_threads() == threads
+
     chunks = data.source.chunks(rows, 50, None)
     next(chunks)
+    assert not stopped()  # a reader is running
     chunks.close()  # leaving early
-    assert not any(t.name == "mmfit-stream" for t in threading.enumerate())
+    assert stopped()
     last = sorted((copy / "tiny").iterdir())[-1]
-    last.write_bytes(last.read_bytes()[:1000])  # cut: its read fails in the thread
+    last.write_bytes(last.read_bytes()[:1000])  # cut: its read fails in the reader
     with pytest.raises(CacheError, match=last.name):
         _epoch(data, rows, None)
-    assert not any(t.name == "mmfit-stream" for t in threading.enumerate())
+    assert stopped()
