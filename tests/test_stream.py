@@ -152,3 +152,21 @@ def test_a_read_error_in_the_reader_is_raised_and_leaving_early_stops_it(synthet
     with pytest.raises(CacheError, match=last.name):
         _epoch(data, rows, None)
     assert stopped()
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_features_read_in_chunks_of_rows_are_the_same(synthetic, monkeypatch, aligned):
+    """layout.field_arrays copies samples out of the shard files READ_ROWS rows at a time (so no view
+    of a mapped shard outlives its chunk); any chunk size lays out the same arrays, views of no shard."""
+    import mmfit.layout
+    from mmfit.layout import field_arrays
+
+    data = _data(synthetic, streaming="never")
+    rows = data.samples
+    whole = field_arrays(rows, ["tiny"], {"tiny": 4}, 3, aligned)
+    monkeypatch.setattr(mmfit.layout, "READ_ROWS", 7)
+    parts = field_arrays(rows, ["tiny"], {"tiny": 4}, 3, aligned)
+    assert np.array_equal(whole[0]["tiny"], parts[0]["tiny"]) and np.array_equal(whole[1]["tiny"], parts[1]["tiny"])
+    assert whole[1]["tiny"].all() and whole[0]["tiny"].base is None
+    shorter = field_arrays(rows, ["tiny"], {"tiny": 4}, 2, aligned)  # subsampled: the per-sample path
+    assert shorter[0]["tiny"].shape == (len(rows), 2, 4)
