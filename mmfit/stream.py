@@ -82,6 +82,8 @@ class StreamSource:
         """torch's DataLoader with one forked worker: reading and laying out windows is Python work
         that a thread would run under the GIL the training steps need (streaming then ran at 0.4x of
         in-memory samples/s on 2 cores); the worker's tensors come back through shared memory."""
+        for cache in self.rows.caches:
+            cache.key_order()  # built once here, not again in every worker
         loader = torch.utils.data.DataLoader(
             _Windows(self, plan),
             batch_size=None,
