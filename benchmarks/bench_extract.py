@@ -192,8 +192,12 @@ def plain_pairs(video: Path, pairs: int, work: Path, max_others: float, max_atte
 
     def run(cmd: list[str]) -> tuple[float, float]:
         with Meter() as m:
-            subprocess.run(cmd, check=True, capture_output=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
         return m.wall, m.others
+
+    work.mkdir(parents=True, exist_ok=True)
 
     turn = 0
     while True:
