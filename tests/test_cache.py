@@ -255,3 +255,18 @@ def test_parse_samples_fast_path_gives_what_the_row_by_row_path_gives(two_backen
     bad = json.dumps({**row, "key": "../../etc"}).encode() + b"\n"
     with pytest.raises(CacheError, match=r"x:2: bad samples row .*does not match"):
         parse_samples(data[: data.index(b"\n") + 1] + bad, "x")
+
+
+def test_a_key_holding_a_line_break_is_refused_like_any_bad_key(two_backends):
+    """The column check joins a shard's keys with "\n" and matches them at once: a key that holds a
+    "\n" itself must not pass as two good keys."""
+    import json
+    from pathlib import Path
+
+    from mmcache.store.manifest import parse_samples
+
+    path = sorted(Path(two_backends["webdataset"], "samples").glob("*.jsonl"))[0]
+    row = json.loads(path.read_bytes().splitlines()[0])
+    bad = json.dumps({**row, "key": "0123abcd\n4567cdef"}).encode() + b"\n"
+    with pytest.raises(CacheError, match=r"x:1: bad samples row"):
+        parse_samples(bad, "x")

@@ -347,17 +347,24 @@ def _plain_rows(rows: list) -> bool:
         return False
     if not status <= {"ok", "failed"} or {type(v) for v in (*keys, *sources)} != {str}:
         return False
-    if {type(v) for v in sizes} != {int} or min(sizes) < 0 or not _KEYS.fullmatch("\n".join(keys)):
+    if {type(v) for v in sizes} != {int} or min(sizes) < 0 or not _every(_KEYS, keys):
         return False
     shas = [r.get("sha256", "") for r in rows]
     given = [v for v in shas if v is not None]
-    if {type(v) for v in given} - {str} or given and not _SHA256S.fullmatch("\n".join(given)):
+    if {type(v) for v in given} - {str} or given and not _every(_SHA256S, given):
         return False
     for name, types in _OPTIONAL.items():
         if {type(r[name]) for r in rows if name in r} - set(types):
             return False
     aliases = [r.get("aliases", []) for r in rows]
     return {type(a) for a in aliases} == {list} and not {type(v) for a in aliases for v in a} - {str}
+
+
+def _every(pattern: re.Pattern, values: list[str]) -> bool:
+    """`pattern` (a line pattern repeated after "\n") matches all of `values` joined by "\n", and no
+    value holds a "\n" of its own (two lines of the join would pass for one value)."""
+    joined = "\n".join(values)
+    return joined.count("\n") == len(values) - 1 and pattern.fullmatch(joined) is not None
 
 
 def samples_bytes(rows: list[dict]) -> bytes:
