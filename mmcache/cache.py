@@ -127,13 +127,14 @@ class Cache:
             with gc_paused():
                 for shard in self.shards:
                     rows = self._rows.get(shard) or self._parse_rows(shard)  # not kept: columns are
-                    parts["key"].append(np.array([r["key"] for r in rows], "S"))  # hex: ASCII
-                    parts["ok"].append(np.array([r["status"] == "ok" for r in rows], bool))
+                    if index is None:
+                        parts["key"].append(np.array([r["key"] for r in rows], "S"))  # hex: ASCII
+                        parts["ok"].append(np.array([r["status"] == "ok" for r in rows], bool))
+                    keep = rows if status is None or not columns else [r for r in rows if r["status"] == status]
                     for c in columns:
-                        keep = rows if status is None else [r for r in rows if r["status"] == status]
                         parts[c].append(column_of(keep, c))
-            sizes = np.array([len(k) for k in parts["key"]], np.int64)
             if index is None:
+                sizes = np.array([len(k) for k in parts["key"]], np.int64)
                 index = self._index = SamplesIndex(
                     _concat(parts["key"], "S"),
                     _concat(parts["ok"], bool),
@@ -157,20 +158,14 @@ class Cache:
             self._sorted = np.argsort(self.index().keys, kind="stable")
         return self._sorted
 
-    def _lookup(self, keys: np.ndarray, ok_only: bool) -> np.ndarray:
+    def lookup(self, keys, ok_only: bool) -> np.ndarray:
         """Row of each of `keys` in `index()` (-1 for a key the cache does not hold, or, with `ok_only`,
         holds as a failed sample); a key listed twice: its first row."""
         index = self.index()
-        keys = as_keys(keys)
-        if not len(index.keys):
-            return np.full(len(keys), -1, np.int64)
-        order = self.key_order()
-        at = np.minimum(np.searchsorted(index.keys, keys, sorter=order), len(index.keys) - 1)
-        rows = order[at]
-        found = index.keys[rows] == keys
-        if ok_only:
-            found &= index.ok[rows]
-        return np.where(found, rows, -1)
+        rows = search_sorted(index.keys, self.key_order(), as_keys(keys))
+        if ok_only and len(index.ok):
+            rows = np.where((rows >= 0) & index.ok[np.maximum(rows, 0)], rows, -1)
+        return rows
 
     def _field(self, name: str) -> dict:
         if name not in self.fields:
@@ -217,7 +212,7 @@ class Cache:
     def locate(self, key: str) -> tuple[str, dict]:
         """(shard, samples row) of a sample key; a CacheError names a key the cache does not hold."""
         if isinstance(key, str):
-            row = int(self._lookup(np.array([key.encode("ascii", "replace")], "S"), ok_only=False)[0])
+            row = int(self.lookup(np.array([key.encode("ascii", "replace")], "S"), ok_only=False)[0])
         else:
             row = -1
         if row < 0:
@@ -280,7 +275,7 @@ class Cache:
             shards = [s for i, s in enumerate(self.shards) if index.ok[index.starts[i] : index.starts[i + 1]].any()]
             found_rows = None
         else:
-            found_rows = self._lookup(keys, ok_only=True)
+            found_rows = self.lookup(keys, ok_only=True)
             keys = (
                 np.strings.decode(keys, "ascii").tolist()
                 if isinstance(keys, np.ndarray) and keys.dtype.kind == "S"
@@ -336,6 +331,16 @@ def as_keys(keys) -> np.ndarray:
     if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
         return keys
     return np.strings.encode(np.asarray(list(keys), STR), "ascii", "replace")
+
+
+def search_sorted(haystack: np.ndarray, order: np.ndarray, needles: np.ndarray, last: bool = False) -> np.ndarray:
+    """Position in `haystack` (bytes, `order` its stable argsort) of each needle, -1 when absent;
+    a value listed several times: its first position, or with `last` its last."""
+    if not len(haystack):
+        return np.full(len(needles), -1, np.int64)
+    at = np.searchsorted(haystack, needles, side="right" if last else "left", sorter=order)
+    rows = order[np.clip(at - 1 if last else at, 0, len(order) - 1)]
+    return np.where(haystack[rows] == needles, rows, -1)
 
 
 def column_of(rows: list[dict], column: str) -> np.ndarray:

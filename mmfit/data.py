@@ -183,7 +183,7 @@ def load_data(
     if pooled and data.source is None:
         data.pool()  # after the statistics, which are over steps
     elif pooled:
-        data.source.pool = data.norm  # the reader thread pools (and normalises) each window
+        data.source.pool = data.norm  # the stream's reader pools (and normalises) each window
     return data
 
 
@@ -362,9 +362,9 @@ def _attach_features(cfg: DataConfig, data: Data, rows: SampleRows, cache_list: 
     padded = _padded_bytes(cfg.max_steps, len(rows), data.dims, cache_list)
     streams = padded > cfg.memory_budget_gb * 2**30 if cfg.streaming == "auto" else cfg.streaming == "always"
     if streams:
-        window = _window(padded, cfg.memory_budget_gb, len(rows.groups()))
-        data.source = StreamSource(rows, data.field_names, data.dims, cfg.max_steps, cfg.aligned, window)
-        data.report["streaming"] = {"shards": len(data.source.groups), "window": window}
+        data.source = StreamSource(rows, data.field_names, data.dims, cfg.max_steps, cfg.aligned)
+        data.source.window = _window(padded, cfg.memory_budget_gb, len(data.source.groups))
+        data.report["streaming"] = {"shards": len(data.source.groups), "window": data.source.window}
     else:
         _load_features(data, rows, cfg.max_steps, cfg.aligned)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmcache.cache import STR, as_keys
+from mmcache.cache import STR, as_keys, search_sorted
 
 from .errors import DataError
 from .samples import SampleRows
@@ -49,9 +49,8 @@ def read_csv(path: Path) -> list[tuple[int, dict]]:
 def _resolve(refs: list[str], samples: SampleRows) -> list[int]:
     """The sample row each sheet reference names (-1: none): a key, else an id (several samples with
     one id: the last), else the stem, path or file name of a source or alias (several: the first)."""
-    found = np.full(len(refs), -1, np.int64)
     if not refs or not len(samples):
-        return found.tolist()
+        return [-1] * len(refs)
     found = _search(samples.keys, as_keys(refs), last=False)
     by_id = _search(samples.ids, np.strings.encode(np.array(refs, STR), "utf-8"), last=True)
     by_id[np.array([not r for r in refs])] = -1
@@ -71,15 +70,7 @@ def _resolve(refs: list[str], samples: SampleRows) -> list[int]:
 
 
 def _search(haystack: np.ndarray, needles: np.ndarray, last: bool) -> np.ndarray:
-    """Position in `haystack` (bytes) of each needle, -1 when absent; repeated values: the first, or
-    with `last` the last one."""
-    if not len(haystack):
-        return np.full(len(needles), -1, np.int64)
-    order = np.argsort(haystack, kind="stable")
-    at = np.searchsorted(haystack, needles, side="right" if last else "left", sorter=order)
-    at = np.clip(at - 1 if last else at, 0, len(order) - 1)
-    rows = order[at]
-    return np.where(haystack[rows] == needles, rows, -1)
+    return search_sorted(haystack, np.argsort(haystack, kind="stable"), needles, last)
 
 
 def from_csv(path: Path, samples: SampleRows, columns: list[str], segments: bool = False) -> LabelTable:

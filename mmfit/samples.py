@@ -48,7 +48,7 @@ class SampleRows:
                 mine = np.flatnonzero(self.cache == c)
                 if len(mine):
                     every = cache.table(("source",), status=None)["source"]
-                    parts.append((mine, every[cache._lookup(self.keys[mine], ok_only=True)]))
+                    parts.append((mine, every[cache.lookup(self.keys[mine], ok_only=True)]))
             out = np.zeros(len(self), max([p.dtype for _, p in parts], default=np.dtype("S1")))
             for mine, values in parts:
                 out[mine] = values
