@@ -233,3 +233,26 @@ def test_forward_can_be_overridden_and_run_still_freezes_it():
 
 def test_versions_name_the_installed_torch_and_torchvision():
     assert torch_versions() == {"torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+@pytest.mark.parametrize("order,channel_dim,shape", [((0, 3, 1, 2), 1, (6, 5, 3)), ((0, 1, 4, 2, 3), 2, (2, 6, 5, 3))])
+def test_pixels_equal_stack_permute_normalise_and_reuse_their_buffers(order, channel_dim, shape):
+    enc = encoder(small_net())
+    rng = np.random.default_rng(4)
+    ptrs = set()
+    for n in (4, 4, 2, 4):  # a smaller last batch uses the first rows of the kept buffers
+        frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+        got = enc.pixels(frames, order, IMAGENET_MEAN, IMAGENET_STD, channel_dim)
+        x = enc.to_device(np.stack(frames)).permute(order)
+        expected = enc.normalise(x, IMAGENET_MEAN, IMAGENET_STD, channel_dim)
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        assert got.stride() == expected.stride()  # the model sees the same memory layout
+        assert torch.equal(got, expected)  # value for value, not just close
+        ptrs.add(got.data_ptr())
+    assert len(ptrs) == 1  # one float buffer for every batch
+    bigger = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(6)]
+    got = enc.pixels(bigger, order, IMAGENET_MEAN, IMAGENET_STD, channel_dim)
+    assert got.shape[0] == 6 and got.data_ptr() not in ptrs  # a larger batch gets a new buffer
+    other = [rng.integers(0, 256, (*shape[:-2], 4, 3), dtype=np.uint8) for _ in range(2)]
+    expected = enc.normalise(enc.to_device(np.stack(other)).permute(order), IMAGENET_MEAN, IMAGENET_STD, channel_dim)
+    assert torch.equal(enc.pixels(other, order, IMAGENET_MEAN, IMAGENET_STD, channel_dim), expected)

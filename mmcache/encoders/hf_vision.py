@@ -117,8 +117,7 @@ class HFImageEncoder(TorchEncoder):
     pool: str = "pooler_output"
 
     def encode(self, payloads: list) -> np.ndarray:
-        x = self.to_device(np.stack(payloads)).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
-        return self.run(self.normalise(x, self.mean, self.std, channel_dim=1))
+        return self.run(self.pixels(payloads, (0, 3, 1, 2), self.mean, self.std, channel_dim=1))  # (N, 3, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = POOLS[self.pool](self.module, x)
@@ -132,8 +131,7 @@ class HFVideoEncoder(HFImageEncoder):
     pool: str = "token-mean"
 
     def encode(self, payloads: list) -> np.ndarray:
-        x = self.to_device(np.stack(payloads)).permute(0, 1, 4, 2, 3)  # (N, T, 3, H, W) uint8
-        return self.run(self.normalise(x, self.mean, self.std, channel_dim=2))
+        return self.run(self.pixels(payloads, (0, 1, 4, 2, 3), self.mean, self.std, channel_dim=2))  # (N, T, 3, H, W)
 
 
 def load_vision(model_id: str):

@@ -133,8 +133,7 @@ class ImageEncoder(TorchEncoder):
     std: tuple = IMAGENET_STD
 
     def encode(self, payloads: list) -> np.ndarray:
-        x = self.to_device(np.stack(payloads)).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
-        x = self.normalise(x, self.mean, self.std, channel_dim=1)
+        x = self.pixels(payloads, (0, 3, 1, 2), self.mean, self.std, channel_dim=1)  # (N, 3, H, W)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.run(x)
@@ -146,8 +145,7 @@ class VideoEncoder(TorchEncoder):
     std: tuple = IMAGENET_STD
 
     def encode(self, payloads: list) -> np.ndarray:
-        x = self.to_device(np.stack(payloads)).permute(0, 4, 1, 2, 3)  # (N, 3, T, H, W) uint8
-        return self.run(self.normalise(x, self.mean, self.std, channel_dim=1))
+        return self.run(self.pixels(payloads, (0, 4, 1, 2, 3), self.mean, self.std, channel_dim=1))  # (N, 3, T, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x).flatten(1)
