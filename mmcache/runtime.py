@@ -1,18 +1,16 @@
 """Process settings of extraction work, whatever engine runs it: how many threads torch and ffmpeg
 use (`use_threads`), and how the heap of a long extraction is kept from fragmenting (`bound_heap`).
 
-Heap: Keep the heap of a long extraction from growing with fragmentation.
-
-A CNN forward pass allocates and frees activations of several MB per batch. glibc's malloc raises
-its mmap threshold after the first such block is freed (up to 32 MiB), so later blocks come from the
-heap, which fragments: with glibc's default, extracting a 720p video with resnet18 peaked at 1.23 GB
-after 5 minutes of video and 1.36-1.55 GB after 10, still growing with the video's length. Pinning the
-threshold at 128 KiB makes large blocks mmap'ed and unmapped on free: the peak stays flat (1.04 GB at
-5 and at 10 minutes), for about 10% less extraction speed (the page faults of fresh mappings;
-benchmarks/profile_pipeline.py memory, docs/performance.md). Bounded memory on a 2-hour video is
-worth that by default; MMCACHE_MMAP_THRESHOLD=0 keeps glibc's behaviour (faster on short videos), a
-number of bytes sets another threshold (1 MiB measured the same as 128 KiB; malloc_trim every few
-batches barely helped).
+Heap: glibc's malloc is left as it is by default. A CNN forward pass allocates and frees blocks of
+several MB every batch, and glibc raises its mmap threshold after the first such block is freed, so
+later ones come from a heap that can fragment. mmcache's own per-batch blocks (the stacked uint8
+batch and its float32 copies, about 80 MB per 32 frames at 224x224) are kept and reused from batch to
+batch (`TorchEncoder.pixels`). With them reused, the peak stays flat with the video's length, as the
+plain ffmpeg + torchvision script's does, without slowing torch; earlier versions pinned the
+threshold at 128 KiB instead, which made every mid-sized block a fresh mapping and cost about 15%
+of extraction speed in page faults (bench_extract measures both against the plain script; numbers
+in docs/performance.md). `MMCACHE_MMAP_THRESHOLD=N` (bytes) still pins it, for a machine where a lower peak matters more
+than speed (`bound_heap`, called when an encoder is built).
 """
 
 from __future__ import annotations
@@ -24,13 +22,13 @@ import os
 from .errors import InputError
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
-DEFAULT_THRESHOLD = 128 * 1024
+DEFAULT_THRESHOLD = 0  # glibc's own dynamic threshold; MMCACHE_MMAP_THRESHOLD=131072 pins it
 _applied: int | None = None
 
 
 def bound_heap() -> int | None:
-    """Apply the mmap threshold once per process (glibc only); returns the threshold in effect, or
-    None where it was not set (not glibc, or disabled)."""
+    """Apply MMCACHE_MMAP_THRESHOLD once per process (glibc only); returns the threshold in effect,
+    or None where none was set (the default, not glibc, or 0)."""
     global _applied
     if _applied is not None:
         return _applied or None

@@ -62,7 +62,7 @@ def default_field(name: str, given: dict) -> str:
 def build_encoder(text: str) -> Encoder:
     """Build the encoder named by 'NAME:k=v,...' (loads weights)."""
     spec, field, opts = check_encoder_arg(text)
-    bound_heap()  # an encoder runs batch after batch: keep its freed activations from fragmenting the heap
+    bound_heap()  # MMCACHE_MMAP_THRESHOLD, when set (mmcache/runtime.py)
     return spec.build(spec, field, opts)
 
 
