@@ -487,8 +487,33 @@ def run_task(
     return run(root, backend, task, encoders, timeout, progress, outcomes)
 
 
+def _probe_while_building(task: Task, encoders: Encoders, timeout: float, progress: Progress):
+    """probe_jobs for the task's videos, run in a thread while its first encoder is built here: ffprobe
+    (and `ffmpeg -version`, part of every fingerprint) run in processes of their own, so the model's
+    loading and the probes overlap instead of adding up (a shard of short clips spends seconds in
+    ffprobe; a model seconds loading its weights)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .probe import ffmpeg_version
+
+    def work():
+        with contextlib.suppress(MMCacheError):  # only a head start: the fingerprint asks again, and says why
+            ffmpeg_version()
+        return probe_jobs(task.videos, timeout, progress)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mmcache-probe") as pool:
+        probing = pool.submit(work)
+        try:
+            if task.fields:
+                encoders.get(task.fields[0])
+        except BaseException:
+            probing.exception()  # let the probes end before the build's error is raised
+            raise
+        return probing.result()
+
+
 def _new_shard(root, backend, task, encoders, timeout, progress, outcomes) -> dict:
-    jobs, failed = probe_jobs(task.videos, timeout, progress)
+    jobs, failed = _probe_while_building(task, encoders, timeout, progress)
     infos = {j.key: j.info for j in jobs}
     written = []  # (encoder, writer, missing) per field, published together at the end
     try:
