@@ -303,15 +303,19 @@ class PeakRss:
 def peak_rss(task: str, *args, env: dict | None = None, timeout: float = 1800) -> PeakRss:
     """Run children.py `task` in a fresh python, sampling its process tree; raise with its stderr
     when it fails."""
+    return command_rss(child_cmd(task, *args), env=env, timeout=timeout)
+
+
+def command_rss(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> PeakRss:
+    """Run `cmd` (which prints one JSON line last), sampling its process tree; raise with its
+    stderr when it fails."""
     env = None if env is None else {**os.environ, **env}
     with Meter() as m:
-        proc = subprocess.Popen(
-            child_cmd(task, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         with TreeSampler(proc.pid) as tree:
             out, err = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"child {task} failed ({proc.returncode}): {err[-2000:]}")
+        raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} failed ({proc.returncode}): {err[-2000:]}")
     report = json.loads(out.strip().splitlines()[-1])
     return PeakRss(report, m.wall, m.others, tree.tree, tree.descendants_hwm)
 

@@ -3,12 +3,14 @@
 
     python benchmarks/plain_extract.py VIDEO OUT.npy [--fps 8] [--batch 32] [--bf16]
 
-ffmpeg decodes VIDEO at --fps frames/s, scaled to 224x224, into a rawvideo RGB pipe; torchvision's
-resnet18 (random weights: the compute of the pretrained model, with no download) encodes batches of
---batch frames (ImageNet normalisation, global-average-pooled 512-d features), in float32, or with
---bf16 under bfloat16 autocast on channels_last inputs; the features are saved as float16 to OUT.npy.
-Prints one JSON line: frames, seconds inside the script, frames/s. bench_extract.py times the whole
-process beside `mmcache extract` on the same video.
+ffmpeg decodes VIDEO at --fps frames/s with resnet18's preprocessing (shorter side scaled to 256,
+centre crop 224x224: torchvision's ResNet18_Weights transforms) into a rawvideo RGB pipe; torchvision's
+resnet18 (random weights, seeded: the compute of the pretrained model, with no download) encodes
+batches of --batch frames (ImageNet normalisation, global-average-pooled 512-d features), in float32,
+or with --bf16 under bfloat16 autocast on channels_last inputs; the features are saved as float16 to
+OUT.npy. It does the same work as `mmcache extract VIDEO -e resnet18:weights=random,fps=8`, so their
+features are equal (bench_extract.py checks it) and their times compare. Prints one JSON line:
+frames, seconds inside the script, frames/s, and this process's peak RSS (VmHWM, Linux).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def main() -> None:
     model.eval()
     if a.bf16:
         model = model.to(memory_format=torch.channels_last)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", a.video, "-vf", f"fps={a.fps},scale={SIZE}:{SIZE}"]
+    short_side_256 = r"scale=if(gt(iw\,ih)\,-2\,256):if(gt(iw\,ih)\,256\,-2)"
+    graph = f"fps={a.fps},setsar=1,{short_side_256},crop={SIZE}:{SIZE}"
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", a.video, "-vf", graph]
     cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     frame = SIZE * SIZE * 3
@@ -66,7 +70,16 @@ def main() -> None:
     feats = np.concatenate(out) if out else np.zeros((0, 512), np.float16)
     np.save(a.out, feats)
     s = time.perf_counter() - t0
-    print(json.dumps({"frames": len(feats), "s": s, "fps": len(feats) / s}))
+    print(json.dumps({"frames": len(feats), "s": s, "fps": len(feats) / s, "vmhwm": peak_rss()}))
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory in bytes (VmHWM), or None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
 
 
 if __name__ == "__main__":
