@@ -126,6 +126,46 @@ class FFmpegPipe:
         return ffmpeg_reason(list(self.tail), self.path) or "no output"
 
 
+class FramePool:
+    """Decoded frame (and clip) arrays handed back once encoded, for the decoder to fill again.
+
+    A long extraction decodes thousands of 150 KB frames in decoder threads and frees them in the
+    encoding thread; with glibc's malloc that churn, beside the model's own, let the heap grow with
+    the video's length. Arrays given back (`give`, by the pipeline once a batch is encoded by an
+    encoder that copies its payloads) are reused by `take`; at most `max_bytes` are kept, and an
+    empty pool allocates. Thread-safe: decoder threads take, the encoding thread gives."""
+
+    def __init__(self, max_bytes: int = 64 << 20):
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self.free: dict[tuple, list[np.ndarray]] = {}
+        self.lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
+        with self.lock:
+            kept = self.free.get((shape, np.dtype(dtype)))
+            if kept:
+                arr = kept.pop()
+                self.nbytes -= arr.nbytes
+                return arr
+        return np.empty(shape, dtype)
+
+    def give(self, arrays) -> None:
+        """Take back arrays nothing else refers to any more (only whole arrays: views are ignored)."""
+        with self.lock:
+            for arr in arrays:
+                if isinstance(arr, np.ndarray) and arr.base is None and self.nbytes + arr.nbytes <= self.max_bytes:
+                    self.free.setdefault((arr.shape, arr.dtype), []).append(arr)
+                    self.nbytes += arr.nbytes
+
+    def clear(self) -> None:
+        with self.lock:
+            self.free.clear()
+            self.nbytes = 0
+
+
+FRAMES = FramePool()  # the frames of read_frames and the clips of read_clips, given back by the pipeline
+
+
 # ffmpeg-python hashes every node as UTF-8 text, so a file name that is not UTF-8 (lone surrogates
 # in Python) raised UnicodeEncodeError and such a video could never be decoded. Graphs are built on
 # this placeholder; `_run` swaps in the real input argument in the compiled argument list.
@@ -190,26 +230,28 @@ def iter_frames(
     crop: tuple[int, int] | None = None,
     max_frames: int | None = None,
     timeout: float = 60.0,
+    pool: FramePool | None = None,
 ) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield (frame uint8 HxWx3, seconds) on the grid `rate`, streaming one frame at a time.
+    """Yield (frame uint8 HxWx3, seconds) on the grid `rate`, streaming one frame at a time; each frame
+    a new array, or one taken from `pool` (which its consumer gives back once done with it).
 
     ffmpeg autorotates, so a phone clip with a 90 degree display matrix comes out portrait; the
     frame size is read from the filter graph's output, never from the coded width/height.
     """
     if info.video is None:
         raise DecodeError(f"{info.path}: no video stream")
-    n = yield from _grid_frames(info, rate, resize, crop, max_frames, timeout, "round")
+    n = yield from _grid_frames(info, rate, resize, crop, max_frames, timeout, "round", pool)
     if n == 0:
         # A video shorter than half a grid step (e.g. a single frame) gives no frame with the fps
         # filter's default rounding at end of file, and failed as "no frames decoded". Like
         # read_clips, a readable video keeps at least one step: its first frame, at t=0. Only this
         # case is decoded again, so every other video's frames are unchanged.
-        n = yield from _grid_frames(info, rate, resize, crop, max_frames, timeout, "pass")
+        n = yield from _grid_frames(info, rate, resize, crop, max_frames, timeout, "pass", pool)
     if n == 0:
         raise DecodeError(f"{info.path}: no frames decoded")
 
 
-def _grid_frames(info, rate, resize, crop, max_frames, timeout, eof_action: str):
+def _grid_frames(info, rate, resize, crop, max_frames, timeout, eof_action: str, pool: FramePool | None):
     """iter_frames' decode; returns the number of frames yielded."""
     src = _input().video
     fps = {"fps": str(rate)} if eof_action == "round" else {"fps": str(rate), "eof_action": eof_action}
@@ -223,7 +265,7 @@ def _grid_frames(info, rate, resize, crop, max_frames, timeout, eof_action: str)
         i = 0
         while (rec := pipe.frame_info(i)) is not None:
             pts, w, h = rec
-            frame = np.empty((h, w, 3), np.uint8)
+            frame = pool.take((h, w, 3)) if pool is not None else np.empty((h, w, 3), np.uint8)
             if pipe.read_into(memoryview(frame).cast("B")) < frame.nbytes:
                 break  # ffmpeg died mid-frame: close() reports why
             t = float(i / rate) if pts is None else pts - info.start_time

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .decode import FRAMES
 from .encoders import Encoder
 from .errors import DecodeError, FieldAbsent, MMCacheError
 from .probe import ProbeInfo
@@ -77,10 +78,23 @@ class PipelineStats:
 @dataclass
 class _Acc:
     steps: int = 0  # steps queued for encoding
-    feats: list = field(default_factory=list)
+    done: int = 0  # steps encoded: the first `done` rows of `feats`
+    feats: np.ndarray | None = None  # (capacity, D) float32, doubled when full
     ts: list = field(default_factory=list)
     end: str | None = None  # None while decoding, else ok | absent | failed
     reason: str | None = None
+
+    def add(self, rows: np.ndarray) -> None:
+        """Copy encoded rows in. One array per video, grown by doubling, rather than each batch's
+        output kept alive until the video ends: blocks living that long, allocated between each
+        batch's freed activations, kept the heap from being reused and grew it with the length."""
+        if self.feats is None or self.done + len(rows) > len(self.feats):
+            grown = np.empty((max(64, 2 * (self.done + len(rows))), rows.shape[1]), np.float32)
+            if self.feats is not None:
+                grown[: self.done] = self.feats[: self.done]
+            self.feats = grown
+        self.feats[self.done : self.done + len(rows)] = rows
+        self.done += len(rows)
 
 
 def cpu_count() -> int:
@@ -283,9 +297,14 @@ def _encode(encoder: Encoder, batch: list, accs: list[_Acc], on_steps, stats: Pi
         raise MMCacheError(
             f"encoder {encoder.field} returned shape {out.shape}, expected ({len(batch)}, {encoder.dim})"
         )
-    for (i, step), row in zip(batch, out, strict=True):
-        accs[i].feats.append(row)
+    rows = np.asarray([i for i, _ in batch])
+    cuts = np.flatnonzero(np.diff(rows)) + 1  # a batch holds runs of steps of one video each
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(batch)], strict=True):
+        accs[batch[lo][0]].add(out[lo:hi])
+    for i, step in batch:
         accs[i].ts.append((step.start, step.end))
+    if encoder.copies_payloads:  # the decoders fill these arrays again
+        FRAMES.give([s.payload for _, s in batch])
     if on_steps:
         on_steps(len(batch))
 
@@ -294,13 +313,11 @@ def _finished(jobs: list[Job], accs: list[_Acc], emitted: int):
     """Yield outcomes for videos whose decoding ended and whose steps are all encoded, in order."""
     while emitted < len(jobs):
         acc = accs[emitted]
-        if acc.end is None or len(acc.feats) < acc.steps:
+        if acc.end is None or acc.done < acc.steps:
             break
         job = jobs[emitted]
-        if acc.end == "ok" and acc.feats:
-            yield Outcome(
-                job, "ok", np.stack(acc.feats).astype(np.float32), np.asarray(acc.ts, np.float64).reshape(-1, 2)
-            )
+        if acc.end == "ok" and acc.done:
+            yield Outcome(job, "ok", acc.feats[: acc.done], np.asarray(acc.ts, np.float64).reshape(-1, 2))
         elif acc.end == "ok":
             yield Outcome(job, "failed", reason=f"{job.video.source}: decoded no steps")
         else:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .decode import grid_rate, iter_audio, iter_frames, read_subtitle_stream
+from .decode import FRAMES, grid_rate, iter_audio, iter_frames, read_subtitle_stream
 from .errors import FieldAbsent
 from .probe import ProbeInfo
 from .subtitles import Cue, find_sidecar, parse_cues
@@ -19,17 +19,20 @@ from .types import AudioInput, ClipInput, FrameInput, Step, TextInput, VideoInpu
 
 
 def read_frames(video: VideoInput, info: ProbeInfo, spec: FrameInput, timeout: float) -> Iterator[Step]:
+    """One step per frame of the grid; its frame array comes from decode.FRAMES (the pipeline gives
+    it back once encoded)."""
     rate = grid_rate(info, spec.fps, spec.num_frames)
     step = float(1 / rate)
     for frame, t in iter_frames(
-        info, rate, resize=spec.resize, crop=spec.crop, max_frames=spec.num_frames, timeout=timeout
+        info, rate, resize=spec.resize, crop=spec.crop, max_frames=spec.num_frames, timeout=timeout, pool=FRAMES
     ):
         yield Step(frame, t, t + step)
 
 
 def read_clips(video: VideoInput, info: ProbeInfo, spec: ClipInput, timeout: float) -> Iterator[Step]:
     """Windows of `clip_len` frames every `stride` frames; a video shorter than one clip gives one
-    clip padded with its last frame (so every readable video has at least one step)."""
+    clip padded with its last frame (so every readable video has at least one step). Each clip is
+    a new array stacked into one from decode.FRAMES (the pipeline gives it back once encoded)."""
     rate = grid_rate(info, spec.fps, None)
     dt = float(1 / rate)
     window: deque[tuple[np.ndarray, float]] = deque(maxlen=spec.clip_len)
@@ -46,7 +49,8 @@ def read_clips(video: VideoInput, info: ProbeInfo, spec: ClipInput, timeout: flo
 
 
 def _clip(frames: list[tuple[np.ndarray, float]], dt: float, end: float | None = None) -> Step:
-    clip = np.stack([f for f, _ in frames])  # (T, H, W, 3)
+    first = frames[0][0]
+    clip = np.stack([f for f, _ in frames], out=FRAMES.take((len(frames), *first.shape), first.dtype))  # (T, H, W, 3)
     return Step(clip, frames[0][1], frames[-1][1] + dt if end is None else end)
 
 

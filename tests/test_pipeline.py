@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import threading
@@ -232,3 +233,49 @@ def test_batches_stay_in_place_on_the_cpu_and_normalisation_constants_are_made_o
     m, s = (torch.tensor(v).view(1, 3, 1, 1) for v in (enc.mean, enc.std))
     assert torch.equal(a, (x.float() / 255 - m) / s)  # the same numbers as before the constants were kept
     assert enc.normalise(x, enc.mean, enc.std, channel_dim=1) is not a and len(enc._consts) == 2
+
+
+# -- decoded arrays given back to the decoders ------------------------------------------------------
+
+
+def test_frame_pool_reuses_whole_arrays_within_its_byte_cap():
+    from mmcache.decode import FramePool
+
+    pool = FramePool(max_bytes=3 * 12)
+    a, b = pool.take((2, 2, 3)), pool.take((2, 2, 3))
+    assert a.shape == (2, 2, 3) and a.dtype == np.uint8 and a is not b
+    pool.give([a, b, b[0], np.zeros(5, np.float32)])  # a view is never taken back
+    assert pool.nbytes == 24  # the float array (20 bytes) would pass the cap of 36
+    got = {id(pool.take((2, 2, 3))) for _ in range(2)}
+    assert got == {id(a), id(b)}
+    assert pool.take((2, 2, 3)) is not a  # empty again: a new array
+    pool.give([np.zeros((2, 2, 3), np.uint8) for _ in range(5)])
+    assert pool.nbytes <= pool.max_bytes
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["resnet18:weights=random,fps=4,batch_size=3", "r3d_18:weights=random,fps=8,clip_len=4,stride=2,batch_size=2"],
+)
+def test_features_are_the_same_when_decoded_arrays_are_reused(clips, spec):
+    """The pipeline gives each batch's frames (clips) back to decode.FRAMES once encoded and the
+    decoders fill them again: features equal those of an encoder whose payloads are never reused."""
+    from mmcache import decode
+
+    jobs = jobs_for([clips / "ocean.mp4", clips / "forest.mp4"])
+    enc = build_encoder(spec)
+    assert type(enc).copies_payloads
+    decode.FRAMES.clear()
+    reused = list(run_encoder(enc, jobs, decoders=2))
+    assert decode.FRAMES.nbytes > 0  # arrays were given back and are waiting for the next decode
+
+    class Keeping(type(enc)):
+        copies_payloads = False
+
+    fresh = copy.copy(enc)  # the same built encoder (module, settings), its payloads never given back
+    fresh.__class__ = Keeping
+    decode.FRAMES.clear()
+    plain = list(run_encoder(fresh, jobs, decoders=2))
+    assert decode.FRAMES.nbytes == 0
+    for a, b in zip(reused, plain, strict=True):
+        assert a.status == b.status == "ok" and np.array_equal(a.feats, b.feats) and np.array_equal(a.ts, b.ts)

@@ -10,6 +10,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -64,6 +65,9 @@ class Encoder:
     preprocess: dict = field(default_factory=dict)  # numerics of preprocessing, for the fingerprint
     weights_sha256: str = "none"
     versions: dict = field(default_factory=dict)
+    # True where `encode` copies its payloads and keeps no reference to them: the pipeline then gives
+    # the decoded arrays back to the decoder for reuse (decode.FramePool)
+    copies_payloads: ClassVar[bool] = False
 
     @property
     def batch_size(self) -> int:

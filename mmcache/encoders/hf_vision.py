@@ -12,6 +12,7 @@ torch and recorded in `preprocess`, so they are part of the fingerprint.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -115,6 +116,7 @@ class HFImageEncoder(TorchEncoder):
     mean: tuple = (0.5, 0.5, 0.5)
     std: tuple = (0.5, 0.5, 0.5)
     pool: str = "pooler_output"
+    copies_payloads: ClassVar[bool] = True  # pixels() stacks them into its own buffer
 
     def encode(self, payloads: list) -> np.ndarray:
         return self.run(self.pixels(payloads, (0, 3, 1, 2), self.mean, self.std, channel_dim=1))  # (N, 3, H, W)

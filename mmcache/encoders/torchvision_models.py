@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -131,6 +132,7 @@ def _transforms(entry, resize_default, crop_default, mean_default=IMAGENET_MEAN,
 class ImageEncoder(TorchEncoder):
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
+    copies_payloads: ClassVar[bool] = True  # pixels() stacks them into its own buffer
 
     def encode(self, payloads: list) -> np.ndarray:
         x = self.pixels(payloads, (0, 3, 1, 2), self.mean, self.std, channel_dim=1)  # (N, 3, H, W)
@@ -143,6 +145,7 @@ class ImageEncoder(TorchEncoder):
 class VideoEncoder(TorchEncoder):
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
+    copies_payloads: ClassVar[bool] = True  # pixels() stacks them into its own buffer
 
     def encode(self, payloads: list) -> np.ndarray:
         return self.run(self.pixels(payloads, (0, 4, 1, 2, 3), self.mean, self.std, channel_dim=1))  # (N, 3, T, H, W)
