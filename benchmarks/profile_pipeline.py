@@ -325,11 +325,11 @@ def breakdown(dtype: str) -> None:
 
 
 MEMORY_VARIANTS: dict[str, tuple[dict, str]] = {  # name -> (environment, extra encoder options)
-    "default": ({}, ""),  # mmcache pins the mmap threshold at 128 KiB (mmcache/runtime.py)
+    "default": ({}, ""),  # glibc as it is; buffers reused (mmcache/runtime.py)
     "MALLOC_ARENA_MAX=1": ({"MALLOC_ARENA_MAX": "1"}, ""),
     "MALLOC_MMAP_THRESHOLD_=131072": ({"MALLOC_MMAP_THRESHOLD_": "131072"}, ""),
     "batch_size=16": ({}, ",batch_size=16"),
-    "MMCACHE_MMAP_THRESHOLD=0": ({"MMCACHE_MMAP_THRESHOLD": "0"}, ""),  # glibc dynamic threshold
+    "MMCACHE_MMAP_THRESHOLD=131072": ({"MMCACHE_MMAP_THRESHOLD": "131072"}, ""),  # the old default pin
     "MMCACHE_MMAP_THRESHOLD=1048576": ({"MMCACHE_MMAP_THRESHOLD": "1048576"}, ""),
     "MMCACHE_MMAP_THRESHOLD=8388608": ({"MMCACHE_MMAP_THRESHOLD": "8388608"}, ""),
 }

@@ -3,14 +3,18 @@ use (`use_threads`), and how the heap of a long extraction is kept from fragment
 
 Heap: glibc's malloc is left as it is by default. A CNN forward pass allocates and frees blocks of
 several MB every batch, and glibc raises its mmap threshold after the first such block is freed, so
-later ones come from a heap that can fragment. mmcache's own per-batch blocks (the stacked uint8
-batch and its float32 copies, about 80 MB per 32 frames at 224x224) are kept and reused from batch to
-batch (`TorchEncoder.pixels`). With them reused, the peak stays flat with the video's length, as the
-plain ffmpeg + torchvision script's does, without slowing torch; earlier versions pinned the
-threshold at 128 KiB instead, which made every mid-sized block a fresh mapping and cost about 15%
-of extraction speed in page faults (bench_extract measures both against the plain script; numbers
-in docs/performance.md). `MMCACHE_MMAP_THRESHOLD=N` (bytes) still pins it, for a machine where a lower peak matters more
-than speed (`bound_heap`, called when an encoder is built).
+later ones come from a heap that grows when blocks that live long are allocated between them. The
+extraction therefore allocates nothing per batch that outlives the batch, and reuses what it can:
+the stacked uint8 batch and its float32 copies (about 80 MB per 32 frames at 224x224) live in
+buffers kept from batch to batch (`TorchEncoder.pixels`); decoded frames and clips go back to the
+decoders once encoded (`decode.FramePool`); and each video's features are copied into one array
+grown by doubling (`pipeline._Acc`) rather than each batch's output being kept until the video ends.
+With these the peak stays flat with the video's length without slowing torch. Earlier versions
+pinned the mmap threshold at 128 KiB instead, which made every mid-sized block a fresh mapping and
+cost about 15% of extraction speed in page faults (bench_extract measures speed and peak RSS against
+a plain ffmpeg + torchvision script; numbers in docs/performance.md). `MMCACHE_MMAP_THRESHOLD=N`
+(bytes) still pins it, for a machine where a lower peak matters more than speed (`bound_heap`,
+called when an encoder is built).
 """
 
 from __future__ import annotations
