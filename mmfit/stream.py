@@ -6,16 +6,31 @@ read and laid out together (layout.field_arrays) and shuffled across its shards 
 windows, PREFETCH of them, while the current one trains. The whole epoch's order is drawn from the
 generator before any read, in the caller's process: the batches depend only on the generator's state
 (a resumed run gets the same ones), never on timing. Models that only see each field's mean over time
-get their windows pooled (and normalised) by the reader, as the in-memory loader pools once (`pool`).
-Memory is bounded by PREFETCH + 1 windows.
+get their windows pooled (and normalised) by the reader, as the in-memory loader pools once (`pool`);
+those pooled rows are also written to a spill file on disk (`Spill`, under TMPDIR), and later epochs
+read them from there: D float32 values per row and field instead of every stored step, so a pooled
+model's epochs after the first cost about what in-memory ones do. Memory is bounded by PREFETCH + 1
+windows (the spill is read through the page cache, a window at a time).
+
+The worker takes a core from the training steps. While reading is a large share of an epoch, torch
+runs one thread fewer (its ops otherwise wait at every step for a thread the worker descheduled);
+when the last epoch kept the worker busy less than LIGHT_SHARE of the time, as with a compute-heavy
+model, torch keeps all its threads. An epoch read from the spill is read in the training process.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import shutil
+import tempfile
 import threading
+import time
+import warnings
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +40,7 @@ from .layout import field_arrays
 from .samples import SampleRows
 
 PREFETCH = 2  # windows read ahead of the one training
+LIGHT_SHARE = 0.2  # reading took less than this share of an epoch: torch keeps all its threads
 
 
 class StreamSource:
@@ -38,10 +54,14 @@ class StreamSource:
         self.window = max(1, window)
         self.groups = rows.groups()  # row indices per (cache, shard)
         self.pool: dict[str, Stats] | None = None  # set: chunks are pooled, normalised with these stats
+        self.spill: Spill | None = None  # pooled rows already read, on disk (made on the first pooled epoch)
+        self.busy: float | None = None  # the reader's busy share of the last epoch read by a worker
 
     def chunks(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None) -> Iterator[Chunk]:
         """Chunks of at most `batch_size` of `rows`, window by window: shards, and the rows within each
         window, shuffled with `generator` when given. Each chunk carries its rows' reference grids."""
+        if self.pool is not None and self.spill is None:
+            self.spill = _new_spill(len(self.rows), {n: self.dims[n] for n in self.names})
         wanted = np.zeros(len(self.rows), bool)
         wanted[rows] = True
         groups = [g[wanted[g]] for g in self.groups]
@@ -53,23 +73,26 @@ class StreamSource:
             if generator is not None:
                 idx = idx[torch.randperm(len(idx), generator=generator).numpy()]
             plan.append(idx)
-        for idx, feats, masks, grids in self._read(plan):
+        spilled = self.spill is not None and bool(self.spill.done[rows].all())
+        for idx, feats, masks, grids in self._read(plan, spilled):
+            if self.spill is not None and not spilled:
+                self.spill.mark(idx, masks)  # written by the reader before it handed the window over
             for s in range(0, len(idx), batch_size):
                 part = slice(s, s + batch_size)
                 yield Chunk(
                     torch.as_tensor(idx[part]),
                     {n: feats[n][part] for n in self.names},
                     {n: masks[n][part] for n in self.names},
-                    list(grids[part]),
+                    None if grids is None else list(grids[part]),
                     normalised=self.pool is not None,
                 )
 
-    def _read(self, plan: list[np.ndarray]) -> Iterator[tuple]:
+    def _read(self, plan: list[np.ndarray], spilled: bool = False) -> Iterator[tuple]:
         """Each window of `plan` laid out (in its order), read up to PREFETCH windows ahead by a worker
         process (local caches, where fork exists) or a thread (remote caches: their transports keep
         fetch threads that a forked process would not have); an error there is raised here; leaving
         early stops the reader."""
-        if len(plan) <= 1:
+        if len(plan) <= 1 or spilled:  # a spilled epoch reads little: no worker to start, all threads
             yield from map(self._load, plan)
             return
         local = not any(c.transport.remote for c in self.rows.caches)
@@ -93,13 +116,16 @@ class StreamSource:
             multiprocessing_context="fork",
         )
         threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, threads - 1))  # the worker takes a core: torch's ops wait at
-        it = iter(loader)  # every step for a thread the worker descheduled (0.45x on 2 cores)
+        light = self.busy is not None and self.busy < LIGHT_SHARE
+        torch.set_num_threads(threads if light else max(1, threads - 1))
+        it, busy, start = iter(loader), 0.0, time.perf_counter()
         try:
-            for item in it:
+            for item, seconds in it:
                 if isinstance(item, BaseException):
                     raise item
+                busy += seconds
                 yield item
+            self.busy = busy / max(time.perf_counter() - start, 1e-9)
         finally:
             it._shutdown_workers()  # now, not when the iterator is collected
             torch.set_num_threads(threads)
@@ -137,7 +163,10 @@ class StreamSource:
 
     def _load(self, idx: np.ndarray) -> tuple:
         """One window: (idx, feats, masks, grids) with rows in `idx`'s order, as tensors (pooled and
-        normalised when `pool` is set)."""
+        normalised when `pool` is set, then read from the spill once there, without grids)."""
+        if self.spill is not None and self.spill.done[idx].all():
+            feats, masks = self.spill.read(idx)
+            return idx, feats, masks, None
         rank = np.argsort(idx, kind="stable")
         feats, masks, grids = field_arrays(
             self.rows.take(idx[rank]), self.names, self.dims, self.max_steps, self.aligned
@@ -152,7 +181,76 @@ class StreamSource:
             out_f[n], out_m[n] = x, m
         grid_arr = np.empty(len(idx), object)
         grid_arr[:] = [grids[j] for j in back.tolist()]
+        if self.spill is not None:
+            self.spill.write(idx, out_f)
         return idx, out_f, out_m, grid_arr
+
+
+class Spill:
+    """A pooled model's rows once read: per field an (N, D) float32 file (N: the source's rows) in a
+    temporary folder removed with this object; which rows are written (`done`) and their presence
+    masks are kept by the training process (`mark`), so a forked reader sees them as of its epoch."""
+
+    def __init__(self, n_rows: int, dims: dict[str, int]):
+        self.dims, self.n_rows = dims, n_rows
+        self.dir = Path(tempfile.mkdtemp(prefix="mmfit-spill-"))
+        weakref.finalize(self, _remove, self.dir, os.getpid())
+        for n in dims:  # the disk space is taken now: a full disk fails here, not as SIGBUS mid-epoch
+            fd = os.open(self._path(n), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, max(n_rows * dims[n] * 4, 1))
+            finally:
+                os.close(fd)
+        self.done = np.zeros(n_rows, bool)
+        self.present = {n: np.zeros(n_rows, bool) for n in dims}
+
+    def _path(self, name: str) -> Path:
+        return self.dir / f"{list(self.dims).index(name)}.f32"
+
+    def _map(self, name: str, mode: str) -> np.memmap:
+        return np.memmap(self._path(name), np.float32, mode, shape=(self.n_rows, self.dims[name]))
+
+    def write(self, idx: np.ndarray, feats: dict[str, torch.Tensor]) -> None:
+        """Rows `idx`' pooled features ((k, 1, D) each), written through a shared mapping: the page cache
+        holds them for the next read, by whichever process."""
+        for n, x in feats.items():
+            m = self._map(n, "r+")
+            m[idx] = x[:, 0].numpy()
+            del m
+
+    def mark(self, idx: np.ndarray, masks: dict[str, torch.Tensor]) -> None:
+        self.done[idx] = True
+        for n, m in masks.items():
+            self.present[n][idx] = m[:, 0].numpy()
+
+    def read(self, idx: np.ndarray) -> tuple[dict, dict]:
+        """Rows `idx`, in that order: (feats (k, 1, D) float32, masks (k, 1) bool) per field."""
+        feats, masks = {}, {}
+        for n in self.dims:
+            m = self._map(n, "r")
+            feats[n] = torch.from_numpy(np.array(m[idx])).unsqueeze(1)
+            del m
+            masks[n] = torch.from_numpy(self.present[n][idx]).unsqueeze(1)
+        return feats, masks
+
+
+def _new_spill(n_rows: int, dims: dict[str, int]) -> Spill | None:
+    """A Spill, or None (every epoch then reads the cache) when the temporary folder has no room."""
+    try:
+        return Spill(n_rows, dims)
+    except OSError as e:
+        need = n_rows * sum(dims.values()) * 4
+        warnings.warn(
+            f"mmfit: no spill of pooled features ({need / 1e9:.2f} GB) in {tempfile.gettempdir()} ({e}); "
+            "every streamed epoch reads the cache (set TMPDIR to a folder with room)",
+            stacklevel=3,
+        )
+        return None
+
+
+def _remove(folder: Path, pid: int) -> None:
+    if os.getpid() == pid:  # not when a forked reader exits
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _Windows(torch.utils.data.IterableDataset):
@@ -164,12 +262,13 @@ class _Windows(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         for idx in self.plan:
+            start = time.perf_counter()
             try:
                 item = self.source._load(idx)
             except Exception as e:  # noqa: BLE001 -- raised in the training process
-                yield e
+                yield e, 0.0
                 return
-            yield item
+            yield item, time.perf_counter() - start
 
 
 def _as_is(item):

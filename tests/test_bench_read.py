@@ -37,14 +37,19 @@ def test_quick_run_writes_its_section(tmp_path):
         assert len(re.findall(speeds, text)) == 2, speeds
     for backend in ("hdf5", "webdataset"):
         assert re.search(rf"\| {backend} \| ast \(768-d\) \| {NUM} \| {NUM} \| {NUM} \|", text), backend
-    for mode in ("in memory", "streaming"):
-        assert re.search(rf"\| {mode} \(`streaming: \w+`\) \| {NUM} s \| {NUM} s \| {NUM} \|", text), mode
+    for fusion in ("concat", "attention"):
+        for mode in ("in memory", "streaming"):
+            row = rf"\| {fusion} \| {mode} \(`streaming: \w+`\) \| {NUM} s \| {NUM} s \| {NUM} s \| {NUM} \|"
+            assert re.search(row, text), row
+        assert re.search(rf"\| {fusion} \| {NUM} \| 1 round \| >= 0.8 \| (PASS|FAIL) \|", text), fusion
     for clips in (256, 512):
         assert re.search(rf"\| {clips} \| {NUM} MB \| {NUM} MB \| -?{NUM} MB \| {NUM} MB \| -?{NUM} MB \|", text)
     assert re.search(r"Streaming stays flat as the cache grows .*: \*\*(yes|no)\*\* \((PASS|FAIL)\)", text)
     raw = json.loads((tmp_path / "out" / "bench_read" / "results-quick.json").read_text())
     assert [s["backend"] for s in raw["sequential"]] == ["webdataset", "hdf5", "webdataset"]
     assert all(set(s["ratios"]) == {"cold", "warm"} for s in raw["sequential"])
+    assert set(raw["streaming"]) == {"concat", "attention"}
+    assert all(len(r["ratios"]) == 1 and r["ratios"][0] > 0 for r in raw["streaming"].values())
     assert {r["mode"] for r in raw["memory"]["rows"]} == {"never", "always"}
     assert all(r["streaming"] == (r["mode"] == "always") for r in raw["memory"]["rows"])
     again = tmp_path / "again.md"  # --from-json re-renders the same section from the raw JSON alone

@@ -170,3 +170,51 @@ def test_features_read_in_chunks_of_rows_are_the_same(synthetic, monkeypatch, al
     assert whole[1]["tiny"].all() and whole[0]["tiny"].base is None
     shorter = field_arrays(rows, ["tiny"], {"tiny": 4}, 2, aligned)  # subsampled: the per-sample path
     assert shorter[0]["tiny"].shape == (len(rows), 2, 4)
+
+
+def test_a_pooled_model_reads_later_epochs_from_the_spill_with_the_same_features(synthetic, monkeypatch):
+    """The first streamed epoch of a pooled model writes each row's pooled features to the spill; the
+    next epochs read them from there, row for row the in-memory ones, and the spill goes with its data."""
+    import gc
+
+    mem = _data(synthetic, pooled=True, streaming="never")
+    streamed = _data(synthetic, pooled=True, streaming="always", memory_budget_gb=1e-6)  # many windows
+    want = {int(b.idx[j]): b.feats["tiny"][j] for b in mem.batches(mem.rows("train"), 64) for j in range(len(b.idx))}
+    rows = streamed.rows("train")
+    gen = torch.Generator().manual_seed(2)
+    first = list(streamed.batches(rows, 64, gen))
+    spill = streamed.source.spill
+    assert spill.done[rows].all() and not spill.done[streamed.rows("val")].any()
+    import mmfit.stream
+
+    def no_cache_read(*a, **k):
+        raise AssertionError("read the cache")
+
+    monkeypatch.setattr(mmfit.stream, "field_arrays", no_cache_read)
+    second = list(streamed.batches(rows, 64, gen))
+    assert [b.idx.tolist() for b in first] != [b.idx.tolist() for b in second]  # reshuffled
+    for b in first + second:
+        for j, i in enumerate(b.idx.tolist()):
+            assert torch.equal(b.feats["tiny"][j], want[i])
+    folder = spill.dir
+    del streamed, spill, first, second
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_torch_keeps_its_threads_while_the_reader_is_mostly_idle(synthetic):
+    """The forked reader takes a core: torch runs one thread fewer during an epoch unless the last one
+    kept the reader busy less than LIGHT_SHARE of the time."""
+    from mmfit.stream import LIGHT_SHARE
+
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("one torch thread: nothing to give up")
+    data = _data(synthetic, streaming="always", memory_budget_gb=1e-6)
+    rows = data.rows("train")
+    data.source.busy = None  # unknown (loading measured it already: the statistics pass streams the shards)
+    seen = [torch.get_num_threads() for _ in data.source.chunks(rows, 500, None)]
+    assert set(seen) == {threads - 1} and 0 < data.source.busy <= 1  # measured over that epoch
+    data.source.busy = LIGHT_SHARE / 2
+    seen = [torch.get_num_threads() for _ in data.source.chunks(rows, 500, None)]
+    assert set(seen) == {threads} and torch.get_num_threads() == threads
