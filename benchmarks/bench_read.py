@@ -26,11 +26,13 @@ sample (600 clips; quick 64: 8x the bytes per sample), all under bench-out/ and 
      never` and `streaming: always` (the config's switch; `auto` streams when the padded features
      exceed `memory_budget_gb`): load_data time, then the Trainer's own train/epoch_s and
      train/samples_per_s, medians over the epochs after the first (the first epoch is shown on its own:
-     streamed, a pooled model's first epoch also writes the spill). Target (issue 14): streamed
+     streamed, it is also the one that runs torch with a thread fewer). Target (issue 14): streamed
      samples/s >= 0.8 of in-memory, concat and attention.
-  d  memory: peak RSS (VmHWM of a child process: load_data + one epoch of concat) for 1,000, 4,000 and
-     8,000 clips (quick: 256 and 512), in memory and streaming. Streaming should stay flat as the cache
-     grows: its peak's growth per clip at most 10% of in-memory's.
+  d  memory: peak RSS (VmHWM of a child process: load_data + one epoch of concat) for 4,000, 8,000 and
+     16,000 clips (quick: 256 and 512), in memory and streaming. A streamed window holds up to
+     WINDOW_MAX = 16 shards (4,096 clips here, fewer when 1/8 of memory_budget_gb is smaller), so from
+     4,000 clips on a streamed run holds its largest windows; from there streaming should stay flat as
+     the cache grows: its peak's growth per clip at most 10% of in-memory's.
 
 Every measurement records how much CPU other processes took meanwhile (common.Meter().others).
 Raw JSON: bench-out/bench_read/results[-quick].json.
@@ -434,10 +436,11 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         "",
         f"{p['epochs']} epochs per run, {p['stream_rounds']} run(s) per mode, order alternating; epoch numbers are "
         "medians over the epochs after the first (the Trainer's history rows); the ratio is the median of the "
-        "per-round ratios. Concat is pooled: in memory it trains on features pooled once at load; streamed, its "
-        "first epoch reads every shard, pools and writes the pooled rows to a spill file, and later epochs read "
-        "the spill (D float32 values per row and field instead of every step). Attention sees every step: each "
-        "streamed epoch reads and lays out every shard in a forked worker while the model trains. "
+        "per-round ratios. Concat is pooled: in memory it trains on features pooled once at load; streamed, the "
+        "pass that computes the train statistics (in load_data) also writes each row's mean to a spill file, "
+        "and every epoch reads the spill (D float32 values per row and field instead of every step). Attention "
+        "sees every step: each streamed epoch reads and lays out every shard in a forked worker while the model "
+        "trains; the first epoch runs torch with a thread fewer (until the worker is seen to be mostly idle). "
         f"Others' CPU up to {others:.0%}.",
         "",
         "### d. Training memory vs cache size (peak RSS of a child process: load_data + 1 epoch, concat)",
@@ -459,8 +462,9 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f"Peak RSS growth per 1,000 clips: in memory {sl['never'] * 1000 / 1e6:.0f} MB, streaming "
         f"{sl['always'] * 1000 / 1e6:.0f} MB. Streaming stays flat as the cache grows (growth at most "
         f"{FLAT_MAX:.0%} of in-memory's): **{'yes' if mem['flat'] else 'no'}** ({verdict(mem['flat'])}). "
-        "Streaming holds one shard's features at a time; what still grows with the cache is the samples index "
-        "and per-sample labels and keys, kept in memory in both modes.",
+        "Streaming holds at most PREFETCH + 1 windows of up to 16 shards (4,096 clips here); what still grows "
+        "with the cache is the samples index, per-sample labels and keys (kept in memory in both modes) and, "
+        "for a pooled model, the spill's presence flags (a byte per row and field).",
         "",
     ]
     return "\n".join(out) + "\n", checks(seq, st, mem)
@@ -497,7 +501,7 @@ def measure(a) -> dict:
     epochs, stream_rounds = (2, 1) if a.quick else (3, 2)
     st = {f: streaming_vs_memory(cache, work / "runs", f, epochs, stream_rounds) for f in FUSIONS}
     log("d. peak RSS vs cache size ...")
-    sizes = (256, 512) if a.quick else (1000, 4000, 8000)
+    sizes = (256, 512) if a.quick else (4000, 8000, 16000)
     mem = memory({n: ensure_cache(work, n)[0] for n in sizes}, work / "runs")
     p = {
         "clips": clips,

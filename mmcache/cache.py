@@ -209,14 +209,20 @@ class Cache:
         """Keys of every ok sample, in cache order."""
         return np.strings.decode(self.table()["key"], "ascii").tolist()
 
-    def locate(self, key: str) -> tuple[str, dict]:
-        """(shard, samples row) of a sample key; a CacheError names a key the cache does not hold."""
+    def row_of(self, key: str) -> int:
+        """Row in `index()` of a sample key; a CacheError names a key the cache does not hold."""
         if isinstance(key, str):
             row = int(self.lookup(np.array([key.encode("ascii", "replace")], "S"), ok_only=False)[0])
         else:
             row = -1
         if row < 0:
             raise CacheError(f"cache {self.root} has no sample {key!r}")
+        return row
+
+    def locate(self, key: str) -> tuple[str, dict]:
+        """(shard, samples row) of a sample key (its shard's samples rows are parsed: see row_of for a
+        lookup that needs only the index); a CacheError names a key the cache does not hold."""
+        row = self.row_of(key)
         index = self.index()
         i = int(index.shard_of(row))
         return index.shards[i], self._shard_rows(index.shards[i])[row - int(index.starts[i])]
@@ -394,10 +400,11 @@ class FieldReader:
         self._open: OrderedDict[str, object] = OrderedDict()  # shard -> TarShard | H5Shard | dict
 
     def read(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        shard, row = self.cache.locate(key)
-        if row["status"] != "ok":
-            raise CacheError(f"sample {key} of cache {self.cache.root} is not an ok sample ({row.get('error')})")
-        handle = self._shard(shard)
+        row, index = self.cache.row_of(key), self.cache.index()
+        if not index.ok[row]:  # only now its shard's samples rows are parsed, for the error
+            error = self.cache.locate(key)[1].get("error")
+            raise CacheError(f"sample {key} of cache {self.cache.root} is not an ok sample ({error})")
+        handle = self._shard(index.shards[int(index.shard_of(row))])
         if isinstance(handle, dict):
             return handle.get(key)
         if key not in handle.index:

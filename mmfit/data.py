@@ -179,6 +179,8 @@ def load_data(
         data.split[:] = "test"
     _attach_features(cfg, data, rows, cache_list)
     _check_present(data)
+    if pooled and data.source is not None:
+        data.source.keep_pooled()  # from the statistics pass on, each row's mean is kept on disk
     _set_norm(cfg, data, cache_list, norm)
     if pooled and data.source is None:
         data.pool()  # after the statistics, which are over steps

@@ -6,10 +6,11 @@ read and laid out together (layout.field_arrays) and shuffled across its shards 
 windows, PREFETCH of them, while the current one trains. The whole epoch's order is drawn from the
 generator before any read, in the caller's process: the batches depend only on the generator's state
 (a resumed run gets the same ones), never on timing. Models that only see each field's mean over time
-get their windows pooled (and normalised) by the reader, as the in-memory loader pools once (`pool`);
-those pooled rows are also written to a spill file on disk (`Spill`, under TMPDIR), and later epochs
-read them from there: D float32 values per row and field instead of every stored step, so a pooled
-model's epochs after the first cost about what in-memory ones do. Memory is bounded by PREFETCH + 1
+get their windows pooled (and normalised) by the reader, as the in-memory loader pools once (`pool`).
+For them the reader also writes each row's mean over time to a spill file on disk (`Spill`, under
+TMPDIR; `keep_pooled`) the first time it reads the row, in the statistics pass when there is one,
+and later passes read the spill: D float32 values per row and field instead of every stored step, so
+a pooled model's epochs cost about what in-memory ones do. Memory is bounded by PREFETCH + 1
 windows (the spill is read through the page cache, a window at a time).
 
 The worker takes a core from the training steps. While reading is a large share of an epoch, torch
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batches import Chunk, Stats, pool_field
+from .batches import Chunk, Stats, normalise, pool_field
 from .layout import field_arrays
 from .samples import SampleRows
 
@@ -54,14 +55,12 @@ class StreamSource:
         self.window = max(1, window)
         self.groups = rows.groups()  # row indices per (cache, shard)
         self.pool: dict[str, Stats] | None = None  # set: chunks are pooled, normalised with these stats
-        self.spill: Spill | None = None  # pooled rows already read, on disk (made on the first pooled epoch)
+        self.spill: Spill | None = None  # rows' means over time once read, on disk (keep_pooled)
         self.busy: float | None = None  # the reader's busy share of the last epoch read by a worker
 
     def chunks(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None) -> Iterator[Chunk]:
         """Chunks of at most `batch_size` of `rows`, window by window: shards, and the rows within each
         window, shuffled with `generator` when given. Each chunk carries its rows' reference grids."""
-        if self.pool is not None and self.spill is None:
-            self.spill = _new_spill(len(self.rows), {n: self.dims[n] for n in self.names})
         wanted = np.zeros(len(self.rows), bool)
         wanted[rows] = True
         groups = [g[wanted[g]] for g in self.groups]
@@ -73,7 +72,7 @@ class StreamSource:
             if generator is not None:
                 idx = idx[torch.randperm(len(idx), generator=generator).numpy()]
             plan.append(idx)
-        spilled = self.spill is not None and bool(self.spill.done[rows].all())
+        spilled = self.pool is not None and self.spill is not None and bool(self.spill.done[rows].all())
         for idx, feats, masks, grids in self._read(plan, spilled):
             if self.spill is not None and not spilled:
                 self.spill.mark(idx, masks)  # written by the reader before it handed the window over
@@ -86,6 +85,12 @@ class StreamSource:
                     None if grids is None else list(grids[part]),
                     normalised=self.pool is not None,
                 )
+
+    def keep_pooled(self) -> None:
+        """Spill each row's mean over time as it is first read (for a model that only sees those): every
+        pass after that, once `pool` is set, reads the spill instead of the cache."""
+        if self.spill is None:
+            self.spill = _new_spill(len(self.rows), {n: self.dims[n] for n in self.names})
 
     def _read(self, plan: list[np.ndarray], spilled: bool = False) -> Iterator[tuple]:
         """Each window of `plan` laid out (in its order), read up to PREFETCH windows ahead by a worker
@@ -163,9 +168,9 @@ class StreamSource:
 
     def _load(self, idx: np.ndarray) -> tuple:
         """One window: (idx, feats, masks, grids) with rows in `idx`'s order, as tensors (pooled and
-        normalised when `pool` is set, then read from the spill once there, without grids)."""
-        if self.spill is not None and self.spill.done[idx].all():
-            feats, masks = self.spill.read(idx)
+        normalised when `pool` is set: then from the spill once every row is there, without grids)."""
+        if self.pool is not None and self.spill is not None and self.spill.done[idx].all():
+            feats, masks = self.spill.read(idx, self.pool)
             return idx, feats, masks, None
         rank = np.argsort(idx, kind="stable")
         feats, masks, grids = field_arrays(
@@ -173,23 +178,31 @@ class StreamSource:
         )
         back = np.empty_like(rank)
         back[rank] = np.arange(len(rank))  # position of each idx row among the sorted ones
-        out_f, out_m = {}, {}
+        out_f, out_m, means = {}, {}, {}
         for n in self.names:
             x, m = torch.from_numpy(feats[n][back]), torch.from_numpy(masks[n][back])
-            if self.pool is not None:
+            if self.spill is not None:
+                means[n], present = pool_field(x, m)
+                if self.pool is not None:
+                    x, m = _normalised(means[n], present, self.pool.get(n)), present
+            elif self.pool is not None:
                 x, m = pool_field(x, m, self.pool.get(n))
             out_f[n], out_m[n] = x, m
         grid_arr = np.empty(len(idx), object)
         grid_arr[:] = [grids[j] for j in back.tolist()]
         if self.spill is not None:
-            self.spill.write(idx, out_f)
+            self.spill.write(idx, means)
         return idx, out_f, out_m, grid_arr
 
 
+def _normalised(mean: torch.Tensor, present: torch.Tensor, stats: Stats | None) -> torch.Tensor:
+    return mean if stats is None else normalise(mean, present, stats)  # as pool_field(x, m, stats)
+
+
 class Spill:
-    """A pooled model's rows once read: per field an (N, D) float32 file (N: the source's rows) in a
-    temporary folder removed with this object; which rows are written (`done`) and their presence
-    masks are kept by the training process (`mark`), so a forked reader sees them as of its epoch."""
+    """Each row's mean over time once read: per field an (N, D) float32 file (N: the source's rows) in
+    a temporary folder removed with this object; which rows are written (`done`) and their presence
+    are kept by the training process (`mark`), so a forked reader sees them as of its pass."""
 
     def __init__(self, n_rows: int, dims: dict[str, int]):
         self.dims, self.n_rows = dims, n_rows
@@ -211,8 +224,8 @@ class Spill:
         return np.memmap(self._path(name), np.float32, mode, shape=(self.n_rows, self.dims[name]))
 
     def write(self, idx: np.ndarray, feats: dict[str, torch.Tensor]) -> None:
-        """Rows `idx`' pooled features ((k, 1, D) each), written through a shared mapping: the page cache
-        holds them for the next read, by whichever process."""
+        """Rows `idx`' means over time ((k, 1, D) each, not normalised), written through a shared
+        mapping: the page cache holds them for the next read, by whichever process."""
         for n, x in feats.items():
             m = self._map(n, "r+")
             m[idx] = x[:, 0].numpy()
@@ -221,16 +234,18 @@ class Spill:
     def mark(self, idx: np.ndarray, masks: dict[str, torch.Tensor]) -> None:
         self.done[idx] = True
         for n, m in masks.items():
-            self.present[n][idx] = m[:, 0].numpy()
+            self.present[n][idx] = m.any(1).numpy()  # masks over steps, or pooled (k, 1)
 
-    def read(self, idx: np.ndarray) -> tuple[dict, dict]:
-        """Rows `idx`, in that order: (feats (k, 1, D) float32, masks (k, 1) bool) per field."""
+    def read(self, idx: np.ndarray, stats: dict[str, Stats]) -> tuple[dict, dict]:
+        """Rows `idx`, in that order: (feats (k, 1, D) float32 normalised with `stats`, masks (k, 1)
+        bool) per field: what pool_field gives for them."""
         feats, masks = {}, {}
         for n in self.dims:
             m = self._map(n, "r")
-            feats[n] = torch.from_numpy(np.array(m[idx])).unsqueeze(1)
+            mean = torch.from_numpy(np.array(m[idx])).unsqueeze(1)
             del m
             masks[n] = torch.from_numpy(self.present[n][idx]).unsqueeze(1)
+            feats[n] = _normalised(mean, masks[n], stats.get(n))
         return feats, masks
 
 

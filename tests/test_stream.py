@@ -172,32 +172,38 @@ def test_features_read_in_chunks_of_rows_are_the_same(synthetic, monkeypatch, al
     assert shorter[0]["tiny"].shape == (len(rows), 2, 4)
 
 
-def test_a_pooled_model_reads_later_epochs_from_the_spill_with_the_same_features(synthetic, monkeypatch):
-    """The first streamed epoch of a pooled model writes each row's pooled features to the spill; the
-    next epochs read them from there, row for row the in-memory ones, and the spill goes with its data."""
+def test_a_pooled_model_reads_the_spill_after_the_statistics_pass_with_the_same_features(synthetic, monkeypatch):
+    """For a pooled model the reader writes each row's mean over time to the spill the first time it
+    reads the row (here: the pass that computes the train statistics); every epoch then reads the
+    spill, never the cache again, and gives row for row the in-memory features; the spill goes with
+    its data."""
     import gc
+
+    import mmfit.stream
 
     mem = _data(synthetic, pooled=True, streaming="never")
     streamed = _data(synthetic, pooled=True, streaming="always", memory_budget_gb=1e-6)  # many windows
-    want = {int(b.idx[j]): b.feats["tiny"][j] for b in mem.batches(mem.rows("train"), 64) for j in range(len(b.idx))}
-    rows = streamed.rows("train")
-    gen = torch.Generator().manual_seed(2)
-    first = list(streamed.batches(rows, 64, gen))
-    spill = streamed.source.spill
+    assert streamed.report["norm"] == "train"
+    both = np.concatenate([mem.rows("train"), mem.rows("val")])
+    want = {int(b.idx[j]): b.feats["tiny"][j] for b in mem.batches(both, 64) for j in range(len(b.idx))}
+    spill, rows = streamed.source.spill, streamed.rows("train")
     assert spill.done[rows].all() and not spill.done[streamed.rows("val")].any()
-    import mmfit.stream
+    val = list(streamed.batches(streamed.rows("val"), 64))  # not yet read: from the cache
+    assert spill.done[streamed.rows("val")].all()
 
     def no_cache_read(*a, **k):
         raise AssertionError("read the cache")
 
     monkeypatch.setattr(mmfit.stream, "field_arrays", no_cache_read)
-    second = list(streamed.batches(rows, 64, gen))
+    gen = torch.Generator().manual_seed(2)
+    first, second = list(streamed.batches(rows, 64, gen)), list(streamed.batches(rows, 64, gen))
     assert [b.idx.tolist() for b in first] != [b.idx.tolist() for b in second]  # reshuffled
-    for b in first + second:
+    again = list(streamed.batches(streamed.rows("val"), 64))
+    for b in first + second + val + again:
         for j, i in enumerate(b.idx.tolist()):
             assert torch.equal(b.feats["tiny"][j], want[i])
     folder = spill.dir
-    del streamed, spill, first, second
+    del streamed, spill, first, second, val, again
     gc.collect()
     assert not folder.exists()
 
