@@ -185,7 +185,7 @@ def load_data(
     if pooled and data.source is None:
         data.pool()  # after the statistics, which are over steps
     elif pooled:
-        data.source.pool = data.norm  # the stream's reader pools (and normalises) each window
+        data.source.pool_with(data.norm)  # the stream's reader pools (and normalises) each window
     return data
 
 

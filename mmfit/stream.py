@@ -86,6 +86,12 @@ class StreamSource:
                     normalised=self.pool is not None,
                 )
 
+    def pool_with(self, stats: dict[str, Stats]) -> None:
+        """From now on chunks are pooled and normalised with `stats` (the spill's rows too)."""
+        self.pool = stats
+        if self.spill is not None:
+            self.spill.normalise(stats)
+
     def keep_pooled(self) -> None:
         """Spill each row's mean over time as it is first read (for a model that only sees those): every
         pass after that, once `pool` is set, reads the spill instead of the cache."""
@@ -170,7 +176,7 @@ class StreamSource:
         """One window: (idx, feats, masks, grids) with rows in `idx`'s order, as tensors (pooled and
         normalised when `pool` is set: then from the spill once every row is there, without grids)."""
         if self.pool is not None and self.spill is not None and self.spill.done[idx].all():
-            feats, masks = self.spill.read(idx, self.pool)
+            feats, masks = self.spill.read(idx)
             return idx, feats, masks, None
         rank = np.argsort(idx, kind="stable")
         feats, masks, grids = field_arrays(
@@ -178,20 +184,20 @@ class StreamSource:
         )
         back = np.empty_like(rank)
         back[rank] = np.arange(len(rank))  # position of each idx row among the sorted ones
-        out_f, out_m, means = {}, {}, {}
+        out_f, out_m, means, present = {}, {}, {}, {}
         for n in self.names:
             x, m = torch.from_numpy(feats[n][back]), torch.from_numpy(masks[n][back])
             if self.spill is not None:
-                means[n], present = pool_field(x, m)
+                means[n], present[n] = pool_field(x, m)
                 if self.pool is not None:
-                    x, m = _normalised(means[n], present, self.pool.get(n)), present
+                    x, m = _normalised(means[n], present[n], self.pool.get(n)), present[n]
             elif self.pool is not None:
                 x, m = pool_field(x, m, self.pool.get(n))
             out_f[n], out_m[n] = x, m
         grid_arr = np.empty(len(idx), object)
         grid_arr[:] = [grids[j] for j in back.tolist()]
         if self.spill is not None:
-            self.spill.write(idx, means)
+            self.spill.write(idx, means, present)
         return idx, out_f, out_m, grid_arr
 
 
@@ -202,13 +208,17 @@ def _normalised(mean: torch.Tensor, present: torch.Tensor, stats: Stats | None) 
 class Spill:
     """Each row's mean over time once read: per field an (N, D) float32 file (N: the source's rows) in
     a temporary folder removed with this object; which rows are written (`done`) and their presence
-    are kept by the training process (`mark`), so a forked reader sees them as of its pass."""
+    are kept by the training process (`mark`), so a forked reader sees them as of its pass. Rows are
+    written as read (`write`) and normalised in place once the statistics are known (`normalise`);
+    later rows are written normalised. Reads go through the page cache with plain file reads, a span of
+    rows at a time: no mapping keeps the file's pages in the process."""
 
     def __init__(self, n_rows: int, dims: dict[str, int]):
         self.dims, self.n_rows = dims, n_rows
+        self.stats: dict[str, Stats] | None = None  # set: every row written is normalised with these
         self.dir = Path(tempfile.mkdtemp(prefix="mmfit-spill-"))
         weakref.finalize(self, _remove, self.dir, os.getpid())
-        for n in dims:  # the disk space is taken now: a full disk fails here, not as SIGBUS mid-epoch
+        for n in dims:  # the disk space is taken now: a full disk fails here, not mid-epoch
             fd = os.open(self._path(n), os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 os.posix_fallocate(fd, 0, max(n_rows * dims[n] * 4, 1))
@@ -220,33 +230,69 @@ class Spill:
     def _path(self, name: str) -> Path:
         return self.dir / f"{list(self.dims).index(name)}.f32"
 
-    def _map(self, name: str, mode: str) -> np.memmap:
-        return np.memmap(self._path(name), np.float32, mode, shape=(self.n_rows, self.dims[name]))
-
-    def write(self, idx: np.ndarray, feats: dict[str, torch.Tensor]) -> None:
-        """Rows `idx`' means over time ((k, 1, D) each, not normalised), written through a shared
-        mapping: the page cache holds them for the next read, by whichever process."""
-        for n, x in feats.items():
-            m = self._map(n, "r+")
-            m[idx] = x[:, 0].numpy()
-            del m
+    def write(self, idx: np.ndarray, means: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> None:
+        """Rows `idx`' means over time ((k, 1, D) each) and presence ((k, 1)), normalised first when
+        the statistics are known, written in row order in runs of consecutive rows."""
+        order = np.argsort(idx, kind="stable")
+        rows = idx[order]
+        for n, x in means.items():
+            if self.stats is not None:
+                x = _normalised(x, present[n], self.stats.get(n))
+            x = x[torch.from_numpy(order), 0].numpy()
+            with open(self._path(n), "r+b") as f:
+                for lo, hi in _runs(rows, 1):
+                    f.seek(int(rows[lo]) * x.shape[1] * 4)
+                    f.write(x[lo:hi].data)
 
     def mark(self, idx: np.ndarray, masks: dict[str, torch.Tensor]) -> None:
         self.done[idx] = True
         for n, m in masks.items():
             self.present[n][idx] = m.any(1).numpy()  # masks over steps, or pooled (k, 1)
 
-    def read(self, idx: np.ndarray, stats: dict[str, Stats]) -> tuple[dict, dict]:
-        """Rows `idx`, in that order: (feats (k, 1, D) float32 normalised with `stats`, masks (k, 1)
-        bool) per field: what pool_field gives for them."""
+    def normalise(self, stats: dict[str, Stats], chunk: int = 65536) -> None:
+        """From now on rows are kept normalised with `stats`: the rows written so far are, in place."""
+        self.stats = stats
+        done = np.flatnonzero(self.done)
+        for lo in range(0, len(done), chunk):
+            idx = done[lo : lo + chunk]
+            raw, masks = self._read(idx)
+            self.stats = None  # written as given: already normalised here
+            try:
+                self.write(idx, {n: _normalised(raw[n], masks[n], stats.get(n)) for n in self.dims}, masks)
+            finally:
+                self.stats = stats
+
+    def read(self, idx: np.ndarray) -> tuple[dict, dict]:
+        """Rows `idx`, in that order: (feats (k, 1, D) float32, masks (k, 1) bool) per field."""
+        return self._read(idx)
+
+    def _read(self, idx: np.ndarray, gap: int = 64) -> tuple[dict, dict]:
+        order = np.argsort(idx, kind="stable")
+        rows = idx[order]
+        runs = _runs(rows, gap)  # a shard's rows, with the other splits' between them, read whole
+        starts = np.array([rows[lo] for lo, _ in runs], np.int64)
+        sizes = np.array([rows[hi - 1] - rows[lo] + 1 for lo, hi in runs], np.int64)
+        offset = np.concatenate([[0], np.cumsum(sizes)])
+        run_of = np.repeat(np.arange(len(runs)), [hi - lo for lo, hi in runs])
+        at = np.empty(len(idx), np.int64)
+        at[order] = offset[run_of] + rows - starts[run_of]  # each idx row's place in the spans read
         feats, masks = {}, {}
-        for n in self.dims:
-            m = self._map(n, "r")
-            mean = torch.from_numpy(np.array(m[idx])).unsqueeze(1)
-            del m
+        for n, d in self.dims.items():
+            buf = np.empty((int(offset[-1]), d), np.float32)
+            with open(self._path(n), "rb", buffering=0) as f:
+                for r, (lo, _) in enumerate(runs):
+                    f.seek(int(rows[lo]) * d * 4)
+                    f.readinto(memoryview(buf[offset[r] : offset[r + 1]]).cast("B"))
+            feats[n] = torch.from_numpy(buf[at]).unsqueeze(1)
             masks[n] = torch.from_numpy(self.present[n][idx]).unsqueeze(1)
-            feats[n] = _normalised(mean, masks[n], stats.get(n))
         return feats, masks
+
+
+def _runs(rows: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """(lo, hi) positions of sorted `rows` in runs whose consecutive rows are at most `gap` apart."""
+    cuts = np.flatnonzero(np.diff(rows) > gap) + 1
+    bounds = np.concatenate([[0], cuts, [len(rows)]]).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _new_spill(n_rows: int, dims: dict[str, int]) -> Spill | None:
