@@ -52,7 +52,7 @@ from synthetic import SHARD_SIZE, STEPS, ensure_cache, train_config
 RAW_CHUNK = 4 << 20
 RATIO_MIN = 0.8
 STREAM_MIN = 0.8  # streamed / in-memory train samples/s, each fusion
-FUSIONS = ("concat", "attention")
+STREAM_RUNS = {"concat": (6, 3), "attention": (3, 2)}  # fusion -> (epochs per run, runs per mode); quick: (2, 1)
 FLAT_MAX = 0.10  # streaming's peak RSS growth per clip at most this share of in-memory's
 
 
@@ -283,6 +283,7 @@ def streaming_vs_memory(cache: Path, out: Path, fusion: str, epochs: int, rounds
             del data, result
     ratios = [b["samples_s"] / a["samples_s"] for a, b in zip(got["never"], got["always"], strict=True)]
     return {
+        "epochs": epochs,
         "rounds": got,
         "median": {m: {k: med([x[k] for x in v]) for k in v[0]} for m, v in got.items()},
         "ratios": ratios,
@@ -434,13 +435,16 @@ def render(raw: dict) -> tuple[str, list[bool]]:
     others = max(r["others_max"] for r in st.values())
     out += [
         "",
-        f"{p['epochs']} epochs per run, {p['stream_rounds']} run(s) per mode, order alternating; epoch numbers are "
-        "medians over the epochs after the first (the Trainer's history rows); the ratio is the median of the "
-        "per-round ratios. Concat is pooled: in memory it trains on features pooled once at load; streamed, the "
+        "Epochs per run and runs per mode: "
+        + ", ".join(f"{f} {r['epochs']} and {len(r['ratios'])}" for f, r in st.items())
+        + "; order alternating; epoch numbers are medians over the epochs after the first (the Trainer's "
+        "history rows); the ratio is the median of the per-round ratios. Concat is pooled: in memory it trains "
+        "on features pooled once at load; streamed, the "
         "pass that computes the train statistics (in load_data) also writes each row's mean to a spill file, "
         "and every epoch reads the spill (D float32 values per row and field instead of every step). Attention "
         "sees every step: each streamed epoch reads and lays out every shard in a forked worker while the model "
-        "trains; the first epoch runs torch with a thread fewer (until the worker is seen to be mostly idle). "
+        "trains; the first epoch runs torch with a thread fewer (until the worker is seen to be mostly idle over "
+        "a pass of the train split). "
         f"Others' CPU up to {others:.0%}.",
         "",
         "### d. Training memory vs cache size (peak RSS of a child process: load_data + 1 epoch, concat)",
@@ -498,8 +502,8 @@ def measure(a) -> dict:
     n_random = 300 if a.quick else 2000
     rnd = [random_access(h5, "hdf5", n_random, a.rounds), random_access(cache, "webdataset", n_random, a.rounds)]
     log("c. streaming vs in-memory ...")
-    epochs, stream_rounds = (2, 1) if a.quick else (3, 2)
-    st = {f: streaming_vs_memory(cache, work / "runs", f, epochs, stream_rounds) for f in FUSIONS}
+    runs = {f: (2, 1) for f in STREAM_RUNS} if a.quick else STREAM_RUNS
+    st = {f: streaming_vs_memory(cache, work / "runs", f, *r) for f, r in runs.items()}
     log("d. peak RSS vs cache size ...")
     sizes = (256, 512) if a.quick else (4000, 8000, 16000)
     mem = memory({n: ensure_cache(work, n)[0] for n in sizes}, work / "runs")
@@ -508,8 +512,6 @@ def measure(a) -> dict:
         "steps": STEPS,
         "shards": -(-clips // SHARD_SIZE),
         "rounds": a.rounds,
-        "epochs": epochs,
-        "stream_rounds": stream_rounds,
         "long_steps": long_steps,
         "quick": a.quick,
     }

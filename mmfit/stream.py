@@ -15,7 +15,8 @@ windows (the spill is read through the page cache, a window at a time).
 
 The worker takes a core from the training steps. While reading is a large share of an epoch, torch
 runs one thread fewer (its ops otherwise wait at every step for a thread the worker descheduled);
-when the last epoch kept the worker busy less than LIGHT_SHARE of the time, as with a compute-heavy
+when the last pass over the same rows (the train split's epochs, a validation pass) kept the worker
+busy less than LIGHT_SHARE of the time, as with a compute-heavy
 model, torch keeps all its threads. An epoch read from the spill is read in the training process.
 """
 
@@ -56,7 +57,7 @@ class StreamSource:
         self.groups = rows.groups()  # row indices per (cache, shard)
         self.pool: dict[str, Stats] | None = None  # set: chunks are pooled, normalised with these stats
         self.spill: Spill | None = None  # rows' means over time once read, on disk (keep_pooled)
-        self.busy: float | None = None  # the reader's busy share of the last epoch read by a worker
+        self.busy: dict[int, float] = {}  # pass_key(rows) -> the worker's busy share of its last pass
 
     def chunks(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None) -> Iterator[Chunk]:
         """Chunks of at most `batch_size` of `rows`, window by window: shards, and the rows within each
@@ -73,7 +74,7 @@ class StreamSource:
                 idx = idx[torch.randperm(len(idx), generator=generator).numpy()]
             plan.append(idx)
         spilled = self.pool is not None and self.spill is not None and bool(self.spill.done[rows].all())
-        for idx, feats, masks, grids in self._read(plan, spilled):
+        for idx, feats, masks, grids in self._read(plan, spilled, pass_key(rows)):
             if self.spill is not None and not spilled:
                 self.spill.mark(idx, masks)  # written by the reader before it handed the window over
             for s in range(0, len(idx), batch_size):
@@ -98,7 +99,7 @@ class StreamSource:
         if self.spill is None:
             self.spill = _new_spill(len(self.rows), {n: self.dims[n] for n in self.names})
 
-    def _read(self, plan: list[np.ndarray], spilled: bool = False) -> Iterator[tuple]:
+    def _read(self, plan: list[np.ndarray], spilled: bool = False, key: int = 0) -> Iterator[tuple]:
         """Each window of `plan` laid out (in its order), read up to PREFETCH windows ahead by a worker
         process (local caches, where fork exists) or a thread (remote caches: their transports keep
         fetch threads that a forked process would not have); an error there is raised here; leaving
@@ -108,11 +109,11 @@ class StreamSource:
             return
         local = not any(c.transport.remote for c in self.rows.caches)
         if local and "fork" in mp.get_all_start_methods():
-            yield from self._read_in_process(plan)
+            yield from self._read_in_process(plan, key)
         else:
             yield from self._read_in_thread(plan)
 
-    def _read_in_process(self, plan: list[np.ndarray]) -> Iterator[tuple]:
+    def _read_in_process(self, plan: list[np.ndarray], key: int = 0) -> Iterator[tuple]:
         """torch's DataLoader with one forked worker: reading and laying out windows is Python work
         that a thread would run under the GIL the training steps need (streaming then ran at 0.4x of
         in-memory samples/s on 2 cores); the worker's tensors come back through shared memory."""
@@ -127,7 +128,7 @@ class StreamSource:
             multiprocessing_context="fork",
         )
         threads = torch.get_num_threads()
-        light = self.busy is not None and self.busy < LIGHT_SHARE
+        light = self.busy.get(key, 1.0) < LIGHT_SHARE
         torch.set_num_threads(threads if light else max(1, threads - 1))
         it, busy, start = iter(loader), 0.0, time.perf_counter()
         try:
@@ -136,12 +137,12 @@ class StreamSource:
                     raise item
                 busy += seconds
                 yield item
-            self.busy = busy / max(time.perf_counter() - start, 1e-9)
+            self.busy[key] = busy / max(time.perf_counter() - start, 1e-9)
         finally:
             it._shutdown_workers()  # now, not when the iterator is collected
             torch.set_num_threads(threads)
 
-    def _read_in_thread(self, plan: list[np.ndarray]) -> Iterator[tuple]:
+    def _read_in_thread(self, plan: list[np.ndarray], key: int = 0) -> Iterator[tuple]:
         ready: queue.Queue = queue.Queue(PREFETCH)
         stop = threading.Event()
 
@@ -205,6 +206,11 @@ def _normalised(mean: torch.Tensor, present: torch.Tensor, stats: Stats | None) 
     return mean if stats is None else normalise(mean, present, stats)  # as pool_field(x, m, stats)
 
 
+def pass_key(rows: np.ndarray) -> int:
+    """Which rows a pass reads (the train split, a validation split): the busy share is kept per key."""
+    return hash(np.ascontiguousarray(rows).tobytes())
+
+
 class Spill:
     """Each row's mean over time once read: per field an (N, D) float32 file (N: the source's rows) in
     a temporary folder removed with this object; which rows are written (`done`) and their presence
@@ -226,6 +232,7 @@ class Spill:
                 os.close(fd)
         self.done = np.zeros(n_rows, bool)
         self.present = {n: np.zeros(n_rows, bool) for n in dims}
+        self.buffers: dict[str, np.ndarray] = {}  # _scratch
 
     def _path(self, name: str) -> Path:
         return self.dir / f"{list(self.dims).index(name)}.f32"
@@ -266,6 +273,15 @@ class Spill:
         """Rows `idx`, in that order: (feats (k, 1, D) float32, masks (k, 1) bool) per field."""
         return self._read(idx)
 
+    def _scratch(self, name: str, rows: int) -> np.ndarray:
+        """A buffer of `rows` rows of field `name` for the spans read, kept from one read to the next
+        (fresh memory for every window is fresh pages to fault in)."""
+        have = self.buffers.get(name)
+        if have is None or len(have) < rows:
+            grown = max(rows, 2 * len(have)) if have is not None else rows
+            have = self.buffers[name] = np.empty((grown, self.dims[name]), np.float32)
+        return have[:rows]
+
     def _read(self, idx: np.ndarray, gap: int = 64) -> tuple[dict, dict]:
         order = np.argsort(idx, kind="stable")
         rows = idx[order]
@@ -278,7 +294,7 @@ class Spill:
         at[order] = offset[run_of] + rows - starts[run_of]  # each idx row's place in the spans read
         feats, masks = {}, {}
         for n, d in self.dims.items():
-            buf = np.empty((int(offset[-1]), d), np.float32)
+            buf = self._scratch(n, int(offset[-1]))
             with open(self._path(n), "rb", buffering=0) as f:
                 for r, (lo, _) in enumerate(runs):
                     f.seek(int(rows[lo]) * d * 4)

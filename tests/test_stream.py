@@ -211,16 +211,19 @@ def test_a_pooled_model_reads_the_spill_after_the_statistics_pass_with_the_same_
 def test_torch_keeps_its_threads_while_the_reader_is_mostly_idle(synthetic):
     """The forked reader takes a core: torch runs one thread fewer during an epoch unless the last one
     kept the reader busy less than LIGHT_SHARE of the time."""
-    from mmfit.stream import LIGHT_SHARE
+    from mmfit.stream import LIGHT_SHARE, pass_key
 
     threads = torch.get_num_threads()
     if threads < 2:
         pytest.skip("one torch thread: nothing to give up")
     data = _data(synthetic, streaming="always", memory_budget_gb=1e-6)
     rows = data.rows("train")
-    data.source.busy = None  # unknown (loading measured it already: the statistics pass streams the shards)
+    data.source.busy.clear()  # unknown (loading measured it already: the statistics pass streams the shards)
     seen = [torch.get_num_threads() for _ in data.source.chunks(rows, 500, None)]
-    assert set(seen) == {threads - 1} and 0 < data.source.busy <= 1  # measured over that epoch
-    data.source.busy = LIGHT_SHARE / 2
+    assert set(seen) == {threads - 1} and 0 < data.source.busy[pass_key(rows)] <= 1  # measured over that pass
+    data.source.busy[pass_key(rows)] = LIGHT_SHARE / 2
+    val = data.rows("val")
+    data.source.busy[pass_key(val)] = 0.9  # another pass over other rows kept the reader busy
     seen = [torch.get_num_threads() for _ in data.source.chunks(rows, 500, None)]
     assert set(seen) == {threads} and torch.get_num_threads() == threads
+    assert {torch.get_num_threads() for _ in data.source.chunks(val, 500, None)} == {threads - 1}
