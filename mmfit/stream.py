@@ -227,7 +227,10 @@ class Spill:
         for n in dims:  # the disk space is taken now: a full disk fails here, not mid-epoch
             fd = os.open(self._path(n), os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                os.posix_fallocate(fd, 0, max(n_rows * dims[n] * 4, 1))
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, max(n_rows * dims[n] * 4, 1))
+                else:  # macOS: a sparse file; a full disk then fails at a write, as an OSError
+                    os.ftruncate(fd, n_rows * dims[n] * 4)
             finally:
                 os.close(fd)
         self.done = np.zeros(n_rows, bool)

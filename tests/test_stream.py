@@ -227,3 +227,23 @@ def test_torch_keeps_its_threads_while_the_reader_is_mostly_idle(synthetic):
     seen = [torch.get_num_threads() for _ in data.source.chunks(rows, 500, None)]
     assert set(seen) == {threads} and torch.get_num_threads() == threads
     assert {torch.get_num_threads() for _ in data.source.chunks(val, 500, None)} == {threads - 1}
+
+
+def test_without_room_for_the_spill_a_pooled_model_warns_and_reads_the_cache(synthetic, monkeypatch):
+    """A TMPDIR without room for the spill (its space is reserved up front) is a warning that names the
+    size and the folder; every pass then reads the cache and gives the same features."""
+    import errno
+    import os
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    mem = _data(synthetic, pooled=True, streaming="never")
+    with pytest.warns(UserWarning, match=r"no spill of pooled features .* GB\) in .*No space left"):
+        streamed = _data(synthetic, pooled=True, streaming="always", memory_budget_gb=1e-6)
+    assert streamed.source.spill is None
+    want = {int(b.idx[j]): b.feats["tiny"][j] for b in mem.batches(mem.rows("val"), 64) for j in range(len(b.idx))}
+    for b in streamed.batches(streamed.rows("val"), 64):
+        for j, i in enumerate(b.idx.tolist()):
+            assert torch.equal(b.feats["tiny"][j], want[i])
