@@ -16,8 +16,8 @@ windows (the spill is read through the page cache, a window at a time).
 The worker takes a core from the training steps. While reading is a large share of an epoch, torch
 runs one thread fewer (its ops otherwise wait at every step for a thread the worker descheduled);
 when the last pass over the same rows (the train split's epochs, a validation pass) kept the worker
-busy less than LIGHT_SHARE of the time, as with a compute-heavy
-model, torch keeps all its threads. An epoch read from the spill is read in the training process.
+busy less than LIGHT_SHARE of the time, as with a compute-heavy model, torch keeps all its threads.
+An epoch read from the spill is read in the training process.
 """
 
 from __future__ import annotations
