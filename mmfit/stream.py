@@ -61,7 +61,8 @@ class StreamSource:
 
     def chunks(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None) -> Iterator[Chunk]:
         """Chunks of at most `batch_size` of `rows`, window by window: shards, and the rows within each
-        window, shuffled with `generator` when given. Each chunk carries its rows' reference grids."""
+        window, shuffled with `generator` when given. Each chunk carries its rows' reference grids
+        (None when read from the spill: pooled models have no step targets)."""
         wanted = np.zeros(len(self.rows), bool)
         wanted[rows] = True
         groups = [g[wanted[g]] for g in self.groups]
@@ -142,7 +143,7 @@ class StreamSource:
             it._shutdown_workers()  # now, not when the iterator is collected
             torch.set_num_threads(threads)
 
-    def _read_in_thread(self, plan: list[np.ndarray], key: int = 0) -> Iterator[tuple]:
+    def _read_in_thread(self, plan: list[np.ndarray]) -> Iterator[tuple]:
         ready: queue.Queue = queue.Queue(PREFETCH)
         stop = threading.Event()
 
@@ -188,12 +189,10 @@ class StreamSource:
         out_f, out_m, means, present = {}, {}, {}, {}
         for n in self.names:
             x, m = torch.from_numpy(feats[n][back]), torch.from_numpy(masks[n][back])
-            if self.spill is not None:
+            if self.spill is not None or self.pool is not None:
                 means[n], present[n] = pool_field(x, m)
                 if self.pool is not None:
                     x, m = _normalised(means[n], present[n], self.pool.get(n)), present[n]
-            elif self.pool is not None:
-                x, m = pool_field(x, m, self.pool.get(n))
             out_f[n], out_m[n] = x, m
         grid_arr = np.empty(len(idx), object)
         grid_arr[:] = [grids[j] for j in back.tolist()]
@@ -220,7 +219,7 @@ class Spill:
     rows at a time: no mapping keeps the file's pages in the process."""
 
     def __init__(self, n_rows: int, dims: dict[str, int]):
-        self.dims, self.n_rows = dims, n_rows
+        self.dims = dims
         self.stats: dict[str, Stats] | None = None  # set: every row written is normalised with these
         self.dir = Path(tempfile.mkdtemp(prefix="mmfit-spill-"))
         weakref.finalize(self, _remove, self.dir, os.getpid())
@@ -242,12 +241,17 @@ class Spill:
 
     def write(self, idx: np.ndarray, means: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> None:
         """Rows `idx`' means over time ((k, 1, D) each) and presence ((k, 1)), normalised first when
-        the statistics are known, written in row order in runs of consecutive rows."""
+        the statistics are known."""
+        if self.stats is not None:
+            means = {n: _normalised(x, present[n], self.stats.get(n)) for n, x in means.items()}
+        self._put(idx, means)
+
+    def _put(self, idx: np.ndarray, feats: dict[str, torch.Tensor]) -> None:
+        """Rows `idx` of each field as given ((k, 1, D)), written in row order, runs of consecutive rows
+        at a time."""
         order = np.argsort(idx, kind="stable")
         rows = idx[order]
-        for n, x in means.items():
-            if self.stats is not None:
-                x = _normalised(x, present[n], self.stats.get(n))
+        for n, x in feats.items():
             x = x[torch.from_numpy(order), 0].numpy()
             with open(self._path(n), "r+b") as f:
                 for lo, hi in _runs(rows, 1):
@@ -265,16 +269,8 @@ class Spill:
         done = np.flatnonzero(self.done)
         for lo in range(0, len(done), chunk):
             idx = done[lo : lo + chunk]
-            raw, masks = self._read(idx)
-            self.stats = None  # written as given: already normalised here
-            try:
-                self.write(idx, {n: _normalised(raw[n], masks[n], stats.get(n)) for n in self.dims}, masks)
-            finally:
-                self.stats = stats
-
-    def read(self, idx: np.ndarray) -> tuple[dict, dict]:
-        """Rows `idx`, in that order: (feats (k, 1, D) float32, masks (k, 1) bool) per field."""
-        return self._read(idx)
+            raw, masks = self.read(idx)
+            self._put(idx, {n: _normalised(raw[n], masks[n], stats.get(n)) for n in self.dims})
 
     def _scratch(self, name: str, rows: int) -> np.ndarray:
         """A buffer of `rows` rows of field `name` for the spans read, kept from one read to the next
@@ -285,7 +281,9 @@ class Spill:
             have = self.buffers[name] = np.empty((grown, self.dims[name]), np.float32)
         return have[:rows]
 
-    def _read(self, idx: np.ndarray, gap: int = 64) -> tuple[dict, dict]:
+    def read(self, idx: np.ndarray, gap: int = 64) -> tuple[dict, dict]:
+        """Rows `idx`, in that order: (feats (k, 1, D) float32, masks (k, 1) bool) per field; rows at
+        most `gap` apart are read in one span."""
         order = np.argsort(idx, kind="stable")
         rows = idx[order]
         runs = _runs(rows, gap)  # a shard's rows, with the other splits' between them, read whole

@@ -131,7 +131,7 @@ def test_a_read_error_in_the_reader_is_raised_and_leaving_early_stops_it(synthet
     from mmfit.stream import StreamSource
 
     if reader == "thread":
-        monkeypatch.setattr(StreamSource, "_read_in_process", StreamSource._read_in_thread)
+        monkeypatch.setattr(StreamSource, "_read_in_process", lambda self, plan, key: self._read_in_thread(plan))
     copy = tmp_path / "cache"
     shutil.copytree(synthetic, copy)
     data = _data(copy, streaming="always", memory_budget_gb=1e-6)  # one shard a window
@@ -245,5 +245,21 @@ def test_without_room_for_the_spill_a_pooled_model_warns_and_reads_the_cache(syn
     assert streamed.source.spill is None
     want = {int(b.idx[j]): b.feats["tiny"][j] for b in mem.batches(mem.rows("val"), 64) for j in range(len(b.idx))}
     for b in streamed.batches(streamed.rows("val"), 64):
+        for j, i in enumerate(b.idx.tolist()):
+            assert torch.equal(b.feats["tiny"][j], want[i])
+
+
+def test_without_posix_fallocate_the_spill_is_a_sparse_file_with_the_same_features(synthetic, monkeypatch):
+    """macOS has no posix_fallocate: the spill's files are sized with ftruncate instead, and a pooled
+    model's batches from it are the in-memory ones."""
+    import os
+
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    mem = _data(synthetic, pooled=True, streaming="never")
+    streamed = _data(synthetic, pooled=True, streaming="always", memory_budget_gb=1e-6)
+    rows = streamed.rows("train")
+    assert streamed.source.spill is not None and streamed.source.spill.done[rows].all()
+    want = {int(b.idx[j]): b.feats["tiny"][j] for b in mem.batches(rows, 64) for j in range(len(b.idx))}
+    for b in streamed.batches(rows, 64, torch.Generator().manual_seed(0)):
         for j, i in enumerate(b.idx.tolist()):
             assert torch.equal(b.feats["tiny"][j], want[i])
