@@ -141,7 +141,7 @@ def undisturbed(rounds: list, limit: float) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# the pipeline's stages, each measured on its own (bench_extract, bench_gpu, profile_pipeline)
+# the pipeline's stages, each measured on its own (bench_extract, bench_gpu)
 
 
 @dataclass

@@ -38,10 +38,12 @@ def field_entry(name: str, steps: int, fields: dict = FIELDS, signal: float = SI
     """The manifest entry of a field of `fields` (no files yet), with fingerprint parts like an encoder's."""
     import torch
 
-    from mmcache.store.manifest import fingerprint_of
+    from mmcache.store.manifest import field_header
 
     encoder, family, modality, dim = fields[name]
     options = {"synthetic": "bench_train", "seed": 0, "steps": steps, "step_s": STEP_S, "dtype": "float32"}
+    python = platform.python_version()[:4].rstrip(".")
+    versions = {"numpy": np.__version__, "python": python, "torch": torch.__version__}
     parts = {
         "format_version": 1,
         "encoder": encoder,
@@ -51,22 +53,9 @@ def field_entry(name: str, steps: int, fields: dict = FIELDS, signal: float = SI
         "preprocess": {"synthetic": f"class offset std {signal} + N(0, 1) noise"},
         "weights_sha256": hashlib.sha256(f"bench_train synthetic {name}".encode()).hexdigest(),
         "dim": dim,
-        "versions": {
-            "numpy": np.__version__,
-            "python": platform.python_version()[:4].rstrip("."),
-            "torch": torch.__version__,
-        },
+        "versions": versions,
     }
-    return {
-        "encoder": encoder,
-        "options": options,
-        "modality": modality,
-        "dim": dim,
-        "dtype": "float16",
-        "fingerprint": fingerprint_of(parts),
-        "fingerprint_parts": parts,
-        "files": {},
-    }
+    return {**field_header(encoder, options, modality, dim, "float16", parts), "files": {}}
 
 
 def sample_row(i: int, label: int, steps: int) -> dict:

@@ -25,7 +25,7 @@ from .errors import CacheError, DecodeError, MMCacheError
 from .probe import probe
 from .store import FORMATS
 from .store.atomic import sha256_file, write_atomic
-from .store.manifest import check_same_fingerprint, field_file_entry, samples_bytes, samples_entry
+from .store.manifest import check_same_fingerprint, field_file_entry, field_header, samples_bytes, samples_entry
 from .types import VideoInput
 
 if TYPE_CHECKING:  # the encoder stack imports torch: loaded only where features are computed, so that
@@ -132,17 +132,10 @@ class Encoders:
         return self.built[name]
 
 
-def field_header(enc: Encoder) -> dict:
-    """A field's manifest entry without its files."""
-    return {
-        "encoder": enc.spec.name,
-        "options": {k: v for k, v in enc.options.items() if k != "field"},
-        "modality": enc.spec.modality,
-        "dim": enc.dim,
-        "dtype": enc.store_dtype,
-        "fingerprint": enc.fingerprint(),
-        "fingerprint_parts": json.loads(json.dumps(enc.fingerprint_parts())),
-    }
+def encoder_header(enc: Encoder) -> dict:
+    """A field's manifest entry without its files, from the encoder that makes it."""
+    options = {k: v for k, v in enc.options.items() if k != "field"}
+    return field_header(enc.spec.name, options, enc.spec.modality, enc.dim, enc.store_dtype, enc.fingerprint_parts())
 
 
 def _listed_field(manifest: dict, name: str, f: dict, shard: str) -> dict:
@@ -282,7 +275,7 @@ class Pending:
         for name in task.fields:
             entry = self._checked(name, task.shard, encoders, ok_keys)
             if entry is not None:
-                done[name] = {"header": field_header(encoders.get(name)), "file": entry}
+                done[name] = {"header": encoder_header(encoders.get(name)), "file": entry}
         return replace(task, fields=[f for f in task.fields if f not in done]), done
 
     def _checked(self, name: str, shard: str, encoders: Encoders, ok_keys: set[str]) -> dict | None:
@@ -461,7 +454,7 @@ def _publish(enc: Encoder, writer, missing: dict) -> dict:
     except BaseException:
         _discard(writer)  # a writer `_drop_failed` made is not among the caller's to discard
         raise
-    return {"header": field_header(enc), "file": field_file_entry(enc.field, writer, missing)}
+    return {"header": encoder_header(enc), "file": field_file_entry(enc.field, writer, missing)}
 
 
 def encode_locally(enc: Encoder, jobs: list[Job], timeout: float) -> Iterator[Outcome]:

@@ -50,3 +50,27 @@ def test_samples_rows_share_their_key_strings():
     assert [r["key"] for r in (a, b, c)] == [f"{i:024x}" for i in range(3)]
     assert all(x is y for x, y in zip(a, c, strict=True))
     assert all(x is y for x, y in zip(a["streams"]["video"], b["streams"]["video"], strict=True))
+
+
+def test_a_field_header_is_the_one_every_writer_records(tmp_path):
+    """store.manifest.field_header: what `mmcache extract` writes for a field (shards.encoder_header) and what a
+    writer without an encoder (benchmarks/synthetic.py) records come from it; the fingerprint is the sha256 of
+    the parts, which are copied (a later change to the caller's dict does not reach the manifest)."""
+    from mmcache.encoders import build_encoder
+    from mmcache.shards import encoder_header
+    from mmcache.store.manifest import field_header, fingerprint_of
+
+    parts = {"encoder": "x", "options": {"a": [1, 2]}, "dim": 3}
+    entry = field_header("x", {"a": [1, 2]}, "vision", 3, "float16", parts)
+    parts["options"]["a"].append(3)
+    assert entry["fingerprint_parts"]["options"]["a"] == [1, 2]
+    assert entry["fingerprint"] == fingerprint_of(entry["fingerprint_parts"]) != fingerprint_of(parts)
+    assert list(entry) == ["encoder", "options", "modality", "dim", "dtype", "fingerprint", "fingerprint_parts"]
+
+    enc = build_encoder("mfcc:n_mels=40,n_mfcc=13")
+    header = encoder_header(enc)
+    assert header["fingerprint"] == enc.fingerprint() and "field" not in header["options"]
+    assert header["options"]["n_mfcc"] == 13 and header["dim"] == enc.dim == 13
+    again = field_header(enc.spec.name, header["options"], enc.spec.modality, enc.dim, enc.store_dtype,
+                         enc.fingerprint_parts())  # fmt: skip
+    assert again == header

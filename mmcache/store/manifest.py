@@ -133,6 +133,20 @@ def field_file_entry(field: str, writer, missing: dict) -> dict:
     }
 
 
+def field_header(encoder: str, options: dict, modality: str, dim: int, dtype: str, parts: dict) -> dict:
+    """A field's manifest entry without its files: what made it and the fingerprint of how (`parts`,
+    copied as plain JSON data)."""
+    return {
+        "encoder": encoder,
+        "options": options,
+        "modality": modality,
+        "dim": dim,
+        "dtype": dtype,
+        "fingerprint": fingerprint_of(parts),
+        "fingerprint_parts": json.loads(json.dumps(parts)),
+    }
+
+
 def fingerprint_of(parts: dict) -> str:
     """A field's fingerprint: sha256 of the canonical JSON of its `fingerprint_parts`; a part that is
     not plain JSON data is an error, never skipped."""
