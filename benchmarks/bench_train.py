@@ -1,50 +1,13 @@
 #!/usr/bin/env python
 """Training speed of `mmfit` on a cache against the mmfit issue's speed targets.
 
-    python benchmarks/bench_train.py            # full run (10k clips; 20-60 min on a shared 2-core CPU, mostly the
-                                                # three transformer fusions), updates benchmarks/RESULTS.md
+    python benchmarks/bench_train.py            # full run (10k clips), updates benchmarks/RESULTS.md
     python benchmarks/bench_train.py --quick    # CI smoke (1k clips, ~5 min), writes bench-out/RESULTS-quick.md
-    python benchmarks/bench_train.py --profile attention   # torch.profiler table of a few training steps
+    python benchmarks/bench_train.py --profile attention   # torch.profiler table of one training epoch
 
-What it does:
-
-  cache     synthetic.py's cache in the real mmcache format, written with mmcache.store's writers:
-            10,000 clips (quick: 1,000) in shards of 256, three float16 fields of 16 steps each
-            (resnet18 512-d vision, ast 768-d audio, minilm-text 384-d text), 10 classes whose signal
-            is a class-dependent mean offset per field under unit Gaussian noise; the label is in the
-            samples index `meta` {"label": ...}, so mmfit reads it with labels=None. Built once under
-            bench-out/bench_train/ and reused; `mmcache.verify_cache` must return [] (checked once per
-            run, then training runs with verify=False).
-  fusions   every fusion in mmfit.fusion.FUSIONS trains 3 epochs (batch 256, hidden 256, linear head,
-            default optimiser and schedule) on in-memory data from training_data(cfg) with that fusion's own
-            config (what load_data returns may depend on the fusion, e.g. pooled over time; its time is
-            reported as context: it is paid once per run, outside the epochs). Reported from the Trainer's
-            own history rows: train/epoch_s (median of epochs 2-3), samples/s over the same epochs, and
-            train/data_share (time to get and normalise batches / epoch wall time).
-  encoder   the work that cached training saves: a frozen torchvision resnet18 (weights=None, fc removed,
-            eval, inference_mode, fp32, batches of 16 frames = one clip) on random 224x224 frames. It is
-            run in a few chunks, each right after one epoch of the concat run (on_epoch callback), so
-            every ratio pairs numbers measured back to back on the same shared machine. Seconds per clip
-            = 16 x seconds per frame. Re-encoding also decodes video and still trains the head, so this
-            speedup is a lower bound.
-  loops     mmfit's Trainer against a bare PyTorch loop (BareLoop, written apart from mmfit.trainer and
-            mmfit.batches), for concat and attention: the same fusion module (mmfit's build_model, same
-            seed), the same in-memory tensors of the same Data (loading excluded from both), batches of the
-            same size by index_select over a seeded permutation, float16 -> float32 and per-field
-            standardisation as mmfit does per batch, cross entropy, AdamW with the same lr / weight decay,
-            warmup + cosine, grad clipping 1.0, no validation; against mmfit's train/epoch_s (which leaves
-            validation out too). Epochs alternate (mmfit epoch k, then bare epoch k, from on_epoch; the bare
-            loop keeps its own RNG state, so mmfit's run is unchanged); ratio = median mmfit epoch / median
-            bare epoch over epochs 2.. . attention is paired in its own 3-epoch run above; concat, whose
-            epochs take a fraction of a second, in a run of LOOP_EPOCHS["concat"] epochs of its own. Both
-            loops' training losses must come out equal every epoch (the same work was done).
-
-Targets (mmfit issue):
-  concat epoch            <= 2 s on a 2-core CPU (10k-clip cache; an epoch is the train split)
-  data loading            < 10% of step time (train/data_share), every fusion
-  cached vs encoder loop  >= 100x less time per training sample (concat) than one frozen resnet18
-                          forward over the clip's 16 frames
-  mmfit vs a bare loop    mmfit train epoch / bare PyTorch loop epoch <= 1.1, concat and attention (issue 14)
+Targets: concat epoch <= 2 s (10k clips, 2-core CPU); data loading < 10% of step time, every fusion; cached
+training >= 100x less time per sample than a frozen resnet18 over the clip's 16 frames; mmfit epoch / bare
+PyTorch loop epoch <= 1.1 (concat, attention). Method: docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -52,13 +15,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import Bench, Meter, log, machine_line, verdict
+from common import Bench, Meter, log, machine_line, med, sync, verdict
 from synthetic import BATCH, CLASSES, FIELDS, HIDDEN, SHARD_SIZE, STEPS, ensure_cache, train_config
 
 EPOCHS = 3
@@ -67,20 +28,14 @@ FRAME_BATCH = 16
 EPOCH_MAX_S = 2.0
 DATA_SHARE_MAX = 0.10
 SPEEDUP_MIN = 100.0
-# fusions also trained by BareLoop, the plain PyTorch loop mmfit is held to, alternated epoch by epoch with mmfit's
-# Trainer; the value: epochs of the run they are paired in. 0 = the fusion's own EPOCHS-epoch run (its epochs are
-# long enough to average a shared machine's hiccups out); N = a run of N epochs of its own, after that one (concat's
-# epochs take a fraction of a second: two of them say little on a shared machine)
+# fusions also trained by BareLoop, epochs alternated with mmfit's: 0 = in the fusion's own EPOCHS-epoch run,
+# N = in a run of N epochs of its own (concat's epochs take a fraction of a second: 2 say little)
 LOOP_EPOCHS = {"concat": 20, "attention": 0}
 LOOP_RATIO_MAX = 1.1  # mmfit epoch s / bare loop epoch s
 
 
-# ---------------------------------------------------------------------------------------------
-# measurements
-
-
 class FrozenEncoder:
-    """torchvision resnet18 (weights=None, fc removed) as a frozen feature extractor."""
+    """torchvision resnet18 (weights=None, fc removed) as a frozen feature extractor on random frames."""
 
     def __init__(self, device: str):
         import torch
@@ -92,48 +47,39 @@ class FrozenEncoder:
         self.model.eval().requires_grad_(False).to(device)
         self.frames = torch.randn(FRAME_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
         self.chunks: list[dict] = []  # {"frames", "s", "others"}
-        self.run(FRAME_BATCH, keep=False)  # warm-up (allocator, oneDNN kernels)
+        self.run(FRAME_BATCH)  # warm-up (allocator, oneDNN kernels), not a chunk
+        self.chunks.clear()
 
-    def run(self, frames: int, keep: bool = True) -> float:
+    def run(self, frames: int) -> float:
         """Seconds per frame over `frames` frames (a multiple of FRAME_BATCH)."""
         n = max(1, frames // FRAME_BATCH)
         with self.torch.inference_mode(), Meter() as m:
             for _ in range(n):
                 out = self.model(self.frames)
-            if self.device.startswith("cuda"):
-                self.torch.cuda.synchronize()
+            sync(self.device)
         assert out.shape == (FRAME_BATCH, 512)
-        if keep:
-            self.chunks.append({"frames": n * FRAME_BATCH, "s": m.wall, "others": m.others})
+        self.chunks.append({"frames": n * FRAME_BATCH, "s": m.wall, "others": m.others})
         return m.wall / (n * FRAME_BATCH)
 
 
 class BareLoop:
-    """The same fusion module trained by a plain PyTorch loop, written apart from mmfit's (no
-    mmfit.trainer or mmfit.batches code): per epoch a seeded permutation of the train rows, batches
-    of the same size gathered with index_select from the same in-memory tensors of the same Data,
-    float16 -> float32 and per-field (x - mean) / std with padding kept at 0 (what mmfit does per
-    batch; pooled data is normalised at load already), forward, cross entropy, AdamW with the same
-    lr / weight decay under a warmup + cosine LambdaLR, gradient clipping as configured, no
-    validation. Only the model comes from mmfit (build_model: the same fusion modules are the point).
-
-    It starts from the same seed as the Trainer, so the same initial weights, shuffles and (its own
-    saved RNG state) dropout masks: its training loss is a check that both loops do the same work."""
+    """The same fusion module (mmfit's build_model, same seed) trained by a plain PyTorch loop written apart
+    from mmfit.trainer and mmfit.batches; its training loss checks that both loops do the same work."""
 
     def __init__(self, cfg, data, device: str):
         import torch
 
         from mmfit.model import build_model
 
-        o = cfg.optim
+        o = self.o = cfg.optim
         if cfg.task != "multiclass" or o.optimizer != "adamw" or o.class_weights != "none":
             raise SystemExit("the bare loop mirrors multiclass / adamw / class_weights none only")
-        self.torch, self.device, self.cfg, self.o = torch, device, cfg, cfg.optim
-        self.cuda = torch.device(device).type == "cuda"
+        self.torch, self.device, self.cuda = torch, device, torch.device(device).type == "cuda"
+        self.devices = [device] if self.cuda else []  # for fork_rng
         precision = cfg.precision if cfg.precision != "auto" else ("bf16" if self.cuda else "fp32")
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}
         self.amp = amp[precision] if self.cuda and precision in amp else None  # autocast on GPU only, as mmfit
-        with torch.random.fork_rng(devices=[device] if self.cuda else []):  # the caller's RNG state is kept
+        with torch.random.fork_rng(devices=self.devices):  # the caller's RNG state is kept
             torch.manual_seed(cfg.seed)
             self.model = build_model(cfg.model, data.dims, len(data.classes)).to(device)
             self.rng = torch.get_rng_state(), torch.cuda.get_rng_state(device) if self.cuda else None
@@ -155,6 +101,7 @@ class BareLoop:
         self.epochs: list[dict] = []  # {"s", "loss"}
 
     def batch(self, idx):
+        """Features (float32, standardised as mmfit does per batch; padding kept 0), masks and labels."""
         feats, masks = {}, {}
         for n, x in self.feats.items():
             m = self.masks[n].index_select(0, idx)
@@ -165,11 +112,10 @@ class BareLoop:
             feats[n], masks[n] = x.to(self.device, non_blocking=True), m.to(self.device, non_blocking=True)
         return feats, masks, self.y.index_select(0, idx).to(self.device, non_blocking=True)
 
-    def epoch(self) -> float:
-        """One epoch over the train rows; its wall time. Runs on its own RNG state, so the global one
-        (the Trainer's dropout) is left as it was."""
+    def epoch(self) -> dict:
+        """One epoch over the train rows, on the loop's own RNG state (the Trainer's is left as it was)."""
         torch, o = self.torch, self.o
-        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+        with torch.random.fork_rng(devices=self.devices):
             torch.set_rng_state(self.rng[0])
             if self.cuda:
                 torch.cuda.set_rng_state(self.rng[1], self.device)
@@ -193,277 +139,148 @@ class BareLoop:
                 torch.cuda.synchronize(self.device)
             wall = time.perf_counter() - t0
             self.rng = torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
-        sizes = [len(i) for i in order.split(o.batch_size)]
-        loss = sum(float(v) * b for v, b in zip(losses, sizes, strict=True)) / len(order)
+        loss = sum(float(v) * len(i) for v, i in zip(losses, order.split(o.batch_size), strict=True)) / len(order)
         self.epochs.append({"s": wall, "loss": loss})
-        return wall
+        return self.epochs[-1]
 
 
-@dataclass
-class FusionResult:
-    name: str
-    params: int
-    n_train: int
-    history: list[dict]
-    wall_epochs: list[float]  # whole epoch incl. val evaluation and checkpoint
-    others: float
-    best_val_accuracy: float
-    load_s: float  # load_data with this fusion's config
-    steps: dict  # field -> time steps per sample in the loaded data
-    splits: dict
-    enc_per_clip: list[float] = field(default_factory=list)  # concat only: encoder s/clip after each epoch
-    loops: dict = field(default_factory=dict)  # LOOP_EPOCHS fusions: mmfit vs the bare loop (loops_record)
-
-    def _later(self, key: str) -> float:
-        return statistics.median(r[key] for r in self.history[1:] or self.history)
-
-    @property
-    def epoch_s(self) -> float:
-        return self._later("train/epoch_s")
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.n_train / self.epoch_s
-
-    @property
-    def data_share(self) -> float:
-        return self._later("train/data_share")
-
-    @property
-    def s_per_sample(self) -> float:
-        return self.epoch_s / self.n_train
-
-
-def load_for(cfg):
-    """training_data(cfg) for one fusion's own config (what its data looks like may depend on the fusion), timed."""
-    from mmfit.trainer import training_data
-
-    t0 = time.perf_counter()
-    data = training_data(cfg)
-    load_s = time.perf_counter() - t0
-    if data.source is not None:
-        raise SystemExit("load_data chose streaming; this benchmark measures the in-memory path")
-    shapes = ", ".join(
-        f"{n} {tuple(data.feats[n].shape)} {str(data.feats[n].dtype).replace('torch.', '')}" for n in data.field_names
-    )
-    log(
-        f"  load_data ({cfg.fusion}): {len(data.keys)} samples, splits {data.report['splits']}, "
-        f"{len(data.classes)} classes, {shapes} in {load_s:.1f} s"
-    )
-    return data, load_s
-
-
-def train_fusion(
-    name: str, cache: Path, out: Path, device: str, encoder: FrozenEncoder | None, enc_frames: int
-) -> FusionResult:
+def fit(cfg, data, device: str, paired: bool, encoder: FrozenEncoder | None = None, enc_frames: int = 0) -> dict:
+    """Trainer.fit on `data`; after each epoch (and its validation and checkpoint) a bare loop epoch when
+    `paired`, then an encoder chunk when `encoder` is given. Its raw record."""
     from mmfit.trainer import Trainer
 
-    cfg = train_config(cache, out / name, name, EPOCHS, device=device)
-    data, load_s = load_for(cfg)
-    walls, enc = [], []
-    tick = [time.perf_counter()]
+    walls, enc, tick = [], [], [time.perf_counter()]  # walls: whole epochs incl. validation and checkpoint
 
     def on_epoch(row: dict) -> None:
         walls.append(time.perf_counter() - tick[0])
-        msg = (
-            f"  {name} epoch {row['epoch']}: train {row['train/epoch_s']:.3f} s "
-            f"({row['train/samples_per_s']:.0f} samples/s, data {row['train/data_share']:.1%}), "
-            f"val acc {row['val/accuracy']:.3f}"
-        )
+        msg = f"  {cfg.fusion} epoch {row['epoch']}: train {row['train/epoch_s']:.3f} s, loss {row['train/loss']:.4f}"
         if bare is not None:
-            bare.epoch()
-            e = bare.epochs[-1]
-            msg += f"; bare loop {e['s']:.3f} s (ratio {row['train/epoch_s'] / e['s']:.2f}, loss {e['loss']:.4f})"
+            e = bare.epoch()
+            msg += f"; bare loop {e['s']:.3f} s, loss {e['loss']:.4f}"
         if encoder is not None:
             enc.append(encoder.run(enc_frames) * FRAMES_PER_CLIP)
             msg += f"; resnet18 {FRAMES_PER_CLIP / enc[-1]:.1f} frames/s"
         log(msg)
         tick[0] = time.perf_counter()
 
-    trainer = Trainer(cfg, data, on_epoch=on_epoch, overwrite=True)  # scratch folders of earlier runs
-    # mmfit epoch k, then (after its validation and checkpoint) bare epoch k: alternated, side by side
-    bare = BareLoop(cfg, data, device) if LOOP_EPOCHS.get(name) == 0 else None
-    params = sum(p.numel() for p in trainer.model.parameters())
+    trainer = Trainer(cfg, data, on_epoch=on_epoch, overwrite=True)  # overwrite: scratch folders of earlier runs
+    bare = BareLoop(cfg, data, device) if paired else None  # after the Trainer, on its own RNG state
     with Meter() as m:
         result = trainer.fit()
-    steps = {n: data.feats[n].shape[1] for n in data.field_names}
-    loops = loops_record(bare, result.history, False, m.others) if bare is not None else {}
-    if LOOP_EPOCHS.get(name):
-        loops = compare_loops(name, cache, out, device, data, LOOP_EPOCHS[name])
-    return FusionResult(
-        name,
-        params,
-        len(trainer.train_rows),
-        result.history,
-        walls,
-        m.others,
-        float(result.val["accuracy"]),
-        load_s,
-        steps,
-        data.report["splits"],
-        enc,
-        loops,
-    )
+    h, loops = result.history, {}
+    if bare is not None:  # as many epochs as mmfit ran (early stopping may end a run before its epochs)
+        mmfit = [{"s": r["train/epoch_s"], "loss": r["train/loss"]} for r in h]
+        loops = {"own_run": False, "epochs": len(h), "others": m.others, "mmfit": mmfit, "bare": bare.epochs}
+    return {
+        "params": sum(p.numel() for p in trainer.model.parameters()), "n_train": len(trainer.train_rows),
+        "history": h, "wall_epochs": walls, "others": m.others, "best_val_accuracy": float(result.val["accuracy"]),
+        "enc_per_clip": enc, "loops": loops,  # enc_per_clip: concat only, encoder s/clip after each epoch
+    }  # fmt: skip
 
 
-def loops_record(bare: BareLoop, history: list[dict], own_run: bool, others: float) -> dict:
-    """mmfit's epochs (train/epoch_s, train/loss) and the bare loop's, in the order they alternated
-    (as many as mmfit ran: early stopping may end a run before its epochs); `others`: the share of
-    the machine's CPUs other processes used meanwhile."""
-    epochs = len(history)
-    rec = {
-        "own_run": own_run,
-        "epochs": epochs,
-        "others": others,
-        "mmfit": [{"s": r["train/epoch_s"], "loss": r["train/loss"]} for r in history],
-        "bare": bare.epochs,
-    }
-    ratio = loop_ratios(rec)[0]
-    log(
-        f"  {bare.cfg.fusion}: mmfit vs bare loop over {epochs} alternated epochs"
-        f"{' (a run of their own)' if own_run else ''}: ratio {ratio:.3f}, "
-        f"train losses {'identical' if loop_losses_equal(rec) else 'DIFFER'}, others' CPU {others:.0%}"
-    )
-    return rec
+def train_fusion(name: str, cache: Path, out: Path, device: str, encoder: FrozenEncoder | None, enc_frames: int):
+    """One fusion's EPOCHS-epoch run on its own load_data(cfg) and, where LOOP_EPOCHS says, its bare-loop run."""
+    from mmfit.trainer import training_data
+
+    cfg = train_config(cache, out / name, name, EPOCHS, device=device)
+    with Meter() as load:
+        data = training_data(cfg)
+    if data.source is not None:
+        raise SystemExit("load_data chose streaming; this benchmark measures the in-memory path")
+    steps = {n: data.feats[n].shape[1] for n in data.field_names}  # time steps per sample as loaded
+    log(f"  load_data ({name}): splits {data.report['splits']}, steps {steps}, {load.wall:.1f} s")
+    rec = fit(cfg, data, device, LOOP_EPOCHS.get(name) == 0, encoder, enc_frames)
+    if LOOP_EPOCHS.get(name):  # patience = epochs: every epoch runs
+        epochs = LOOP_EPOCHS[name]
+        cfg = train_config(cache, out / f"{name}-vs-bare", name, epochs, device=device, patience=epochs)
+        rec["loops"] = {**fit(cfg, data, device, True)["loops"], "own_run": True}
+    return {"name": name, **rec, "load_s": load.wall, "steps": steps, "splits": data.report["splits"]}
 
 
-def compare_loops(name: str, cache: Path, out: Path, device: str, data, epochs: int) -> dict:
-    """mmfit's Trainer and the bare loop alternated over a run of `epochs` epochs of their own, on the
-    fusion's already loaded `data`: mmfit epoch k (then its validation and checkpoint), bare epoch k."""
-    from mmfit.trainer import Trainer
-
-    cfg = train_config(cache, out / f"{name}-vs-bare", name, epochs, device=device, patience=epochs)  # every epoch
-    trainer = Trainer(cfg, data, on_epoch=lambda row: bare.epoch(), overwrite=True)
-    bare = BareLoop(cfg, data, device)
-    with Meter() as m:
-        result = trainer.fit()
-    return loops_record(bare, result.history, True, m.others)
-
-
-def profile_fusion(name: str, cache: Path, out: Path, steps: int = 6) -> None:
-    """torch.profiler over `steps` training steps (after 2 warm-up steps) of one fusion."""
-    import torch
+def profile_fusion(name: str, cache: Path, out: Path) -> None:
+    """torch.profiler table of one epoch of mmfit's training loop for one fusion, after a warm-up epoch."""
     from torch.profiler import ProfilerActivity, profile
 
-    from mmfit.trainer import Trainer, to_device
+    from mmfit.trainer import Trainer, training_data
 
     cfg = train_config(cache, out / f"profile-{name}", name, EPOCHS, device="cpu")
-    data, _ = load_for(cfg)
-    tr = Trainer(cfg, data, overwrite=True)
-    tr.model.train()
-
-    def forever():
-        while True:
-            yield from data.batches(tr.train_rows, BATCH, tr.gen)
-
-    batches = forever()
-
-    def step() -> None:
-        feats, masks, y = to_device(next(batches), "cpu")
-        loss = tr.task.loss(tr.model(feats, masks), y)
-        tr.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), 1.0)
-        tr.opt.step()
-
-    for _ in range(2):
-        step()
+    trainer = Trainer(cfg, training_data(cfg), overwrite=True)
+    trainer._train_epoch()  # warm-up: mmfit's own training loop, as fit() runs it
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
+        trainer._train_epoch()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
-# ---------------------------------------------------------------------------------------------
-# report
+def later(xs: list) -> list:
+    """Epochs 2.. (the first warms up), or all of them when there is only one."""
+    return xs[1:] or xs
 
 
-def speedups(concat: FusionResult) -> list[float]:
-    """Encoder s/clip of the chunk run right after epoch k over concat train s/sample of epoch k, k >= 2."""
-    pairs = list(zip(concat.history, concat.enc_per_clip, strict=True))[1:] or list(
-        zip(concat.history, concat.enc_per_clip, strict=True)
-    )
-    return [enc / (row["train/epoch_s"] / concat.n_train) for row, enc in pairs]
-
-
-def loop_ratios(rec: dict) -> tuple[float, float, float, list[float]]:
-    """(mmfit / bare ratio of the median epoch times, mmfit median s, bare median s, per-pair ratios), over
-    epochs 2.. (the first is a warm-up for both)."""
-    mm, bare = [e["s"] for e in rec["mmfit"]], [e["s"] for e in rec["bare"]]
-    mm, bare = mm[1:] or mm, bare[1:] or bare
-    m, b = statistics.median(mm), statistics.median(bare)
-    return m / b, m, b, [x / y for x, y in zip(mm, bare, strict=True)]
-
-
-def fastest_ratio(rec: dict) -> float:
-    """mmfit's fastest epoch over the bare loop's fastest, epochs 2.. (context: the least disturbed of each)."""
-    mm, bare = [e["s"] for e in rec["mmfit"]], [e["s"] for e in rec["bare"]]
-    return min(mm[1:] or mm) / min(bare[1:] or bare)
-
-
-def loop_losses_equal(rec: dict) -> bool:
-    """Whether the bare loop's training loss equals mmfit's train/loss in every epoch (the same work)."""
-    return [e["loss"] for e in rec["mmfit"]] == [e["loss"] for e in rec["bare"]]
+def loop_stats(rec: dict) -> dict:
+    """mmfit vs the bare loop over epochs 2..: median epoch s, their ratio, per-pair ratios, the fastest
+    epochs' ratio; and whether both training losses are equal in every epoch."""
+    mm, bare = later([e["s"] for e in rec["mmfit"]]), later([e["s"] for e in rec["bare"]])
+    m, b = med(mm), med(bare)
+    return {
+        **rec, "ratio": m / b, "ok": m / b <= LOOP_RATIO_MAX, "mmfit_s": m, "bare_s": b, "fastest": min(mm) / min(bare),
+        "pairs": [x / y for x, y in zip(mm, bare, strict=True)],
+        "same_loss": [e["loss"] for e in rec["mmfit"]] == [e["loss"] for e in rec["bare"]],
+    }  # fmt: skip
 
 
 def render(raw: dict) -> tuple[str, list[bool]]:
-    m, p, quick = raw["machine"], raw["params"], raw["quick"]
-    results = [FusionResult(splits=p["splits"], **r) for r in raw["fusions"]]
-    by = {r.name: r for r in results}
-    concat = by["concat"]
-    ratios = speedups(concat)
-    speedup = statistics.median(ratios)
-    enc_clip = statistics.median(concat.enc_per_clip)
-    epoch_all = concat.epoch_s * p["clips"] / concat.n_train  # one pass over every clip of the cache
-    worst = max(results, key=lambda r: r.data_share)
-    ok_epoch, ok_share, ok_speed = (
-        concat.epoch_s <= EPOCH_MAX_S,
-        worst.data_share < DATA_SHARE_MAX,
-        speedup >= SPEEDUP_MIN,
-    )
-    verdicts = [ok_epoch, ok_share, ok_speed]
-    looped = [r for r in results if r.loops]
-    loop_ok = {r.name: loop_ratios(r.loops)[0] <= LOOP_RATIO_MAX for r in looped}
-    verdicts += list(loop_ok.values())
+    p = raw["params"]
+    results = []
+    for r in raw["fusions"]:  # epoch s and data share: medians of epochs 2..
+        epoch_s = med([h["train/epoch_s"] for h in later(r["history"])])
+        share = med([h["train/data_share"] for h in later(r["history"])])
+        results.append({**r, "epoch_s": epoch_s, "s_per_sample": epoch_s / r["n_train"], "data_share": share})
+    concat = next(r for r in results if r["name"] == "concat")
+    n_train, enc_clip = concat["n_train"], med(concat["enc_per_clip"])
+    # encoder s/clip of the chunk run right after epoch k over concat train s/sample of epoch k, k >= 2
+    pairs = later(list(zip(concat["history"], concat["enc_per_clip"], strict=True)))
+    ratios = [enc / (row["train/epoch_s"] / n_train) for row, enc in pairs]
+    epoch_all = concat["epoch_s"] * p["clips"] / n_train  # one pass over every clip of the cache
+    worst = max(results, key=lambda r: r["data_share"])
+    loops = {r["name"]: loop_stats(r["loops"]) for r in results if r.get("loops")}
+    checks = [concat["epoch_s"] <= EPOCH_MAX_S, worst["data_share"] < DATA_SHARE_MAX, med(ratios) >= SPEEDUP_MIN]
+    checks += [s["ok"] for s in loops.values()]
+    built = f"built in {p['build_s']:.0f} s" if p["built"] else "reused from bench-out/"
+    quick = [
+        "",
+        f"**--quick smoke run ({p['clips']:,} clips): the targets are defined for 10,000 clips; "
+        "verdicts here are indicative only.**",
+    ]
     lines = [
-        machine_line(m),
+        machine_line(raw["machine"]),
         "",
         f"Cache: synthetic, mmcache format v1 (webdataset), {p['clips']:,} clips in {p['shards']} shards of "
-        f"{SHARD_SIZE}, fields "
-        + ", ".join(f"{n} ({FIELDS[n][3]}-d)" for n in FIELDS)
-        + f", {STEPS} steps each, float16, {CLASSES} classes; {p['cache_mb']:.0f} MB on disk; "
-        f"{'built in ' + format(p['build_s'], '.0f') + ' s' if p['built'] else 'reused from bench-out/'}; "
-        f"verify_cache: {p['verify_problems']} problems in {p['verify_s']:.1f} s. Splits: {p['splits']}. "
-        f"Training: {EPOCHS} epochs, batch {BATCH}, hidden {HIDDEN}, linear head, AdamW, verify=False.",
-    ]
-    if quick:
-        lines += [
-            "",
-            f"**--quick smoke run ({p['clips']:,} clips): the targets are defined for 10,000 clips; "
-            "verdicts here are indicative only.**",
-        ]
-    lines += [
+        f"{SHARD_SIZE}, fields " + ", ".join(f"{n} ({FIELDS[n][3]}-d)" for n in FIELDS) + f", {STEPS} steps each, "
+        f"float16, {CLASSES} classes; {p['cache_mb']:.0f} MB on disk; {built}; verify_cache: {p['verify_problems']} "
+        f"problems in {p['verify_s']:.1f} s. Splits: {p['splits']}. Training: {EPOCHS} epochs, batch {BATCH}, "
+        f"hidden {HIDDEN}, linear head, AdamW, verify=False.",
+        *(quick if raw["quick"] else []),
         "",
         "| target | measured | target | verdict |",
         "|---|---:|---:|---|",
-        f"| concat epoch over the train split ({concat.n_train:,} clips), median of epochs 2-3 | "
-        f"{concat.epoch_s:.3f} s | <= {EPOCH_MAX_S:g} s | {verdict(ok_epoch)} |",
+        f"| concat epoch over the train split ({n_train:,} clips), median of epochs 2-3 | "
+        f"{concat['epoch_s']:.3f} s | <= {EPOCH_MAX_S:g} s | {verdict(checks[0])} |",
         f"| (context) the same, scaled to one pass over all {p['clips']:,} clips | {epoch_all:.3f} s | "
         f"<= {EPOCH_MAX_S:g} s | ({verdict(epoch_all <= EPOCH_MAX_S)}) |",
-        f"| data loading share of step time, worst fusion ({worst.name}) | {worst.data_share:.1%} | "
-        f"< {DATA_SHARE_MAX:.0%} | {verdict(ok_share)} |",
-        f"| cached concat training vs frozen resnet18 in the loop, time per sample | {speedup:,.0f}x | "
-        f">= {SPEEDUP_MIN:g}x | {verdict(ok_speed)} |",
+        f"| data loading share of step time, worst fusion ({worst['name']}) | {worst['data_share']:.1%} | "
+        f"< {DATA_SHARE_MAX:.0%} | {verdict(checks[1])} |",
+        f"| cached concat training vs frozen resnet18 in the loop, time per sample | {med(ratios):,.0f}x | "
+        f">= {SPEEDUP_MIN:g}x | {verdict(checks[2])} |",
         *(
-            f"| {r.name}: mmfit train epoch / bare PyTorch loop epoch (same module, tensors, batches) | "
-            f"{loop_ratios(r.loops)[0]:.3f}x | <= {LOOP_RATIO_MAX:g}x | {verdict(loop_ok[r.name])} |"
-            for r in looped
+            f"| {name}: mmfit train epoch / bare PyTorch loop epoch (same module, tensors, batches) | "
+            f"{s['ratio']:.3f}x | <= {LOOP_RATIO_MAX:g}x | {verdict(s['ok'])} |"
+            for name, s in loops.items()
         ),
         "",
         f"Speedup: resnet18 (weights=None, fp32, batches of {FRAME_BATCH} frames at 224x224) costs "
         f"{enc_clip * 1e3:,.0f} ms per clip of {FRAMES_PER_CLIP} frames ({FRAMES_PER_CLIP / enc_clip:.1f} frames/s, "
         f"{sum(c['frames'] for c in p['enc_chunks'])} frames in {len(p['enc_chunks'])} chunks, each run right after "
-        f"one concat epoch); cached concat training costs {concat.s_per_sample * 1e6:,.1f} us per sample. "
+        f"one concat epoch); cached concat training costs {concat['s_per_sample'] * 1e6:,.1f} us per sample. "
         "Ratio per epoch 2-3 pair: " + ", ".join(f"{r:,.0f}x" for r in ratios) + " (median reported). "
         "Decoding and the trainable head are left out of the in-loop cost, so the real speedup is larger.",
         "",
@@ -474,15 +291,15 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        per = "/".join(f"{h['train/epoch_s']:.2f}" for h in r.history)
         lines.append(
-            f"| {r.name} | {r.params:,} | {r.samples_per_s:,.0f} | {r.epoch_s:.3f} | {per} | "
-            f"{r.data_share:.1%} | {verdict(r.data_share < DATA_SHARE_MAX)} | "
-            f"{statistics.median(r.wall_epochs[1:] or r.wall_epochs):.3f} | {r.load_s:.1f} | "
-            f"{'/'.join(str(t) for t in r.steps.values())} | {r.best_val_accuracy:.3f} | "
-            f"{enc_clip / r.s_per_sample:,.0f}x | {r.others:.0%} |"
+            f"| {r['name']} | {r['params']:,} | {r['n_train'] / r['epoch_s']:,.0f} | {r['epoch_s']:.3f} | "
+            + "/".join(f"{h['train/epoch_s']:.2f}" for h in r["history"])
+            + f" | {r['data_share']:.1%} | {verdict(r['data_share'] < DATA_SHARE_MAX)} | "
+            f"{med(later(r['wall_epochs'])):.3f} | {r['load_s']:.1f} | "
+            f"{'/'.join(str(t) for t in r['steps'].values())} | {r['best_val_accuracy']:.3f} | "
+            f"{enc_clip / r['s_per_sample']:,.0f}x | {r['others']:.0%} |"
         )
-    if looped:
+    if loops:
         lines += [
             "",
             "mmfit vs a bare PyTorch loop: the same fusion module (mmfit's build_model, same seed) trained by a "
@@ -499,19 +316,14 @@ def render(raw: dict) -> tuple[str, list[bool]]:
             "| target | verdict | same loss | others' CPU |",
             "|---|---|---:|---:|---:|---|---:|---:|---|---|---:|",
         ]
-        for r in looped:
-            ratio, mm, bare, pairs = loop_ratios(r.loops)
-            where = (
-                f"a run of its own, {r.loops['epochs']} epochs"
-                if r.loops["own_run"]
-                else f"its {r.loops['epochs']}-epoch run above"
-            )
-            lines.append(
-                f"| {r.name} | {where} | {bare:.4f} | {mm:.4f} | {ratio:.3f} | "
-                f"{' '.join(f'{x:.2f}' for x in pairs)} | {fastest_ratio(r.loops):.3f} | <= {LOOP_RATIO_MAX:g} | "
-                f"{verdict(loop_ok[r.name])} | {'yes' if loop_losses_equal(r.loops) else 'NO'} | "
-                f"{format(r.loops.get('others', float('nan')), '.0%')} |"
-            )
+    for name, s in loops.items():
+        n = s["epochs"]
+        where = f"a run of its own, {n} epochs" if s["own_run"] else f"its {n}-epoch run above"
+        lines.append(
+            f"| {name} | {where} | {s['bare_s']:.4f} | {s['mmfit_s']:.4f} | {s['ratio']:.3f} | "
+            f"{' '.join(f'{x:.2f}' for x in s['pairs'])} | {s['fastest']:.3f} | <= {LOOP_RATIO_MAX:g} | "
+            f"{verdict(s['ok'])} | {'yes' if s['same_loss'] else 'NO'} | {s.get('others', float('nan')):.0%} |"
+        )
     lines += [
         "",
         "Absolute times are context (the 2-core machine is shared: `others' CPU` is the share of its CPUs "
@@ -521,10 +333,7 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f"steps per sample and field as loaded (the cache's clips have {STEPS}; more is padding, 1 = pooled over "
         "time at load).",
     ]
-    return "\n".join(lines) + "\n", verdicts
-
-
-# ---------------------------------------------------------------------------------------------
+    return "\n".join(lines) + "\n", checks
 
 
 def fusions_arg(text: str) -> str:
@@ -540,66 +349,46 @@ def fusions_arg(text: str) -> str:
 def options(ap) -> None:
     ap.add_quick("--clips", 10000, 1000, "clips in the synthetic cache", type=int)
     ap.add_quick("--enc-frames", 96, 32, "resnet18 frames per chunk, one chunk per concat epoch", type=int)
+    fusions = "comma-separated subset of mmfit.fusion.FUSIONS (default: all; concat is always run)"
+    ap.add_argument("--fusions", type=fusions_arg, help=fusions)
     ap.add_argument(
-        "--fusions",
-        type=fusions_arg,
-        help="comma-separated subset of mmfit.fusion.FUSIONS (default: all; concat is always run)",
+        "--profile", type=fusions_arg, metavar="FUSION", help="only profile one training epoch of FUSION and exit"
     )
-    ap.add_argument(
-        "--profile", type=fusions_arg, metavar="FUSION", help="only profile a few training steps of FUSION and exit"
-    )
-    ap.add_argument(
-        "--device", default="cpu", help="cpu (default) or cuda[:N]: where training and the frozen encoder run"
-    )
+    device = "cpu (default) or cuda[:N]: where training and the frozen encoder run"
+    ap.add_argument("--device", default="cpu", help=device)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads(N) first (default: torch's own choice)")
 
 
-def verified_cache(work: Path, clips: int) -> tuple[Path, dict]:
-    """The synthetic cache, checked with mmcache.verify_cache; how it was made and checked."""
-    import mmcache
-
-    cache, built = ensure_cache(work, clips)
-    t0 = time.perf_counter()
-    problems = mmcache.verify_cache(cache)
-    verify_s = time.perf_counter() - t0
-    if problems:
-        raise SystemExit(f"the synthetic cache {cache} fails verification: {problems[0]}")
-    log(f"verify_cache: [] in {verify_s:.1f} s")
-    return cache, {**built, "verify_problems": len(problems), "verify_s": verify_s}
-
-
 def measure(a) -> dict | None:
+    import torch
+
+    import mmcache
     from mmfit.fusion import FUSIONS
 
     if a.threads:
-        import torch
-
         torch.set_num_threads(a.threads)
-    wanted = [f.strip() for f in (a.fusions or ",".join(FUSIONS)).split(",")]
-    names = [f for f in FUSIONS if f in wanted or f == "concat"]
-    cache, made = verified_cache(a.out / "bench_train", a.clips)
+    cache, made = ensure_cache(a.out / "bench_train", a.clips)
+    with Meter() as verify:
+        problems = mmcache.verify_cache(cache)
+    if problems:
+        raise SystemExit(f"the synthetic cache {cache} fails verification: {problems[0]}")
+    log(f"verify_cache: [] in {verify.wall:.1f} s")
     runs = a.out / "bench_train" / "runs"
     if a.profile:
-        profile_fusion(a.profile, cache, runs)
-        return None
+        return profile_fusion(a.profile, cache, runs)
     encoder = FrozenEncoder(a.device)
-    log(f"resnet18 ready; {a.enc_frames} frames per chunk")
+    wanted = [f.strip() for f in (a.fusions or ",".join(FUSIONS)).split(",")]
     results = []
-    for name in names:
+    for name in [f for f in FUSIONS if f in wanted or f == "concat"]:
         log(f"training {name} ...")
         results.append(train_fusion(name, cache, runs, a.device, encoder if name == "concat" else None, a.enc_frames))
     p = {
-        "clips": a.clips,
-        "shards": -(-a.clips // SHARD_SIZE),
+        "clips": a.clips, "shards": -(-a.clips // SHARD_SIZE),
         "cache_mb": sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1e6,
-        "built": made["built"],
-        "build_s": made["build_s"] or 0.0,
-        "verify_problems": made["verify_problems"],
-        "verify_s": made["verify_s"],
-        "splits": results[0].splits,
-        "enc_chunks": encoder.chunks,
-    }
-    fusions = [{k: v for k, v in asdict(r).items() if k != "splits"} for r in results]
+        "built": made["built"], "build_s": made["build_s"] or 0.0, "verify_problems": len(problems),
+        "verify_s": verify.wall, "splits": results[0]["splits"], "enc_chunks": encoder.chunks,
+    }  # fmt: skip
+    fusions = [{k: v for k, v in r.items() if k != "splits"} for r in results]
     return {"params": p, "quick": a.quick, "fusions": fusions}
 
 

@@ -3,17 +3,10 @@
 
     python benchmarks/plain_extract.py VIDEO OUT.npy [--fps 8] [--batch 32] [--bf16]
 
-ffmpeg decodes VIDEO at --fps frames/s with resnet18's preprocessing (shorter side scaled to 256,
-centre crop 224x224: torchvision's ResNet18_Weights transforms) into a rawvideo RGB pipe; torchvision's
-resnet18 (random weights, seeded: the compute of the pretrained model, with no download) encodes
-batches of --batch frames (ImageNet normalisation, global-average-pooled 512-d features), in float32,
-or with --bf16 under bfloat16 autocast on channels_last inputs; the features are saved as float16 to
-OUT.npy. It does the same work as `mmcache extract VIDEO -e resnet18:weights=random,fps=8`, so their
-features are equal (bench_extract.py checks it) and their times compare. Prints one JSON line:
-frames, seconds inside the script, frames/s, and this process's peak RSS (VmHWM, Linux).
+ffmpeg (fps, shorter side 256, centre crop 224) pipes RGB frames into torchvision's resnet18 (seeded random
+weights), float32 or --bf16 (bfloat16 autocast, channels_last); float16 features go to OUT.npy. Prints one
+JSON line: frames, seconds, frames/s, peak RSS (VmHWM). Method: docs/benchmarks.md (bench_extract).
 """
-
-from __future__ import annotations
 
 import argparse
 import json
@@ -42,28 +35,19 @@ def main() -> None:
     model = torchvision.models.resnet18(weights=None)
     model.fc = torch.nn.Identity()
     model.eval()
-    if a.bf16:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last) if a.bf16 else model
     short_side_256 = r"scale=if(gt(iw\,ih)\,-2\,256):if(gt(iw\,ih)\,256\,-2)"
     graph = f"fps={a.fps},setsar=1,{short_side_256},crop={SIZE}:{SIZE}"
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", a.video, "-vf", graph]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
-    frame = SIZE * SIZE * 3
-    out = []
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", a.video, "-vf", graph, "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    proc = subprocess.Popen([*cmd, "pipe:1"], stdout=subprocess.PIPE)
+    frame, out = SIZE * SIZE * 3, []
     with torch.inference_mode():
-        while True:
-            data = proc.stdout.read(frame * a.batch)
-            if len(data) < frame:
-                break
+        while len(data := proc.stdout.read(frame * a.batch)) >= frame:
             n = len(data) // frame
             x = torch.frombuffer(bytearray(data[: n * frame]), dtype=torch.uint8).view(n, SIZE, SIZE, 3)
             x = (x.permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
-            if a.bf16:
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    y = model(x.contiguous(memory_format=torch.channels_last))
-            else:
-                y = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):  # a no-op in float32
+                y = model(x.contiguous(memory_format=torch.channels_last) if a.bf16 else x)
             out.append(y.float().numpy().astype(np.float16))
     if proc.wait() != 0:
         raise SystemExit(f"ffmpeg failed on {a.video}")
