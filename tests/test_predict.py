@@ -108,17 +108,6 @@ def check_spans(steps: list[dict], spans: list[dict]) -> None:
     assert all(a[5] != b[5] for a, b in itertools.pairwise(got) if a[0] == b[0])  # neighbours differ
 
 
-def test_runs_of_one_label_merge_into_spans_scored_by_their_mean():
-    from mmfit.segments import Step, merge_steps
-
-    labels, score = [1, 1, 0, 2, 2, 2], [0.9, 0.7, 0.6, 0.5, 0.8, 0.5]
-    pairs = enumerate(zip(labels, score, strict=True))
-    steps = [Step(i, i * 0.5, i * 0.5 + 0.5, c, np.eye(3)[c] * p) for i, (c, p) in pairs]
-    got = [(s.start, s.end, s.label, round(s.score, 6)) for s in merge_steps(steps)]
-    assert got == [(0.0, 1.0, 1, 0.8), (1.0, 1.5, 0, 0.6), (1.5, 3.0, 2, 0.6)]
-    assert merge_steps([]) == [] and len(merge_steps(steps[:1])) == 1
-
-
 def test_segment_predictions_are_valid_steps_with_times_and_spans(seg_ckpt, clips, tmp_path):
     mmcache.extract([clips / "sheet.csv"], [LOGMEL], tmp_path / "cache")
     out = tmp_path / "p.csv"
