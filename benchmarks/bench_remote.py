@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
-from common import NCPU, Bench, Meter, log, machine_line, med, spread, verdict, wait_quiet
+from common import NCPU, Bench, Meter, log, machine_line, med, spread, table, undisturbed, verdict, wait_quiet
 from synthetic import FIELDS, SHARD_SIZE, STEPS, ensure_cache
 
 RATIO_MIN = 0.8
@@ -45,10 +46,8 @@ WHAT = {  # the rows of the tables (the way fetch gives two: its first and secon
 
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system, all threads) of a running process, from /proc/PID/stat."""
-    with contextlib.suppress(OSError):
-        v = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+    v = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the server is never waited for meanwhile
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -56,33 +55,24 @@ def moto_server(work: Path):
     """moto's S3 server as a child process on a free loopback port, test credentials only: (endpoint, pid)."""
     for k in NOT_INHERITED:
         os.environ.pop(k, None)
-    os.environ.update(TEST_ENV, AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(work / "no-config"))
-    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(work / "no-credentials")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+    no_files = {"AWS_CONFIG_FILE": str(work / "no-config"), "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-credentials")}
+    os.environ.update(TEST_ENV, AWS_EC2_METADATA_DISABLED="true", **no_files)
+    with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
-
-    def die_with_parent() -> None:  # in the server: SIGTERM when we die (PR_SET_PDEATHSIG), so none is left behind
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
+    pdeath = functools.partial(ctypes.CDLL(None).prctl, 1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the server dies with us
     endpoint, log_path = f"http://127.0.0.1:{port}", work / "moto_server.log"
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     with open(log_path, "wb") as out:
-        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
-        )
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=pdeath)
     try:
         deadline = time.monotonic() + 60
         while True:
-            try:
+            with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).read()
                 break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto's server did not start: {log_path.read_text()[-2000:]}") from None
-                time.sleep(0.1)
-        log(f"moto server (pid {proc.pid}) on {endpoint}")
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto's server did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
         yield endpoint, proc.pid
     finally:
         proc.kill()  # a throwaway server: nothing to save
@@ -91,10 +81,8 @@ def moto_server(work: Path):
 
 def listed(manifest: dict) -> list[dict]:
     """Every file entry of a manifest: samples indexes, then each field's files."""
-    files = [manifest["shards"][s] for s in sorted(manifest["shards"])]
-    for name in sorted(manifest["fields"]):
-        files += [e for _, e in sorted(manifest["fields"][name]["files"].items())]
-    return files
+    fields = [manifest["fields"][name]["files"] for name in sorted(manifest["fields"])]
+    return [manifest["shards"][s] for s in sorted(manifest["shards"])] + [f[k] for f in fields for k in sorted(f)]
 
 
 def plain_read(fs, base: str, check: bool = True) -> None:
@@ -120,30 +108,22 @@ def mm_read(url: str, options: dict, cache_dir: Path | None = None, verify: bool
                 cache.load_field(name)  # read, checked, parsed into arrays, dropped
 
 
-def timed(fn, server_pid: int) -> dict:
-    """fn's wall and CPU seconds, the server's CPU seconds, and the share of the CPUs other processes used."""
-    s0 = proc_cpu(server_pid)
-    with Meter() as m:
-        fn()
-    server = proc_cpu(server_pid) - s0
-    others = max(m.others - server / (NCPU * max(m.wall, 1e-9)), 0.0)  # the server is not "others"
-    return {"wall": m.wall, "cpu": m.cpu, "server_cpu": server, "others": others}
-
-
-def run_round(reads: dict, order, pid: int, fetched: Path) -> dict[str, dict]:
+def run_round(reads: dict, order, pid: int, fetched: Path, label: str, nbytes: int) -> dict[str, dict]:
     """Every way once, in `order` (fetch: a first and a second read, with a fetch cache in a fresh folder)."""
     measures = {}
     for way in order:
         shutil.rmtree(fetched, ignore_errors=True)
         for name in ("fetch_first", "fetch_second") if way == "fetch" else [way]:
-            measures[name] = timed(reads[way], pid)
+            s0 = proc_cpu(pid)
+            with Meter() as m:
+                reads[way]()
+            server = proc_cpu(pid) - s0
+            others = max(m.others - server / (NCPU * max(m.wall, 1e-9)), 0.0)  # the server is not "others"
+            measures[name] = {"wall": m.wall, "cpu": m.cpu, "server_cpu": server, "others": others}
     shutil.rmtree(fetched, ignore_errors=True)
+    speeds = (f"{k} {nbytes / 1e6 / x['wall']:.0f} MB/s ({x['others']:.0%} others)" for k, x in measures.items())
+    log(f"{label}: {', '.join(speeds)}")
     return measures
-
-
-def speeds(measures: dict, nbytes: int) -> str:
-    """MB/s of each read, and the share of the CPUs other processes used."""
-    return ", ".join(f"{k} {nbytes / 1e6 / x['wall']:.0f} MB/s ({x['others']:.0%} others)" for k, x in measures.items())
 
 
 def noisy(rnd: dict, limit: float) -> bool:
@@ -154,31 +134,22 @@ def noisy(rnd: dict, limit: float) -> bool:
 def render(raw: dict) -> tuple[str, list[bool]]:
     m, p, rounds = raw["machine"], raw["params"], raw["rounds"]
     limit, mb = p["max_others"], p["bytes"] / 1e6
-    used = [r for r in rounds if not noisy(r, limit)] or rounds  # all of them when every round was disturbed
-    counts = (
-        f"a round counts when other processes used at most {limit:.0%} of the CPUs during each of its "
-        "measurements; the server's CPU is not counted as others'"
-    )
-    if all(noisy(r, limit) for r in rounds):
-        counts = "all disturbed: the numbers are noisy"
-    checks, reads, cpus = [], [], []
+    used = undisturbed(rounds, lambda r: noisy(r, limit))
+    counts = "all disturbed: the numbers are noisy"
+    if any(not noisy(r, limit) for r in rounds):
+        counts = f"a round counts when other processes used at most {limit:.0%} of the CPUs during each of its "
+        counts += "measurements; the server's CPU is not counted as others'"
+    reads, cpus = [], []
     for k, what in WHAT.items():
         xs = [r["measures"][k] for r in used]
         rs = [r["measures"]["plain"]["wall"] / r["measures"][k]["wall"] for r in used]  # same bytes: speed ratios
-        mbs = med([mb / x["wall"] for x in xs])
-        cpus.append(
-            f"| {k} | {med([x['wall'] for x in xs]):.2f} | {med([x['cpu'] for x in xs]) * 1e3 / mb:.1f} | "
-            f"{med([x['server_cpu'] for x in xs]) * 1e3 / mb:.1f} | {max(x['others'] for x in xs):.0%} |"
-        )
-        if k == "plain":
-            reads.append(f"| {k} | {what} | {mbs:.0f} | 1 (baseline) |  |  |  |")
-            continue
-        target, result = "(context)", ""
+        per_mb = [f"{med([x[c] for x in xs]) * 1e3 / mb:.1f}" for c in ("cpu", "server_cpu")]
+        cpus.append([k, f"{med([x['wall'] for x in xs]):.2f}", *per_mb, f"{max(x['others'] for x in xs):.0%}"])
+        cells = ["1 (baseline)", "", "", ""] if k == "plain" else [f"{med(rs):.2f}", spread(rs), "(context)", ""]
         if k == "load_field":
             lf = med(rs)
-            checks.append(lf >= RATIO_MIN)
-            target, result = f">= {RATIO_MIN}", verdict(checks[-1])
-        reads.append(f"| {k} | {what} | {mbs:.0f} | {med(rs):.2f} | {spread(rs)} | {target} | {result} |")
+            cells[2:] = [f">= {RATIO_MIN}", verdict(lf >= RATIO_MIN)]
+        reads.append([k, what, f"{med([mb / x['wall'] for x in xs]):.0f}", *cells])
     out = [  # a "\n" ending a line leaves a blank line after it
         machine_line(m) + "\n",
         f"Server: moto {m['moto']} (`python -m moto.server`, a separate process on a loopback port; S3's HTTP API), "
@@ -189,19 +160,19 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f"A round runs every way back to back, the order reversed every other round; ratios are per round "
         f"(same bytes, so a throughput ratio is the inverse time ratio), medians (min-max) over the rounds used: "
         f"{len(used)} of {len(rounds)} ({counts}).\n",
-        "| read | what it does | MB/s (median) | ratio to plain s3fs + sha256 | min-max | target | result |",
-        "|---|---|---:|---:|---:|---:|---|",
-        *reads,
+        table(
+            "read | what it does | MB/s (median) | ratio to plain s3fs + sha256 | min-max | target | result",
+            "llrrrrl",
+            reads,
+        ),
         "\nCPU per MB read (medians over the rounds used; ms of CPU per MB of listed files): this process (all its "
         "threads), moto's server, and the largest share of the CPUs other processes took during the measurement:\n",
-        "| read | wall s | this process, ms/MB | server, ms/MB | others (max) |",
-        "|---|---:|---:|---:|---:|",
-        *cpus,
+        table("read | wall s | this process, ms/MB | server, ms/MB | others (max)", "lrrrr", cpus),
         f"\nmmcache's `load_field` reads the cache at **{lf:.2f}x** the plain s3fs read with sha256 "
         f"(target >= {RATIO_MIN}: {verdict(lf >= RATIO_MIN)}). Setup: the cache was built in {p['build_s']:.1f} s"
         f"{' (by an earlier run, reused)' if not p['built'] else ''}, uploaded in {p['upload_s']:.1f} s.\n",
     ]
-    return "\n".join(out) + "\n", checks
+    return "\n".join(out) + "\n", [lf >= RATIO_MIN]
 
 
 def options(ap) -> None:
@@ -224,18 +195,16 @@ def measure(a) -> dict:
     manifest = cache / "manifest.json"
     files = listed(json.loads(manifest.read_text()))
     nbytes = sum(e["bytes"] for e in files)
-    log(f"cache: {cache} ({len(files)} listed files, {nbytes / 1e6:.1f} MB)")
     attempts = a.rounds if a.quick else a.rounds + 3
     rounds: list[dict] = []
     with moto_server(work) as (endpoint, pid):
         fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
         base = "bench-remote/cache"
         fs.mkdir("bench-remote")
-        t0 = time.perf_counter()  # every file of the cache as it is (like `aws s3 sync`), the manifest last
-        for path in sorted(p for p in cache.rglob("*") if p.is_file() and p.name != "manifest.json") + [manifest]:
-            fs.pipe_file(f"{base}/{path.relative_to(cache).as_posix()}", path.read_bytes())
-        upload_s = time.perf_counter() - t0
-        log(f"uploaded in {upload_s:.1f} s")
+        with Meter() as upload:  # every file of the cache as it is (like `aws s3 sync`), the manifest last
+            for path in sorted(p for p in cache.rglob("*") if p.is_file() and p.name != "manifest.json") + [manifest]:
+                fs.pipe_file(f"{base}/{path.relative_to(cache).as_posix()}", path.read_bytes())
+        log(f"moto (pid {pid}) on {endpoint}: {len(files)} files ({nbytes / 1e6:.1f} MB) put in {upload.wall:.1f} s")
         url, opts, fetched = f"s3://{base}", {"endpoint_url": endpoint}, work / "fetched"
         reads = {
             "plain": lambda: plain_read(fs, base),
@@ -244,18 +213,16 @@ def measure(a) -> dict:
             "verify": lambda: mm_read(url, opts, verify=True),
             "fetch": lambda: mm_read(url, opts, fetched),
         }
-        log(f"warm-up: {speeds(run_round(reads, WAYS, pid, fetched), nbytes)}")
+        run_round(reads, WAYS, pid, fetched, "warm-up", nbytes)
         while sum(not noisy(r, a.max_others) for r in rounds) < a.rounds and len(rounds) < attempts:
             if rounds and noisy(rounds[-1], a.max_others):
                 log(f"  waited for a quieter machine: others {wait_quiet(a.max_others, 60):.0%}")
-            order = list(WAYS) if len(rounds) % 2 == 0 else list(WAYS)[::-1]
-            rnd = {"attempt": len(rounds) + 1, "order": order, "measures": run_round(reads, order, pid, fetched)}
-            rounds.append(rnd)
-            disturbed = f" (disturbed: others above {a.max_others:.0%})" if noisy(rnd, a.max_others) else ""
-            log(f"round {rnd['attempt']}: {speeds(rnd['measures'], nbytes)}{disturbed}")
+            order = list(WAYS[::-1] if len(rounds) % 2 else WAYS)
+            measures = run_round(reads, order, pid, fetched, f"round {len(rounds) + 1}", nbytes)
+            rounds.append({"attempt": len(rounds) + 1, "order": order, "measures": measures})
     params = {"clips": a.clips, "steps": STEPS, "shards": -(-a.clips // SHARD_SIZE), "fields": list(FIELDS)}
     params.update(files=len(files), bytes=nbytes, rounds=a.rounds, max_others=a.max_others, attempts=attempts)
-    params.update(build_s=built["build_s"] or 0.0, built=built["built"], upload_s=upload_s, quick=a.quick)
+    params.update(build_s=built["build_s"] or 0.0, built=built["built"], upload_s=upload.wall, quick=a.quick)
     return {"machine": facts, "params": params, "rounds": rounds}
 
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 
 import numpy as np
-from common import Bench, log, machine_line, peak_rss, verdict, wait_quiet
+from common import Bench, Meter, log, machine_line, peak_rss, table, verdict, wait_quiet
 from synthetic import SHARD_SIZE, write_cache
 
 CACHE_VERSION = 2  # bump when the cache's data changes, so an old one under bench-out/ is rebuilt
 DIM, STEPS, SIGNAL = 8, 4, 0.5
 PROJECT = (1_000_000, 6_100_000)  # clips: where the targets are judged, and the figure projected
 MODES = ("never", "always")  # mmfit's `streaming`: in memory, streamed
+FIELD = {"tiny": ("tiny", "synthetic", "vision", DIM)}  # name -> (encoder, family, modality, dim)
 GROWTH = {  # name -> (what, unit, the measurement and its key in a size's row, its target at 1M clips: limit, text)
     "open_s": ("open + index", "s", "open", "s", (10, "open + index < 10 s")),
     "open_rss": ("open + index: RSS above imports", "B", "open", "rss", None),
@@ -32,6 +32,10 @@ GROWTH = {  # name -> (what, unit, the measurement and its key in a size's row, 
     "stream_s": ("train streamed: wall", "s", "always", "s", None),
     "stream_rss": ("train streamed: peak RSS", "B", "always", "peak", None),
 }
+SIZES_HEAD = (  # the columns of the table of sizes
+    "clips | shards | cache | open + index | RSS above imports | verify | train in memory: wall (epoch) | peak RSS | "
+    "train streamed: wall (epoch) | peak RSS | samples/s in memory | streamed | streamed / in memory"
+)
 
 
 def ensure_cache(work, clips: int) -> tuple:
@@ -40,17 +44,15 @@ def ensure_cache(work, clips: int) -> tuple:
     path, stamp, tmp = work / f"cache-{clips}", work / f"cache-{clips}.json", work / f"cache-{clips}.part"
     if (path / "manifest.json").is_file() and stamp.is_file() and json.loads(stamp.read_text())["params"] == params:
         return path, json.loads(stamp.read_text())
-    log(f"building the {clips}-clip cache in {path} ...")
     for old in (tmp, path):
         shutil.rmtree(old, ignore_errors=True)
-    t0 = time.perf_counter()
-    field = {"tiny": ("tiny", "synthetic", "vision", DIM)}  # name -> (encoder, family, modality, dim)
-    write_cache(tmp, clips, STEPS, "webdataset", fields=field, signal=SIGNAL, every=200)
-    tmp.rename(path)
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    info = {"params": params, "build_s": time.perf_counter() - t0, "bytes": size, "shards": -(-clips // SHARD_SIZE)}
+    with Meter() as build:
+        write_cache(tmp, clips, STEPS, "webdataset", fields=FIELD, signal=SIGNAL, every=200)
+        tmp.rename(path)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    info = {"params": params, "build_s": build.wall, "bytes": size, "shards": -(-clips // SHARD_SIZE)}
     stamp.write_text(json.dumps(info, indent=1))
-    log(f"built in {info['build_s']:.1f} s ({size / 1e6:.0f} MB)")
+    log(f"built the {clips}-clip cache {path} in {build.wall:.1f} s ({size / 1e6:.0f} MB)")
     return path, info
 
 
@@ -108,6 +110,26 @@ def measure(a) -> dict:
 def render(raw: dict) -> tuple[str, list[bool]]:
     rows, fitted, limit = raw["rows"], fit(raw["rows"]), raw["params"]["max_others"]
     runs = [r[k] for r in rows for k in ("open", "verify", *MODES)]
+    human = {"B": lambda v: f"{v / 1e6:,.0f} MB", "s": lambda v: f"{v:,.1f} s"}
+    mb = human["B"]
+    sizes = []
+    for r in rows:
+        rss, rates = r["open"]["rss"], [r[mode]["samples_per_s"] for mode in MODES]
+        opened = [f"{r['open']['s']:.2f} s", f"{mb(rss)} ({rss / r['clips']:,.0f} B/clip)", f"{r['verify']['s']:.2f} s"]
+        trains = [c for m in MODES for c in (f"{r[m]['s']:.1f} s ({r[m]['epoch_s']:.2f} s)", mb(r[m]["peak"]))]
+        speeds = [f"{rates[0]:,.0f}", f"{rates[1]:,.0f}", f"{rates[1] / rates[0]:.2f}"]
+        sizes.append([f"{r['clips']:,}", f"{r['shards']:,}", mb(r["bytes"]), *opened, *trains, *speeds])
+    measured = {r["clips"]: r for r in rows}
+    growth, targets, checks = [], [], []
+    for name, (what, unit, run, key, target) in GROWTH.items():
+        f = fitted[name]
+        at = {c: measured[c][run][key] if c in measured else f["fixed"] + f["per_clip"] * c for c in PROJECT}
+        cells = [human[unit](v) + ("" if c in measured else " (projected)") for c, v in at.items()]
+        per = f"{f['per_clip']:,.0f} B" if unit == "B" else f"{f['per_clip'] * 1e6:,.1f} us"
+        growth.append([what, per, human[unit](f["fixed"]), *cells])
+        if target:
+            checks.append(at[PROJECT[0]] < target[0])
+            targets.append([target[1], cells[0], verdict(checks[-1])])
     how = "least-squares line over the sizes"
     if len(rows) == 1:
         how = "one size: the line from 0 clips, or the import baseline"
@@ -117,40 +139,16 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f"{raw['params']['shard_size']} clips. Every measurement in a fresh child process; RSS is VmRSS/VmHWM of "
         "that process. Train: `mmfit train --fusion concat --epochs 1` with mmfit's defaults (batch 64), no "
         "verification; its wall time covers load + epoch + val/test + checkpoints.\n",
-        "| clips | shards | cache | open + index | RSS above imports | verify | train in memory: wall (epoch) | "
-        "peak RSS | train streamed: wall (epoch) | peak RSS | samples/s in memory | streamed | streamed / in memory |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        mem, st, rss = r["never"], r["always"], r["open"]["rss"]
-        out.append(
-            f"| {r['clips']:,} | {r['shards']:,} | {r['bytes'] / 1e6:,.0f} MB | {r['open']['s']:.2f} s | "
-            f"{rss / 1e6:,.0f} MB ({rss / r['clips']:,.0f} B/clip) | {r['verify']['s']:.2f} s | "
-            f"{mem['s']:.1f} s ({mem['epoch_s']:.2f} s) | {mem['peak'] / 1e6:,.0f} MB | {st['s']:.1f} s "
-            f"({st['epoch_s']:.2f} s) | {st['peak'] / 1e6:,.0f} MB | {mem['samples_per_s']:,.0f} | "
-            f"{st['samples_per_s']:,.0f} | {st['samples_per_s'] / mem['samples_per_s']:.2f} |"
-        )
-    out += [
+        table(SIZES_HEAD, "r" * 13, sizes),
         f"\nOther processes used up to {max(r['others'] for r in runs):.0%} of the CPUs during a measurement; "
         f"{sum(r['others'] > limit for r in runs)} of {len(runs)} measurements stayed above {limit:.0%} after up to "
         f"{max(r['tries'] for r in runs)} tries (torch's threads slow down many times over when another process "
         "holds a core: such numbers are not the library's).\n",
         f"Growth per clip ({how}) and projections:\n",
-        "| quantity | per clip | fixed part | at 1M clips | at 6.1M clips |\n|---|---:|---:|---:|---:|",
+        table("quantity | per clip | fixed part | at 1M clips | at 6.1M clips", "lrrrr", growth),
+        "\nTargets (issue 14), at 1M clips:\n",
+        table("target | value | result", "lrl", targets),
     ]
-    human = {"B": lambda v: f"{v / 1e6:,.0f} MB", "s": lambda v: f"{v:,.1f} s"}
-    measured = {r["clips"]: r for r in rows}
-    targets, checks = [], []
-    for name, (what, unit, run, key, target) in GROWTH.items():
-        f = fitted[name]
-        at = {c: measured[c][run][key] if c in measured else f["fixed"] + f["per_clip"] * c for c in PROJECT}
-        cells = [human[unit](v) + ("" if c in measured else " (projected)") for c, v in at.items()]
-        per = f"{f['per_clip']:,.0f} B" if unit == "B" else f"{f['per_clip'] * 1e6:,.1f} us"
-        out.append(f"| {what} | {per} | {human[unit](f['fixed'])} | {cells[0]} | {cells[1]} |")
-        if target:
-            checks.append(at[PROJECT[0]] < target[0])
-            targets.append(f"| {target[1]} | {cells[0]} | {verdict(checks[-1])} |")
-    out += ["\nTargets (issue 14), at 1M clips:\n\n| target | value | result |\n|---|---:|---|", *targets]
     return "\n".join(out) + "\n\n", checks
 
 

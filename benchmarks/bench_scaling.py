@@ -20,11 +20,11 @@ from pathlib import Path
 
 import common
 import yaml
-from common import NCPU, ROOT, Bench, Meter, child_cmd, elapsed, log, med, spread, verdict
+from common import NCPU, ROOT, Bench, Meter, child_cmd, elapsed, log, med, spread, table, verdict
 
 TARGET = 1.7
 ENGINES = {"snakemake": "snakemake --cores ", "dask": "mmcache extract --dask local:"}  # a run's label: this + N
-PARALLEL = {"snakemake": "the shard jobs: first start to last end", "dask": "cluster start and tasks"}
+PARALLEL_NAME = {"snakemake": "the shard jobs: first start to last end", "dask": "cluster start and tasks"}
 IGNORED = (".lock", ".input-hashes.json")  # lock files and the local memo of input hashes: not the cache
 ENV = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 STARTUP = {"python + import torch": "import torch", "mmcache process": "import mmcache.extraction, mmcache.encoders"}
@@ -33,13 +33,11 @@ JOB_CPU, JOB_CORES = "CPU seconds of a shard job (mean)", "cores used by a shard
 DASK_STARTUP = "serial: start-up (python, import torch + mmcache)"
 DASK_PARALLEL = ("plan, start the cluster, submit", "dask tasks (workers' start-up included)")
 DASK_SERIAL = (DASK_STARTUP, "serial: hash inputs", "serial: close the cluster, probe, pack the shards, exit")
+PARALLEL = {"snakemake": (SHARD_PHASE,), "dask": DASK_PARALLEL}  # the phases of a run that more cores can shorten
+ENCODER = "resnet18:weights=random,fps={fps:g}"  # .format(**setup)
 # `seconds` per clip is even, so cuts fall on key frames (GOP 2 s)
 FULL = {"clips": 8, "seconds": 24, "size": "640x360", "fps": 8, "shard_size": 4, "rounds": 2, "startup_samples": 3}
 QUICK = {"clips": 4, "seconds": 2, "size": "160x90", "fps": 1, "shard_size": 2, "rounds": 1, "startup_samples": 0}
-
-
-def encoder(setup: dict) -> str:
-    return f"resnet18:weights=random,fps={setup['fps']:g}"
 
 
 def label(run: dict) -> str:
@@ -66,13 +64,14 @@ def make_clips(setup: dict, videos: Path) -> Path:
     return sheet
 
 
-def run_once(engine: str, n: int, rnd: int, setup: dict, sheet: Path, work: Path) -> dict:
+def run_once(engine: str, n: int, rnd: int, setup: dict, sheet: Path, work: Path, max_others: float) -> dict:
     """One run of `engine` on `n` cores / workers into a fresh folder: times, phases, the cache's digests."""
+    if max_others < 1:  # on a quiet machine
+        common.wait_quiet(max_others, 30)
     run_dir, env = work / f"{engine}-{n}", dict(ENV)
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    if engine == "snakemake":
-        # every mmcache command of a job runs through a shim first on PATH that logs its wall and CPU time
+    if engine == "snakemake":  # each mmcache command of a job goes through a shim first on PATH that logs its times
         shim, timed = work / "shim" / "mmcache", child_cmd("timed", shutil.which("mmcache"), run_dir / "jobs.jsonl")
         shim.parent.mkdir(exist_ok=True)
         shim.write_text(f'#!/bin/sh\nexec {shlex.join([sys.executable, "-S", *timed[1:]])} "$@"\n')
@@ -83,7 +82,7 @@ def run_once(engine: str, n: int, rnd: int, setup: dict, sheet: Path, work: Path
         out_log, cache = run_dir / "snakemake.log", run_dir / "wd" / "out" / "cache"
     else:
         out_log, cache = run_dir / "extract.log", run_dir / "cache"
-        args = ["extract", sheet, "-e", encoder(setup), "--out", cache, "--shard-size", setup["shard_size"]]
+        args = ["extract", sheet, "-e", ENCODER.format(**setup), "--out", cache, "--shard-size", setup["shard_size"]]
         cmd = child_cmd("cli", run_dir / "events.json", *args, "--dask", f"local:{n}")
     with open(out_log, "w") as out, Meter() as m:
         launched = time.time()
@@ -99,8 +98,7 @@ def run_once(engine: str, n: int, rnd: int, setup: dict, sheet: Path, work: Path
         step = {c: sum(j["end"] - j["start"] for j in jobs if j["cmd"] == c) for c in ("plan", "finalize", "verify")}
         phases = {SHARD_PHASE: shard_phase, **{f"serial: {c}": seconds for c, seconds in step.items()}}
         phases["serial: snakemake itself (start-up, DAG, scheduling)"] = m.wall - shard_phase - sum(step.values())
-        phases[JOB] = med([j["end"] - j["start"] for j in shards])
-        phases[JOB_CPU] = med([j["cpu"] for j in shards])
+        phases |= {JOB: med([j["end"] - j["start"] for j in shards]), JOB_CPU: med([j["cpu"] for j in shards])}
         phases[JOB_CORES] = med([j["cpu"] / (j["end"] - j["start"]) for j in shards])
     else:  # from the times of the CLI's progress callbacks, [time, kind, task, n] each
         jobs = json.loads((run_dir / "events.json").read_text())
@@ -117,20 +115,12 @@ def run_once(engine: str, n: int, rnd: int, setup: dict, sheet: Path, work: Path
     return {**run, "phases": phases, "jobs": jobs, "files": files, "fingerprints": fingerprints}
 
 
-def ways(runs: list[dict], engine: str) -> tuple[list[dict], list[dict]]:
-    """An engine's 1-way runs and its 2-way runs."""
+def ways(runs: list[dict], engine: str) -> tuple[list[dict], list[dict]]:  # an engine's 1-way and 2-way runs
     return tuple([r for r in runs if r["engine"] == engine and r["n"] == n] for n in (1, 2))
 
 
 def phase_medians(runs: list[dict]) -> dict:
     return {key: med([r["phases"][key] for r in runs]) for key in runs[0]["phases"]}
-
-
-def parallel_part(r: dict) -> float:
-    """Seconds of the part of a run that more cores can shorten."""
-    if r["engine"] == "snakemake":
-        return r["phases"][SHARD_PHASE]
-    return r["phases"][DASK_PARALLEL[0]] + r["phases"][DASK_PARALLEL[1]]
 
 
 def speedups(runs: list[dict], engine: str, seconds=lambda r: r["wall"]) -> list[float]:
@@ -139,11 +129,9 @@ def speedups(runs: list[dict], engine: str, seconds=lambda r: r["wall"]) -> list
     return [seconds(r1) / seconds(r2) for r1 in one for r2 in two if r1["round"] == r2["round"]]
 
 
-def bound_line(runs: list[dict], engine: str, startup: dict) -> str:
-    """What keeps the speedup from 2, from the medians of the measured parts."""
-    one, two = ways(runs, engine)
-    t1, t2 = med([r["wall"] for r in one]), med([r["wall"] for r in two])
-    cpu1, proc = med([r["cpu"] for r in one]), startup["mmcache process"]
+def bound_line(engine: str, one: list[dict], two: list[dict], proc: float) -> str:
+    """What keeps the speedup from 2, from the medians of the measured parts (proc: an mmcache process's start-up)."""
+    t1, t2, cpu1 = med([r["wall"] for r in one]), med([r["wall"] for r in two]), med([r["cpu"] for r in one])
     if engine == "snakemake":
         p1, p2 = phase_medians(one), phase_medians(two)
         par1, par2 = p1[SHARD_PHASE], p2[SHARD_PHASE]
@@ -161,8 +149,7 @@ def bound_line(runs: list[dict], engine: str, startup: dict) -> str:
             f"idle core beside torch's one thread), {p2[JOB]:.1f} s with two at once ({p2[JOB_CPU]:.1f} CPU s: {why})",
         ]
         way, kept = "core", "the serial steps"
-        # a shard job's start-up is part of the work that two cores share
-        spread2 = ser1 + (cpu1 - ser1) / 2
+        spread2 = ser1 + (cpu1 - ser1) / 2  # a shard job's start-up is part of the work that two cores share
     else:
         ser1, ser2 = (med([sum(r["phases"][k] for k in DASK_SERIAL) for r in rs]) for rs in (one, two))
         par1, par2, cores1 = t1 - ser1, t2 - ser2, med([r["cpu"] / r["wall"] for r in one])
@@ -176,8 +163,7 @@ def bound_line(runs: list[dict], engine: str, startup: dict) -> str:
             "scheduler, and the worker's ffmpeg decode beside torch's one thread)",
         ]
         way, kept = "worker", "the serial steps and the workers' start-up"
-        # every worker pays its start-up at once: kept as it is, like the client's serial steps
-        spread2 = ser1 + proc + (cpu1 - ser1 - proc) / 2
+        spread2 = ser1 + proc + (cpu1 - ser1 - proc) / 2  # workers' start-ups run at once: kept, like serial steps
     first, second = parts if ser2 - ser1 / 2 >= par2 - par1 / 2 else parts[::-1]  # the larger loss first
     return (
         f"Bound mostly by {first}; also {second}. The resource that bounds it is the CPU: the 1-{way} run used "
@@ -206,7 +192,8 @@ def summarise(runs: list[dict], startup: dict) -> dict:
         ok = med(ratios) >= TARGET
         summary[engine] = {"speedup": med(ratios), "ratios": ratios, "pass": ok, "identical": not bad}
         summary[engine] |= {"t1": med([r["wall"] for r in one]), "t2": med([r["wall"] for r in two])}
-        summary[engine] |= {"identical_line": said, "bound": None if ok else bound_line(runs, engine, startup)}
+        bound = None if ok else bound_line(engine, one, two, startup["mmcache process"])
+        summary[engine] |= {"identical_line": said, "bound": bound}
     return summary
 
 
@@ -215,62 +202,50 @@ def render(raw: dict) -> tuple[str, list[bool]]:
     runs = [r for r in every if r["used"]]
     summary = summarise(runs, startup)
     shards = -(-setup["clips"] // setup["shard_size"])
-    lines = [
-        common.machine_line(raw["machine"]),
-        "",
-        f"Work: {setup['clips']} clips of {setup['seconds']} s, {setup['size']} 25 fps H.264 + AAC (cut at key frames "
-        f"from one lavfi testsrc2 + noise video made with common.make_video), through {encoder(setup)} "
-        f"({raw['frames']} frames in all), {shards} shards of {setup['shard_size']} clips. Snakemake: the real "
-        f"workflow (rule extract_features, a generated config, extract.threads 1, so every `mmcache run-shard` job "
-        f"runs with `--threads 1`) into a fresh folder. Dask: `mmcache extract --dask local:N` (N single-threaded "
-        f"worker processes, one thread per task) into a fresh cache. {raw['note']}",
-        "",
-        "| target | 1-way s | 2-way s | speedup 2 vs 1 | min-max over rounds | target | result |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for engine, s in summary.items():
-        name = "snakemake --cores 2 vs --cores 1" if engine == "snakemake" else "extract --dask local:2 vs local:1"
-        part = speedups(runs, engine, parallel_part)
-        p1, p2 = (med([parallel_part(r) for r in rs]) for rs in ways(runs, engine))
-        lines += [
-            f"| {name} | {s['t1']:.1f} | {s['t2']:.1f} | {s['speedup']:.2f}x | {spread(s['ratios'])} | >= {TARGET} "
-            f"| {verdict(s['pass'])} |",
-            f"| ({PARALLEL[engine]} only) | {p1:.1f} | {p2:.1f} | {med(part):.2f}x | {spread(part)} | >= {TARGET} "
-            f"| ({verdict(med(part) >= TARGET)}) |",
-        ]
-    lines += ["", "A result in parentheses is context, not a target.", ""]
-    lines += [f"Caches, {engine} 1-way vs 2-way: {s['identical_line']}." for engine, s in summary.items()]
-    lines += [f"{engine}, below {TARGET}x: {s['bound']}" for engine, s in summary.items() if s["bound"]]
+    seconds_of = (lambda r: r["wall"], lambda r: sum(r["phases"][key] for key in PARALLEL[r["engine"]]))
+    rows = []  # an engine's whole runs, then the part of them that more cores can shorten (context)
+    for engine in ENGINES:
+        whole = "snakemake --cores 2 vs --cores 1" if engine == "snakemake" else "extract --dask local:2 vs local:1"
+        for name, seconds in zip((whole, f"({PARALLEL_NAME[engine]} only)"), seconds_of, strict=True):
+            ratios, (t1, t2) = speedups(runs, engine, seconds), (med(map(seconds, rs)) for rs in ways(runs, engine))
+            result = ("{}" if name == whole else "({})").format(verdict(med(ratios) >= TARGET))
+            rows.append([name, f"{t1:.1f}", f"{t2:.1f}", f"{med(ratios):.2f}x", spread(ratios), f">= {TARGET}", result])
+    notes = [f"Caches, {engine} 1-way vs 2-way: {s['identical_line']}." for engine, s in summary.items()]
+    notes += [f"{engine}, below {TARGET}x: {s['bound']}" for engine, s in summary.items() if s["bound"]]
     torch, mmcache = startup.get("python + import torch"), startup["mmcache process"]  # a quick run: no torch
-    lines.append(
+    notes.append(
         f"Start-up of a fresh process (median of {setup['startup_samples']}): python + import torch {torch:.1f} s, an "
         f"mmcache process (torch, torchvision, the encoders) {mmcache:.1f} s."
         if torch is not None
         else f"Start-up of a fresh mmcache process (torch, torchvision, the encoders): {mmcache:.1f} s (not measured "
         "apart in a quick run: the dask client's start-up)."
     )
-    lines += [
-        "",
+    every_run = [
+        [r["round"], label(r), f"{r['wall']:.1f}", f"{r['cpu']:.1f}", f"{r['cpu'] / r['wall']:.2f}"]
+        + [f"{r['others']:.0%}", "yes" if r["used"] else "no"]
+        for r in every
+    ]
+    blocks = [
+        common.machine_line(raw["machine"]),
+        f"Work: {setup['clips']} clips of {setup['seconds']} s, {setup['size']} 25 fps H.264 + AAC (cut at key frames "
+        f"from one lavfi testsrc2 + noise video made with common.make_video), through {ENCODER.format(**setup)} "
+        f"({raw['frames']} frames in all), {shards} shards of {setup['shard_size']} clips. Snakemake: the real "
+        f"workflow (rule extract_features, a generated config, extract.threads 1, so every `mmcache run-shard` job "
+        f"runs with `--threads 1`) into a fresh folder. Dask: `mmcache extract --dask local:N` (N single-threaded "
+        f"worker processes, one thread per task) into a fresh cache. {raw['note']}",
+        table("target | 1-way s | 2-way s | speedup 2 vs 1 | min-max over rounds | target | result", "lrrrrrl", rows),
+        "A result in parentheses is context, not a target.",
+        "\n".join(notes),
         "Every run (cores used = CPU seconds of every process of the run / wall seconds; others = share of the "
         f"{NCPU} CPUs other processes used meanwhile):",
-        "",
-        "| round | run | wall s | CPU s | cores used | others | used |",
-        "|---:|---|---:|---:|---:|---:|---|",
+        table("round | run | wall s | CPU s | cores used | others | used", "rlrrrrl", every_run),
+        "Where the time went (seconds, median over rounds; `serial` parts do not shrink with more cores):",
     ]
-    for r in every:
-        lines.append(
-            f"| {r['round']} | {label(r)} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['cpu'] / r['wall']:.2f} "
-            f"| {r['others']:.0%} | {'yes' if r['used'] else 'no'} |"
-        )
-    lines += ["", "Where the time went (seconds, median over rounds; `serial` parts do not shrink with more cores):"]
-    for engine in ENGINES:
-        one, two = ways(runs, engine)
-        m1, m2 = phase_medians(one), phase_medians(two)
-        lines += ["", f"| {engine} | {label(one[0])} | {label(two[0])} |", "|---|---:|---:|"]
-        for key in m1:
-            fmt = "{:.2f}" if key.startswith("cores") else "{:.1f}"
-            lines.append(f"| {key} | {fmt.format(m1[key])} | {fmt.format(m2[key])} |")
-    body = "\n".join(lines) + f"\n\nThis run took {raw['seconds']:.0f} s.\n"
+    for engine, way in ENGINES.items():
+        m1, m2 = (phase_medians(rs) for rs in ways(runs, engine))
+        phases = [[key, *(f"{m[key]:.{2 if key.startswith('cores') else 1}f}" for m in (m1, m2))] for key in m1]
+        blocks.append(table(f"{engine} | {way}1 | {way}2", "lrr", phases))
+    body = "\n\n".join([*blocks, f"This run took {raw['seconds']:.0f} s."]) + "\n"
     return body, [s["pass"] and s["identical"] for s in summary.values()]
 
 
@@ -286,18 +261,16 @@ def options(ap) -> None:
 
 
 def measure(a) -> dict:
-    setup = {key: getattr(a, key) for key in FULL if key != "startup_samples"}
-    setup["startup_samples"] = (QUICK if a.quick else FULL)["startup_samples"]
+    setup = {key: getattr(a, key, (QUICK if a.quick else FULL)[key]) for key in FULL}  # startup_samples: no option
     if setup["clips"] <= setup["shard_size"]:
         raise SystemExit("need at least 2 shards (clips > shard size) for 2 jobs at once")
     if shutil.which("mmcache") is None:  # the shim runs the real one
         raise SystemExit("mmcache is not on PATH (pip install -e .)")
     work, sheet = a.out / "bench_scaling", make_clips(setup, a.out / "videos")
     work.mkdir(parents=True, exist_ok=True)
-    # the workflow config, extraction only; extract.threads 1: one core per shard job (--cores N: N jobs at once)
-    extract = {"encoders": [encoder(setup)], "format": "webdataset", "shard_size": setup["shard_size"], "threads": 1}
-    videos = {"sheet": str(sheet), "synthesize": None}
-    config = {"out": "out", "device": "cpu", "videos": videos, "extract": {**extract, "timeout": 120}}
+    extract = {"encoders": [ENCODER.format(**setup)], "format": "webdataset", "shard_size": setup["shard_size"]}
+    extract |= {"threads": 1, "timeout": 120}  # threads 1: one core per shard job (--cores N: N jobs at once)
+    config = {"out": "out", "device": "cpu", "videos": {"sheet": str(sheet), "synthesize": None}, "extract": extract}
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def wall(code: str) -> float:  # of a fresh python that runs `code`
@@ -305,32 +278,23 @@ def measure(a) -> dict:
             subprocess.run([sys.executable, "-c", code], check=True, env=ENV, timeout=300)
         return m.wall
 
-    samples = setup["startup_samples"]
+    def noisy(got: list[dict]) -> bool:  # a round in which others used more than --max-others during a run
+        return max(r["others"] for r in got) > a.max_others
+
+    samples = setup["startup_samples"]  # none in a quick run: the dask client's start-up stands for it
     startup = {name: med([wall(code) for _ in range(samples)]) for name, code in STARTUP.items()} if samples else {}
     log(f"clips ready ({sheet}); start-up: {', '.join(f'{k} {v:.1f} s' for k, v in startup.items()) or '-'}")
 
-    # rounds of every engine 1- and 2-way until enough are undisturbed or the budget is spent; per round measured:
-    done, worst, longest = [], [], 0.0  # its runs, the largest share of the CPUs others used during one of them
-    while sum(w <= a.max_others for w in worst) < setup["rounds"]:
-        if done and elapsed() + longest > a.budget:
-            log(f"time budget ({a.budget:.0f} s) reached after {len(done)} round(s)")
-            break
-        t_round, rnd, got = time.perf_counter(), len(done) + 1, []
-        for engine in ENGINES:
-            for n in (1, 2) if rnd % 2 else (2, 1):  # the next round the other way round: drift cancels
-                if a.max_others < 1:
-                    common.wait_quiet(a.max_others, 30)
-                got.append(run_once(engine, n, rnd, setup, sheet, work))
-        done.append(got)
-        worst.append(max(r["others"] for r in got))
+    done, longest = [], 0.0  # rounds (each a list of its runs) until enough are undisturbed or the budget is spent
+    while sum(not noisy(got) for got in done) < setup["rounds"] and (not done or elapsed() + longest <= a.budget):
+        t_round, rnd = time.perf_counter(), len(done) + 1
+        order = (1, 2) if rnd % 2 else (2, 1)  # the next round the other way round: drift cancels
+        done.append([run_once(engine, n, rnd, setup, sheet, work, a.max_others) for engine in ENGINES for n in order])
         longest = max(longest, time.perf_counter() - t_round)
-        if worst[-1] > a.max_others:
-            log(f"round {rnd} disturbed (others used up to {worst[-1]:.0%} of the CPUs)")
-    used = [g for g, w in zip(done, worst, strict=True) if w <= a.max_others] or done  # all disturbed: all, said so
+    used = common.undisturbed(done, noisy)  # all disturbed: all, said so
     every = [{**r, "used": any(g is u for u in used)} for g in done for r in g]
     runs = [r for r in every if r["used"]]
-    if not startup:  # quick: the dask client's own start-up stands for it
-        startup["mmcache process"] = med([r["phases"][DASK_STARTUP] for r in runs if r["engine"] == "dask"])
+    startup = startup or {"mmcache process": med([r["phases"][DASK_STARTUP] for r in runs if r["engine"] == "dask"])}
     disturbed = max(r["others"] for r in runs)
     note = (
         f"Rounds used: {len(used)} of {len(done)} run (wanted {setup['rounds']} in which other processes used at most "
@@ -339,9 +303,8 @@ def measure(a) -> dict:
         f"of the CPUs during a run used{' (treat these numbers with care)' if disturbed > a.max_others else ''}. "
         "Thread variables (OMP_NUM_THREADS, ...) are removed from the runs' environment."
     )
-    # the frames in the cache (the last snakemake --cores 1 run's: the caches are checked to be identical)
     fields = json.loads((work / "snakemake-1/wd/out/cache/manifest.json").read_text())["fields"]
-    frames = sum(f["steps"] for field in fields.values() for f in field["files"].values())
+    frames = sum(f["steps"] for field in fields.values() for f in field["files"].values())  # all caches are identical
     raw = {"setup": setup, "quick": a.quick, "startup": startup, "summary": summarise(runs, startup), "frames": frames}
     return raw | {"note": note, "runs": every, "seconds": elapsed()}
 

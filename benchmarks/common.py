@@ -1,14 +1,7 @@
-"""What every benchmark script shares: the harness (`Bench`: options, --quick defaults, logging,
-machine facts, raw JSON, re-rendering), test videos, a meter that says how disturbed a measurement was,
-peak memory of a child process, and rewriting one script's section of benchmarks/RESULTS.md.
-
-A script is `Bench(name, __doc__, measure, render, options).main()`: `measure(args)` returns the raw
-numbers (a JSON-able dict), `render(raw)` the markdown section and its checks. Every run writes the raw
-JSON first and renders the section from that file, so `--from-json` re-renders exactly what a run wrote.
-
-The machines these run on are shared, so no benchmark trusts an absolute number: each pairs numbers
-measured back to back and reports ratios, and `Meter.others` records how much CPU other processes
-took meanwhile (from /proc/stat) so a disturbed measurement can be repeated or flagged.
+"""What every benchmark script shares: the harness (`Bench(name, __doc__, measure, render, options).main()`:
+options, --quick defaults, machine facts, raw JSON written first, the RESULTS.md section rendered from it),
+measuring on a shared machine (Meter, rounds repeated when disturbed), test videos and peak memory of a child
+process. How to use it and add a benchmark: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -117,27 +110,39 @@ def log(msg: str) -> None:
     print(f"[{elapsed():6.1f}s] {msg}", flush=True)
 
 
-class Disturbed:
-    """A round of measurements (`stages()`, each with `others`): disturbed when other processes used more
-    than a limit of the CPUs during one of them."""
+def take_turns(keys, n: int, one: Callable, noisy: Callable, max_others: float, key: str = "cfg") -> list[dict]:
+    """`one(k)` (a dict naming k under `key`) for the keys in turn until each has `n` results that are not
+    `noisy`; disturbed ones are kept, up to 2n a key. When `max_others` < 1, each waits up to 120 s for a
+    quiet machine first."""
+    done: list[dict] = []
 
-    def max_others(self) -> float:
-        return max(st.others for st in self.stages())
+    def wanted(k) -> bool:
+        mine = [r for r in done if r[key] == k]
+        return sum(not noisy(r) for r in mine) < n and len(mine) < 2 * n
 
-    def noisy(self, limit: float) -> bool:
-        return self.max_others() > limit
-
-
-def wanting(keys, done: list, key: str, rounds: int, limit: float, attempts: int) -> list:
-    """The keys (e.g. videos, configs) with fewer than `rounds` undisturbed rounds in `done` (rounds whose
-    attribute `key` names them) and fewer than `attempts` rounds in all: what the next round measures."""
-    mine = {k: [r for r in done if getattr(r, key) == k] for k in keys}
-    return [k for k, rs in mine.items() if sum(not r.noisy(limit) for r in rs) < rounds and len(rs) < attempts]
+    while todo := [k for k in keys if wanted(k)]:
+        if max_others < 1 and (seen := wait_quiet(max_others, 120)) > max_others:
+            log(f"others still use {seen:.0%} of the machine after waiting 120 s; measuring anyway")
+        done.append(one(todo[len(done) % len(todo)]))
+    return done
 
 
-def undisturbed(rounds: list, limit: float) -> list:
-    """The undisturbed rounds, or all of them when every one was disturbed: what medians are taken over."""
-    return [r for r in rounds if not r.noisy(limit)] or rounds
+def wanting(keys, done: list, key: str, rounds: int, noisy: Callable, attempts: int) -> list:
+    """The keys (e.g. videos) with fewer than `rounds` rounds in `done` that are not `noisy` (rounds whose
+    `key` names them) and fewer than `attempts` in all: what the next round measures."""
+    mine = {k: [r for r in done if r[key] == k] for k in keys}
+    return [k for k, rs in mine.items() if sum(not noisy(r) for r in rs) < rounds and len(rs) < attempts]
+
+
+def undisturbed(rounds: list, noisy: Callable) -> list:
+    """The rounds that are not `noisy`, or all of them when every one was: what medians are taken over."""
+    return [r for r in rounds if not noisy(r)] or rounds
+
+
+def table(head: str, align: str, rows) -> str:
+    """A markdown table: `head` its header cells joined by " | ", `align` l or r per column, `rows` their cells."""
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+    return "\n".join([f"| {head} |", rule, *("| " + " | ".join(map(str, cells)) + " |" for cells in rows)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,10 +293,8 @@ def child_cmd(task: str, *args) -> list[str]:
 
 @dataclass
 class PeakRss:
-    """Peak memory of a children.py task, both ways: `report` is the JSON the task printed, with its
-    own peak measured inside it (VmHWM of the child: exact, see children.py); `tree` (peak summed
-    VmRSS of the child and its descendants) and `descendants_hwm` (largest VmHWM of one of them, e.g.
-    ffmpeg) are what TreeSampler saw from outside."""
+    """A child's peak memory both ways: `report`, the JSON it printed (its own VmHWM inside); `tree` and
+    `descendants_hwm`, what TreeSampler saw from outside (e.g. its ffmpeg's)."""
 
     report: dict
     wall: float
@@ -419,33 +422,22 @@ def machine(extra: dict | None = None) -> dict:
 
     from mmcache.probe import ffmpeg_version
 
-    model = "?"
+    info = Path("/proc/cpuinfo")
+    cpu = re.search(r"^model name\s*:\s*(.+)$", info.read_text(), re.M) if info.is_file() else None
     try:
-        model = next(
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-            or "?"
-        )
+        git = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        commit = "?"
+        commit = ""
     return {
         "nproc": NCPU,
-        "cpu": model,
+        "cpu": cpu.group(1).strip() if cpu else "?",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "torchvision": torchvision.__version__,
         "ffmpeg": ffmpeg_version(),
         "python": platform.python_version(),
-        "commit": commit,
+        "commit": commit or "?",
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         **(extra or {}),
