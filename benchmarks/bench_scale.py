@@ -10,15 +10,12 @@ Method: docs/benchmarks.md
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 
 import numpy as np
-from common import Bench, Meter, log, machine_line, peak_rss, table, verdict, wait_quiet
-from synthetic import SHARD_SIZE, write_cache
+from common import Bench, log, machine_line, peak_rss, table, verdict, wait_quiet
+from synthetic import SHARD_SIZE, ensure_cache
 
-CACHE_VERSION = 2  # bump when the cache's data changes, so an old one under bench-out/ is rebuilt
 DIM, STEPS, SIGNAL = 8, 4, 0.5
 PROJECT = (1_000_000, 6_100_000)  # clips: where the targets are judged, and the figure projected
 MODES = ("never", "always")  # mmfit's `streaming`: in memory, streamed
@@ -36,24 +33,6 @@ SIZES_HEAD = (  # the columns of the table of sizes
     "clips | shards | cache | open + index | RSS above imports | verify | train in memory: wall (epoch) | peak RSS | "
     "train streamed: wall (epoch) | peak RSS | samples/s in memory | streamed | streamed / in memory"
 )
-
-
-def ensure_cache(work, clips: int) -> tuple:
-    """work/cache-<clips>, built once (into a temp folder, then renamed), reused while its parameters hold."""
-    params = {"version": CACHE_VERSION, "clips": clips, "dim": DIM, "steps": STEPS, "shard_size": SHARD_SIZE}
-    path, stamp, tmp = work / f"cache-{clips}", work / f"cache-{clips}.json", work / f"cache-{clips}.part"
-    if (path / "manifest.json").is_file() and stamp.is_file() and json.loads(stamp.read_text())["params"] == params:
-        return path, json.loads(stamp.read_text())
-    for old in (tmp, path):
-        shutil.rmtree(old, ignore_errors=True)
-    with Meter() as build:
-        write_cache(tmp, clips, STEPS, "webdataset", fields=FIELD, signal=SIGNAL, every=200)
-        tmp.rename(path)
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    info = {"params": params, "build_s": build.wall, "bytes": size, "shards": -(-clips // SHARD_SIZE)}
-    stamp.write_text(json.dumps(info, indent=1))
-    log(f"built the {clips}-clip cache {path} in {build.wall:.1f} s ({size / 1e6:.0f} MB)")
-    return path, info
 
 
 def quiet_run(a, task: str, *args) -> dict:
@@ -92,7 +71,7 @@ def measure(a) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for clips in sorted(int(s) for s in str(a.sizes).split(",")):
-        cache, info = ensure_cache(work, clips)
+        cache, info = ensure_cache(work, clips, STEPS, fields=FIELD, signal=SIGNAL)
         row = {"clips": clips, "shards": info["shards"], "bytes": info["bytes"], "build_s": info["build_s"]}
         row["open"] = quiet_run(a, "scale_open", cache)
         row["verify"] = quiet_run(a, "scale_verify", cache)

@@ -114,38 +114,42 @@ def write_cache(
     save_manifest(root, manifest)
 
 
-def ensure_cache(work: Path, clips: int, steps: int = STEPS, backend: str = "webdataset") -> tuple[Path, dict]:
-    """The cache of `clips` clips (work/cache-<clips>[x<steps>][-hdf5]), built once (into a temp
-    folder, then renamed) and reused while its parameters are unchanged; and whether it was built now,
-    in how many seconds."""
+def ensure_cache(
+    work: Path, clips: int, steps: int = STEPS, backend: str = "webdataset", fields: dict = FIELDS, signal=SIGNAL
+) -> tuple[Path, dict]:
+    """The cache of `clips` clips (work/cache-<clips>[x<steps>][-hdf5]), built once (into a temp folder, then
+    renamed) and reused while its parameters are unchanged; and whether it was built now, in how many seconds,
+    its bytes on disk when built and its shards."""
     params = {
         "version": CACHE_VERSION,
         "clips": clips,
         "steps": steps,
         "backend": backend,
         "classes": CLASSES,
-        "signal": SIGNAL,
+        "signal": signal,
         "shard_size": SHARD_SIZE,
-        "fields": {n: list(v) for n, v in FIELDS.items()},
+        "fields": {n: list(v) for n, v in fields.items()},
     }
     name = f"cache-{clips}" + (f"x{steps}" if steps != STEPS else "") + ("-hdf5" if backend == "hdf5" else "")
-    path, stamp = work / name, work / f"{name}.json"
+    path, stamp, tmp = work / name, work / f"{name}.json", work / f"{name}.part"
+    shards = -(-clips // SHARD_SIZE)
     work.mkdir(parents=True, exist_ok=True)
     if (path / "manifest.json").is_file() and stamp.is_file():
         recorded = json.loads(stamp.read_text())
         if recorded.get("params") == params:
-            return path, {"built": False, "build_s": recorded.get("build_s")}
+            size = recorded.get("bytes") or sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            return path, {"built": False, "build_s": recorded.get("build_s"), "bytes": size, "shards": shards}
     log(f"building the synthetic {clips}-clip cache ({steps} steps, {backend}) in {path} ...")
-    tmp = work / f"{name}.part"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(path, ignore_errors=True)
     t0 = time.perf_counter()
-    write_cache(tmp, clips, steps, backend)
+    write_cache(tmp, clips, steps, backend, fields, signal, every=max(8, shards // 20))
     tmp.rename(path)
     build_s = time.perf_counter() - t0
-    stamp.write_text(json.dumps({"params": params, "build_s": build_s}, indent=1))
-    log(f"built in {build_s:.1f} s")
-    return path, {"built": True, "build_s": build_s}
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    stamp.write_text(json.dumps({"params": params, "build_s": build_s, "bytes": size}, indent=1))
+    log(f"built in {build_s:.1f} s ({size / 1e6:.0f} MB)")
+    return path, {"built": True, "build_s": build_s, "bytes": size, "shards": shards}
 
 
 def train_config(cache: Path, out: Path, fusion: str = "concat", epochs: int = 1, **overrides):

@@ -52,7 +52,7 @@ def test_quick_run_writes_its_section(tmp_path):
         assert not r["never"]["streaming"] and r["always"]["streaming"]
         assert r["never"]["samples_per_s"] > 0 and r["never"]["peak"] > r["never"]["base"]
     assert set(raw["fit"]) >= {"open_s", "open_rss", "verify_s", "train_s", "train_rss"}
-    assert (out / "bench_scale" / "cache-6000" / "manifest.json").is_file()
+    assert (out / "bench_scale" / "cache-6000x4" / "manifest.json").is_file()  # synthetic.ensure_cache: 4 steps
     again = tmp_path / "again.md"  # --from-json re-renders the same section from the raw JSON alone
     res = subprocess.run(
         [*cmd[:2], "--from-json", str(raw_path), "--results", str(again)], capture_output=True, text=True, timeout=60
