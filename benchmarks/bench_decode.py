@@ -27,14 +27,10 @@ def round_near_inf(x: Fraction | float) -> int:
 
 
 def geometry(w: int, h: int, spec) -> dict:
-    """decode._scale_crop's sizes: ffmpeg's scale with -2 on the long side (or an exact (H, W)), a centred crop."""
-    if len(spec.resize) == 1:
-        s = int(spec.resize[0])
-        long = round_near_inf(Fraction(s * max(w, h), min(w, h) * 2)) * 2
-        sw, sh = (long, s) if w > h else (s, long)
-    else:
-        sh, sw = int(spec.resize[0]), int(spec.resize[1])
-    ch, cw = (int(spec.crop[0]), int(spec.crop[1])) if spec.crop is not None else (sh, sw)
+    """decode._scale_crop's sizes for resnet18's input: ffmpeg's scale with -2 on the long side, a centred crop."""
+    s, (ch, cw) = spec.resize[0], spec.crop
+    long = round_near_inf(Fraction(s * max(w, h), min(w, h) * 2)) * 2
+    sw, sh = (long, s) if w > h else (s, long)
     x0, y0 = round((sw - cw) / 2), round((sh - ch) / 2)
     return {"width": sw, "height": sh, "x0": x0, "y0": y0, "crop_w": cw, "crop_h": ch}
 
@@ -52,34 +48,32 @@ def decode_opencv(s: dict, stats: dict):
     cap = cv2.VideoCapture(str(s["path"]), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise RuntimeError(f"OpenCV cannot open {s['path']}")
-    try:
-        stats["decoder_threads"] = cap.get(getattr(cv2, "CAP_PROP_N_THREADS", -1))  # OpenCV >= 4.6
-        dur, rate, g = 1.0 / cap.get(cv2.CAP_PROP_FPS), float(s["rate"]), s["geo"]
-        k = last = last_idx = t = None
-        j = misses = 0
-        while cap.grab():
-            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # seconds from the video stream's start
-            n = math.floor(t * rate + 0.5)
-            k = n if k is None else k
-            if k < n and last_idx != j - 1:
-                misses += 1  # the previous frame was needed but not retrieved: the prediction failed
-            yield from repeat(last, n - k)  # the steps before this frame's show the previous one
-            k = max(k, n)
-            if math.floor((t + dur) * rate + 0.5) > k:  # this frame will be shown (if the next comes on time)
-                ok, img = cap.retrieve()
-                if not ok:
-                    raise RuntimeError(f"OpenCV retrieve() failed at {t:.3f} s")
-                img = cv2.resize(img, (g["width"], g["height"]), interpolation=cv2.INTER_AREA)
-                last, last_idx = cv2.cvtColor(img[s["window"]], cv2.COLOR_BGR2RGB), j
-            j += 1
-        if t is not None:  # the last frame's steps
-            end = math.floor((t + dur) * rate + 0.5)
-            if last_idx != j - 1 and end > k:
-                misses += 1
-            yield from repeat(last, end - k)
-        stats.update(lookahead_misses=misses, source_frames=j)
-    finally:
-        cap.release()
+    stats["decoder_threads"] = cap.get(getattr(cv2, "CAP_PROP_N_THREADS", -1))  # OpenCV >= 4.6
+    dur, rate, g = 1.0 / cap.get(cv2.CAP_PROP_FPS), float(s["rate"]), s["geo"]
+    k = last = last_idx = t = None
+    j = misses = 0
+    while cap.grab():
+        t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # seconds from the video stream's start
+        n = math.floor(t * rate + 0.5)
+        k = n if k is None else k
+        if k < n and last_idx != j - 1:
+            misses += 1  # the previous frame was needed but not retrieved: the prediction failed
+        yield from repeat(last, n - k)  # the steps before this frame's show the previous one
+        k = max(k, n)
+        if math.floor((t + dur) * rate + 0.5) > k:  # this frame will be shown (if the next comes on time)
+            ok, img = cap.retrieve()
+            if not ok:
+                raise RuntimeError(f"OpenCV retrieve() failed at {t:.3f} s")
+            img = cv2.resize(img, (g["width"], g["height"]), interpolation=cv2.INTER_AREA)
+            last, last_idx = cv2.cvtColor(img[s["window"]], cv2.COLOR_BGR2RGB), j
+        j += 1
+    if t is not None:  # the last frame's steps
+        end = math.floor((t + dur) * rate + 0.5)
+        if last_idx != j - 1 and end > k:
+            misses += 1
+        yield from repeat(last, end - k)
+    stats.update(lookahead_misses=misses, source_frames=j)
+    cap.release()  # no try/finally: an error ends the run
 
 
 def decode_pyav(s: dict, stats: dict):
@@ -104,10 +98,8 @@ def decode_pyav(s: dict, stats: dict):
         for frame in container.decode(stream):
             t = frame.pts * frame.time_base - offset
             n = round_near_inf(t * s["rate"])
-            if prev is None:
-                k = n
-            else:
-                yield from show(prev, n)
+            k = n if k is None else k  # the first frame's step: nothing before it to show
+            yield from show(prev, n)
             d = getattr(frame, "duration", None)  # PyAV >= 13
             prev, end = frame, t + (d * frame.time_base if d else 1 / stream.average_rate)
             j += 1
@@ -164,8 +156,7 @@ def compare(s: dict) -> dict:
 
 
 def run_rounds(setups: dict, rounds: int, max_others: float, max_attempts: int, deadline: float) -> list[dict]:
-    """Rounds until every video has `rounds` undisturbed ones (at most `max_attempts`, or `rounds` once `deadline`
-    seconds have passed); a round decodes each video with the three decoders back to back, the order rotating."""
+    """Rounds of the three decoders back to back on each video, their order rotating, while wanting() names one."""
 
     def timed(name: str, s: dict) -> dict:
         with Meter() as m:
@@ -180,7 +171,7 @@ def run_rounds(setups: dict, rounds: int, max_others: float, max_attempts: int, 
             attempt = sum(r["video"] == v for r in done) + 1
             ms = {n: timed(n, setups[v]) for n in order}
             done.append({"video": v, "attempt": attempt, "order": order, "measures": ms})
-            speeds = "  ".join(f"{n} {rates(ms[n])[0]:6.1f} frames/s ({ms[n]['others']:.0%})" for n in order)
+            speeds = "  ".join(f"{n} {ms[n]['fps']:6.1f} frames/s ({ms[n]['others']:.0%})" for n in order)
             log(f"round {attempt} {v}: {speeds}" + (" (disturbed)" if noisy(done[-1]) else ""))
     return done
 
@@ -296,9 +287,7 @@ def measure(a) -> dict:
     setups = {}
     for path in (synth, common.real_long_video(copies, a.out / "videos")):
         info = probe(path)
-        v = info.video
-        if v is None or v.rotation % 360:
-            raise SystemExit(f"{path}: needs an unrotated video stream (autorotation is not replicated here)")
+        v = info.video  # both videos are unrotated (autorotation is not replicated here)
         g = geometry(v.width, v.height, spec)
         crop = np.s_[g["y0"] : g["y0"] + g["crop_h"], g["x0"] : g["x0"] + g["crop_w"]]
         desc = synth_desc if path == synth else f"{info.duration:.1f} s {v.width}x{v.height} {real}"
@@ -306,7 +295,6 @@ def measure(a) -> dict:
         setups[path.name] = dict(
             path=path, video=VideoInput(path, path.name), info=info, spec=spec, geo=g, window=crop, rate=rate, desc=desc
         )
-    log(f"videos ready: {', '.join(setups)}; output {spec.crop} crop of a {spec.resize} resize at {spec.fps} fps")
     videos = {name: compare(s) for name, s in setups.items()}
     max_attempts = a.rounds if a.quick else a.rounds + 2
     rounds = run_rounds(setups, a.rounds, a.max_others, max_attempts, a.repeat_until)
@@ -327,7 +315,7 @@ def measure(a) -> dict:
             "pyav_thread_type": "AUTO",
         },
     }
-    resize = spec.resize[0] if len(spec.resize) == 1 else list(spec.resize)
+    resize = spec.resize[0]  # resnet18's short side
     params = {"grid_fps": FPS, "resize": resize, "crop": "x".join(map(str, spec.crop)), "max_attempts": max_attempts}
     params |= {k: getattr(a, k) for k in ("rounds", "max_others", "repeat_until", "quick")}
     return {"machine": machine, "params": params, "videos": videos, "rounds": rounds}

@@ -56,7 +56,6 @@ def speed_rounds(video: Path, label: str, desc: str, n: int, work: Path, max_oth
     """Rounds of the four stages, back to back for one config at a time; the video and each config's storage."""
     from mmcache.encoders import build_encoder
 
-    log(f"{label}: {video.name}")
     (job,) = common.jobs_for([video])
     encs = {cfg: build_encoder(ENCODER + extra) for cfg, extra in CONFIGS.items()}
     spec = next(iter(encs.values())).input
@@ -77,7 +76,7 @@ def speed_rounds(video: Path, label: str, desc: str, n: int, work: Path, max_oth
         stages.append(Stage.of(store[cfg]["steps"], m))
         r = {"cfg": cfg, **{k: vars(st) for k, st in zip(STAGES, stages, strict=True)}}
         fps = "  ".join(f"{k} {r[k]['fps']:6.1f}" for k in STAGES)
-        log(f"round {cfg:24s} {fps} frames/s -> ratio {ratio(r):.3f} (others up to {others(r):.0%})")
+        log(f"{video.name} {cfg:24s} {fps} frames/s -> ratio {ratio(r):.3f} (others up to {others(r):.0%})")
         return r
 
     rounds = common.take_turns(CONFIGS, n, one, lambda r: others(r) > max_others, max_others)
@@ -100,20 +99,20 @@ def plain_pairs(video: Path, n: int, work: Path, max_others: float) -> list[dict
     """Pairs of fresh processes on `video`, one config at a time: plain_extract.py, then `mmcache extract`."""
     work.mkdir(parents=True, exist_ok=True)
 
-    def timed(cmd: list[str], frames) -> dict:  # frames(): the frames it wrote, counted after the timing
+    def timed(cmd: list[str]) -> dict:
         with Meter() as m:
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        return {"s": m.wall, "others": m.others, "frames": frames()}
+        return {"s": m.wall, "others": m.others}
 
     def one(cfg: str) -> dict:
         out, cache = work / f"plain-{cfg}.npy", work / f"mmcache-{cfg}"
         bf16 = ["--bf16"] if "bfloat16" in cfg else []
-        plain = timed([sys.executable, str(PLAIN), str(video), str(out), *bf16], lambda: int(np.load(out).shape[0]))
+        plain = timed([sys.executable, str(PLAIN), str(video), str(out), *bf16]) | {"frames": len(np.load(out))}
         shutil.rmtree(cache, ignore_errors=True)
         cmd = [sys.executable, "-m", "mmcache.cli", "extract", str(video), "-e", ENCODER + CONFIGS[cfg]]
-        mm = timed(cmd + ["-o", str(cache), "--quiet"], lambda: common.field_storage(cache)["steps"])
+        mm = timed(cmd + ["-o", str(cache), "--quiet"]) | {"frames": common.field_storage(cache)["steps"]}
         pair = {"cfg": cfg, "same": same_features(out, cache), "plain": plain, "mmcache": mm}
         busy = max(plain["others"], mm["others"])
         pair["noisy"] = busy > max_others
@@ -191,9 +190,9 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         rows = []
         for c in CONFIGS:
             mine = [p for p in raw["plain"] if p["cfg"] == c]
-            used = [p for p in mine if not p["noisy"]] or mine
-            if not used:
+            if not mine:
                 continue
+            used = common.undisturbed(mine, lambda p: p["noisy"])
             ratios = [p["ratio"] for p in used]
             mid, same = med(ratios), all(p.get("same") for p in mine)
             fps = [f"{med([p[k]['frames'] / p[k]['s'] for p in used]):.1f}" for k in ("plain", "mmcache")]
@@ -289,7 +288,5 @@ def measure(a) -> dict:
     return raw
 
 
-BENCH = Bench("bench_extract", __doc__, measure, render, options)
-
 if __name__ == "__main__":
-    sys.exit(BENCH.main())
+    sys.exit(Bench("bench_extract", __doc__, measure, render, options).main())

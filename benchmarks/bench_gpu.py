@@ -8,8 +8,6 @@
 Goals: pipeline >= 0.85 x min(decode, encode), encoder busy >= 0.85, identical features. Method: docs/benchmarks.md
 """
 
-from __future__ import annotations
-
 import argparse
 import hashlib
 import sys
@@ -61,14 +59,14 @@ def render(raw: dict) -> tuple[str, list[bool]]:
     secs, steps, decoders = p["video_seconds"], p["steps"], p["decoders"]
     gpu = " ({gpu}, {gpu_memory_gb:.0f} GiB, CUDA {cuda}; peak allocated {peak_gpu_memory_gb:.2f} GiB)"
     stages = []
-    for key, label in (
-        ("decode", f"decode ({decoders} decoder{'s' if decoders > 1 else ''}, no encoding)"),
-        ("encode", f"encode only ({p['device']}, pre-decoded)"),
-        ("pipeline", f"pipeline (run_encoder, decoders={decoders})"),
+    for key, rate, label in (
+        ("decode", dec, f"decode ({decoders} decoder{'s' if decoders > 1 else ''}, no encoding)"),
+        ("encode", enc, f"encode only ({p['device']}, pre-decoded)"),
+        ("pipeline", pipe, f"pipeline (run_encoder, decoders={decoders})"),
     ):
         xs = [r[key] for r in rounds]
         fps, cpu = [x["fps"] for x in xs], med([x["cpu"] / x["steps"] for x in xs])
-        rate, others = med(fps), max(x["others"] for x in xs)
+        others = max(x["others"] for x in xs)
         stages.append([label, f"{rate:.1f}", spread(fps), f"{rate * secs / steps:.1f}", f"{cpu:.4f}", f"{others:.0%}"])
     busy = [f">= {BUSY_MIN} when decode is faster", verdict(ok_busy) if decode_faster else "n/a (decode is slower)"]
     sha = f"sha256 {sorted(hashes)[0][:12]}"

@@ -25,7 +25,7 @@ STREAM_MIN = 0.8  # streamed / in-memory train samples/s, each fusion
 STREAM_RUNS = {"concat": (6, 3), "attention": (3, 2)}  # fusion -> (epochs per run, runs per mode); quick: (2, 1)
 FLAT_MAX = 0.10  # streaming's peak RSS growth per clip at most this share of in-memory's
 STATES = ("cold", "warm")
-MODES = ("never", "always")  # `streaming:` in memory, streamed
+MODES = {"never": "in memory (`streaming: never`)", "always": "streaming (`streaming: always`)"}
 
 
 def field_files(cache: Path) -> list[Path]:
@@ -81,7 +81,7 @@ def sequential(path: Path, backend: str, clips: int, steps: int, rounds: int) ->
                     ways[k]()
                 got[st][k].append({"s": m.wall, "others": m.others})
             speeds = ", ".join(f"{k} {nbytes / 1e6 / v[-1]['s']:.0f} MB/s" for k, v in got[st].items())
-            log(f"  {label} round {r + 1} {st}: {speeds}")
+            log(f"a. {label} round {r + 1} {st}: {speeds}")
 
     def ratio(g: dict, base: str, reader: str) -> list[float]:  # the base's time / the reader's, per round
         return [a["s"] / b["s"] for a, b in zip(g[base], g[reader], strict=True)]
@@ -119,14 +119,10 @@ def random_access(path: Path, backend: str, n_random: int, rounds: int, seed: in
         for r in range(rounds):
             for k in alternating(got, r):
                 with Meter() as m:
-                    if k == "random":
-                        for key in picks:
-                            reader.read(key)
-                        n = len(picks)
-                    else:
-                        n = sum(1 for _ in cache.iter_samples([name]))
+                    samples = map(reader.read, picks) if k == "random" else cache.iter_samples([name])
+                    n = sum(1 for _ in samples)
                 got[k].append({"samples_s": n / m.wall, "s": m.wall, "others": m.others})
-            log(f"  {backend} round {r + 1}: " + ", ".join(f"{k} {v[-1]['samples_s']:.0f}/s" for k, v in got.items()))
+            log(f"b. {backend} round {r + 1}: " + ", ".join(f"{k} {v[-1]['samples_s']:.0f}/s" for k, v in got.items()))
     res["samples_s"] = {k: med([x["samples_s"] for x in v]) for k, v in got.items()}
     res["others_max"] = max(x["others"] for v in got.values() for x in v)
     return res
@@ -152,7 +148,7 @@ def streaming_vs_memory(cache: Path, out: Path, fusion: str, epochs: int, rounds
             x |= {"fit_s": fit.wall, "n_train": len(data.rows("train")), "val_accuracy": float(result.val["accuracy"])}
             x["others"] = max(load.others, fit.others)
             got[mode].append(x)
-            log(f"  {fusion} round {r + 1} streaming={mode}: " + ", ".join(f"{k} {v:.3g}" for k, v in x.items()))
+            log(f"c. {fusion} round {r + 1} streaming={mode}: " + ", ".join(f"{k} {v:.3g}" for k, v in x.items()))
             del data, result
     median = {m: {k: med([x[k] for x in v]) for k in v[0]} for m, v in got.items()}
     ratios = [b["samples_s"] / a["samples_s"] for a, b in zip(got["never"], got["always"], strict=True)]
@@ -168,7 +164,7 @@ def memory(caches: dict[int, Path], out: Path) -> dict:
             run = peak_rss("train", cache, mode, out / f"mem-{clips}-{mode}", timeout=900)
             assert run.report["streaming"] == (mode == "always")
             rows.append(dict(clips=clips, cache_bytes=size, mode=mode, **run.report, wall=run.wall, others=run.others))
-            log(f"  {clips} clips streaming={mode}: peak RSS {run.report['peak'] / 1e6:.0f} MB, {run.wall:.1f} s")
+            log(f"d. {clips} clips streaming={mode}: peak RSS {run.report['peak'] / 1e6:.0f} MB, {run.wall:.1f} s")
     lo, hi = min(caches), max(caches)
     peak = {(r["clips"], r["mode"]): r["peak"] for r in rows}
     slope = {mode: (peak[hi, mode] - peak[lo, mode]) / (hi - lo) for mode in MODES}  # bytes of peak RSS per clip
@@ -196,13 +192,12 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         rand, seq_s = r["samples_s"]["random"], r["samples_s"]["sequential"]
         cells = [r["backend"], f"{r['field']} ({r['dim']}-d)", f"{rand:.0f}", f"{seq_s:.0f}", f"{rand / seq_s:.2f}"]
         random.append([*cells, f"{r['open_index_s']:.2f} s ({r['shards']} files)", f"{r['others_max']:.0%}"])
-    names = {"never": "in memory (`streaming: never`)", "always": "streaming (`streaming: always`)"}
     training, streamed = [], []
     for fusion, r in st.items():
         for mode in MODES:
             x = r["median"][mode]
             secs = [f"{x[k]:.2f} s" for k in ("load_s", "first_epoch_s", "epoch_s")]
-            training.append([fusion, names[mode], *secs, f"{x['samples_s']:.0f}", f"{x['data_share']:.0%}"])
+            training.append([fusion, MODES[mode], *secs, f"{x['samples_s']:.0f}", f"{x['data_share']:.0%}"])
             training[-1] += [f"{x['fit_s']:.1f} s", f"{x['val_accuracy']:.3f}"]
         ratio = med(r["ratios"])
         streamed.append([fusion, f"{ratio:.2f}", spread(r["ratios"]), f">= {STREAM_MIN}", verdict(ratio >= STREAM_MIN)])
@@ -291,15 +286,11 @@ def measure(a) -> dict:
     cache = ensure_cache(work if a.quick else a.out / "bench_train", clips)[0]
     h5 = ensure_cache(work, clips, backend="hdf5")[0]
     long = ensure_cache(work, long_clips, LONG_STEPS)[0]
-    log(f"a. sequential read: {cache}, {h5} and {long} ...")
     seq = [sequential(cache, "webdataset", clips, STEPS, a.rounds), sequential(h5, "hdf5", clips, STEPS, a.rounds)]
     seq.append(sequential(long, "webdataset", long_clips, LONG_STEPS, a.rounds))
-    log("b. random access ...")
     rnd = [random_access(h5, "hdf5", n_random, a.rounds), random_access(cache, "webdataset", n_random, a.rounds)]
-    log("c. streaming vs in-memory ...")
     runs = {f: (2, 1) for f in STREAM_RUNS} if a.quick else STREAM_RUNS
     st = {f: streaming_vs_memory(cache, work / "runs", f, *r) for f, r in runs.items()}
-    log("d. peak RSS vs cache size ...")
     sizes = (256, 512) if a.quick else (4000, 8000, 16000)
     mem = memory({n: ensure_cache(work, n)[0] for n in sizes}, work / "runs")
     shards = -(-clips // SHARD_SIZE)

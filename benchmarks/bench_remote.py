@@ -99,13 +99,12 @@ def mm_read(url: str, options: dict, cache_dir: Path | None = None, verify: bool
     from mmcache.transport import configured
 
     with configured(options, cache_dir):
-        if verify:
-            if problems := verify_cache(url):
-                raise RuntimeError(f"verify_cache({url}) found problems: {problems[:3]}")
-            return
-        with open_cache(url) as cache:
-            for name in cache.fields:
-                cache.load_field(name)  # read, checked, parsed into arrays, dropped
+        if not verify:
+            with open_cache(url) as cache:
+                for name in cache.fields:
+                    cache.load_field(name)  # read, checked, parsed into arrays, dropped
+        elif problems := verify_cache(url):
+            raise RuntimeError(f"verify_cache({url}) found problems: {problems[:3]}")
 
 
 def run_round(reads: dict, order, pid: int, fetched: Path, label: str, nbytes: int) -> dict[str, dict]:
@@ -139,6 +138,7 @@ def render(raw: dict) -> tuple[str, list[bool]]:
     if any(not noisy(r, limit) for r in rounds):
         counts = f"a round counts when other processes used at most {limit:.0%} of the CPUs during each of its "
         counts += "measurements; the server's CPU is not counted as others'"
+    head = "read | what it does | MB/s (median) | ratio to plain s3fs + sha256 | min-max | target | result"
     reads, cpus = [], []
     for k, what in WHAT.items():
         xs = [r["measures"][k] for r in used]
@@ -160,11 +160,7 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f"A round runs every way back to back, the order reversed every other round; ratios are per round "
         f"(same bytes, so a throughput ratio is the inverse time ratio), medians (min-max) over the rounds used: "
         f"{len(used)} of {len(rounds)} ({counts}).\n",
-        table(
-            "read | what it does | MB/s (median) | ratio to plain s3fs + sha256 | min-max | target | result",
-            "llrrrrl",
-            reads,
-        ),
+        table(head, "llrrrrl", reads),
         "\nCPU per MB read (medians over the rounds used; ms of CPU per MB of listed files): this process (all its "
         "threads), moto's server, and the largest share of the CPUs other processes took during the measurement:\n",
         table("read | wall s | this process, ms/MB | server, ms/MB | others (max)", "lrrrr", cpus),

@@ -94,12 +94,12 @@ def run_once(engine: str, n: int, rnd: int, setup: dict, sheet: Path, work: Path
     if engine == "snakemake":  # from the shim's records
         jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
         shards = [j for j in jobs if j["cmd"] == "run-shard"]
+        took, cpus = [j["end"] - j["start"] for j in shards], [j["cpu"] for j in shards]
         shard_phase = max(j["end"] for j in shards) - min(j["start"] for j in shards)
         step = {c: sum(j["end"] - j["start"] for j in jobs if j["cmd"] == c) for c in ("plan", "finalize", "verify")}
         phases = {SHARD_PHASE: shard_phase, **{f"serial: {c}": seconds for c, seconds in step.items()}}
         phases["serial: snakemake itself (start-up, DAG, scheduling)"] = m.wall - shard_phase - sum(step.values())
-        phases |= {JOB: med([j["end"] - j["start"] for j in shards]), JOB_CPU: med([j["cpu"] for j in shards])}
-        phases[JOB_CORES] = med([j["cpu"] / (j["end"] - j["start"]) for j in shards])
+        phases |= {JOB: med(took), JOB_CPU: med(cpus), JOB_CORES: med([c / t for c, t in zip(cpus, took, strict=True)])}
     else:  # from the times of the CLI's progress callbacks, [time, kind, task, n] each
         jobs = json.loads((run_dir / "events.json").read_text())
         first = {task: next(t for t, k, name, _ in jobs if k == "start" and name == task) for task in ("hash", "dask")}
@@ -303,8 +303,7 @@ def measure(a) -> dict:
         f"of the CPUs during a run used{' (treat these numbers with care)' if disturbed > a.max_others else ''}. "
         "Thread variables (OMP_NUM_THREADS, ...) are removed from the runs' environment."
     )
-    fields = json.loads((work / "snakemake-1/wd/out/cache/manifest.json").read_text())["fields"]
-    frames = sum(f["steps"] for field in fields.values() for f in field["files"].values())  # all caches are identical
+    frames = common.field_storage(work / "snakemake-1/wd/out/cache")["steps"]  # all caches are identical
     raw = {"setup": setup, "quick": a.quick, "startup": startup, "summary": summarise(runs, startup), "frames": frames}
     return raw | {"note": note, "runs": every, "seconds": elapsed()}
 

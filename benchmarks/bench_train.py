@@ -3,7 +3,6 @@
 
     python benchmarks/bench_train.py            # full run (10k clips), updates benchmarks/RESULTS.md
     python benchmarks/bench_train.py --quick    # CI smoke (1k clips, ~5 min), writes bench-out/RESULTS-quick.md
-    python benchmarks/bench_train.py --profile attention   # torch.profiler table of one training epoch
 
 Targets: concat epoch <= 2 s (10k clips, 2-core CPU); data loading < 10% of step time, every fusion; cached
 training >= 100x less time per sample than a frozen resnet18 over the clip's 16 frames; mmfit epoch / bare
@@ -61,8 +60,7 @@ class FrozenEncoder:
 
 
 class BareLoop:
-    """mmfit's fusion module (same seed) trained by a plain PyTorch loop written apart from mmfit's trainer, for
-    the settings the benchmark trains with (mmfit's defaults: multiclass, AdamW, no class weights)."""
+    """mmfit's fusion module (same seed) trained by a plain PyTorch loop written apart from mmfit's trainer."""
 
     def __init__(self, cfg, data, device: str):
         import torch
@@ -105,7 +103,8 @@ class BareLoop:
                 torch.cuda.set_rng_state(self.rng[1], self.device)
             losses, t0 = [], time.perf_counter()
             order = self.train[torch.randperm(len(self.train), generator=self.gen)]
-            for idx in order.split(o.batch_size):
+            batches = order.split(o.batch_size)
+            for idx in batches:
                 feats, masks = {}, {}
                 for n, x in self.feats.items():  # float32, standardised as mmfit does per batch; padding kept 0
                     m = self.masks[n].index_select(0, idx)
@@ -129,7 +128,7 @@ class BareLoop:
                 torch.cuda.synchronize(self.device)
             wall = time.perf_counter() - t0
             self.rng = torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
-        loss = sum(float(v) * len(i) for v, i in zip(losses, order.split(o.batch_size), strict=True)) / len(order)
+        loss = sum(float(v) * len(i) for v, i in zip(losses, batches, strict=True)) / len(order)
         self.epochs.append({"s": wall, "loss": loss})
         return self.epochs[-1]
 
@@ -159,10 +158,9 @@ def fit(cfg, data, device: str, paired: bool, encoder: FrozenEncoder | None = No
     if bare is not None:  # as many epochs as mmfit ran (early stopping may end a run before its epochs)
         mmfit = [{"s": r["train/epoch_s"], "loss": r["train/loss"]} for r in h]
         loops = {"own_run": False, "epochs": len(h), "others": m.others, "mmfit": mmfit, "bare": bare.epochs}
-    params = sum(p.numel() for p in trainer.model.parameters())
-    rec = {"params": params, "n_train": len(trainer.train_rows), "history": h, "wall_epochs": walls, "others": m.others}
-    # enc_per_clip: concat only, encoder s/clip after each epoch
-    return {**rec, "best_val_accuracy": float(result.val["accuracy"]), "enc_per_clip": enc, "loops": loops}
+    rec = {"params": sum(p.numel() for p in trainer.model.parameters()), "n_train": len(trainer.train_rows)}
+    rec |= {"history": h, "wall_epochs": walls, "others": m.others, "best_val_accuracy": float(result.val["accuracy"])}
+    return {**rec, "enc_per_clip": enc, "loops": loops}  # enc_per_clip: concat only, encoder s/clip after each epoch
 
 
 def train_fusion(name: str, cache: Path, out: Path, device: str, encoder: FrozenEncoder | None, enc_frames: int):
@@ -236,19 +234,14 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         f">= {SPEEDUP_MIN:g}x | {verdict(checks[2])} |",
         *(target for _, target, _ in loops),
     ]
-    fusions = [
-        "| fusion | params | samples/s | epoch s | epochs 1/2/3 s | data share | < 10% | epoch incl. val + ckpt s "
-        "| load_data s | steps in memory | best val acc | vs resnet18 loop | others' CPU |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
-        *(
-            f"| {r['name']} | {r['params']:,} | {r['n_train'] / r['epoch_s']:,.0f} | {r['epoch_s']:.3f} | "
-            + "/".join(f"{h['train/epoch_s']:.2f}" for h in r["history"])
-            + f" | {r['data_share']:.1%} | {verdict(r['data_share'] < DATA_SHARE_MAX)} | "
-            f"{med(later(r['wall_epochs'])):.3f} | {r['load_s']:.1f} | {'/'.join(map(str, r['steps'].values()))} | "
-            f"{r['best_val_accuracy']:.3f} | {enc_clip / (r['epoch_s'] / r['n_train']):,.0f}x | {r['others']:.0%} |"
-            for r in results
-        ),
-    ]
+    fusions = "\n".join(
+        f"| {r['name']} | {r['params']:,} | {r['n_train'] / r['epoch_s']:,.0f} | {r['epoch_s']:.3f} | "
+        + "/".join(f"{h['train/epoch_s']:.2f}" for h in r["history"])
+        + f" | {r['data_share']:.1%} | {verdict(r['data_share'] < DATA_SHARE_MAX)} | "
+        f"{med(later(r['wall_epochs'])):.3f} | {r['load_s']:.1f} | {'/'.join(map(str, r['steps'].values()))} | "
+        f"{r['best_val_accuracy']:.3f} | {enc_clip / (r['epoch_s'] / r['n_train']):,.0f}x | {r['others']:.0%} |"
+        for r in results
+    )
     blocks = [  # paragraphs and tables; the optional ones are falsy when left out
         machine_line(raw["machine"]),
         f"Cache: synthetic, mmcache format v1 (webdataset), {p['clips']:,} clips in {p['shards']} shards of "
@@ -267,7 +260,9 @@ def render(raw: dict) -> tuple[str, list[bool]]:
         "Ratio per epoch 2-3 pair: " + ", ".join(f"{r:,.0f}x" for r in ratios) + " (median reported). "
         "Decoding and the trainable head are left out of the in-loop cost, so the real speedup is larger.",
         "Per fusion (train split; epoch and samples/s: median of epochs 2-3; data share: train/data_share):",
-        "\n".join(fusions),
+        "| fusion | params | samples/s | epoch s | epochs 1/2/3 s | data share | < 10% | epoch incl. val + ckpt s "
+        "| load_data s | steps in memory | best val acc | vs resnet18 loop | others' CPU |\n"
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n" + fusions,
         loops
         and "mmfit vs a bare PyTorch loop: the same fusion module (mmfit's build_model, same seed) trained by a "
         "plain loop written apart from mmfit's (bench_train.BareLoop: seeded permutation of the train rows, "
@@ -306,17 +301,15 @@ def options(ap) -> None:
     ap.add_quick("--enc-frames", 96, 32, "resnet18 frames per chunk, one chunk per concat epoch", type=int)
     fusions = "comma-separated subset of mmfit.fusion.FUSIONS (default: all; concat is always run)"
     ap.add_argument("--fusions", type=fusions_arg, help=fusions)
-    ap.add_argument("--profile", type=fusions_arg, metavar="FUSION", help="only profile one epoch of FUSION and exit")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N], for training and the frozen encoder")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads(N) first (default: torch's own choice)")
 
 
-def measure(a) -> dict | None:
+def measure(a) -> dict:
     import torch
 
     import mmcache
     from mmfit.fusion import FUSIONS
-    from mmfit.trainer import Trainer, training_data
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -327,14 +320,6 @@ def measure(a) -> dict | None:
         raise SystemExit(f"the synthetic cache {cache} fails verification: {problems[0]}")
     log(f"verify_cache: [] in {verify.wall:.1f} s")
     runs = a.out / "bench_train" / "runs"
-    if a.profile:  # a torch.profiler table of one epoch of mmfit's training loop, after a warm-up epoch
-        cfg = train_config(cache, runs / f"profile-{a.profile}", a.profile, EPOCHS, device="cpu")
-        trainer = Trainer(cfg, training_data(cfg), overwrite=True)
-        trainer._train_epoch()  # warm-up: mmfit's own training loop, as fit() runs it
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            trainer._train_epoch()
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
-        return None
     encoder = FrozenEncoder(a.device)
     names = [f for f in FUSIONS if f == "concat" or not a.fusions or f in map(str.strip, a.fusions.split(","))]
     results = [train_fusion(n, cache, runs, a.device, encoder if n == "concat" else None, a.enc_frames) for n in names]

@@ -536,14 +536,13 @@ def default_where(name: str, a: argparse.Namespace) -> Where:
 @dataclass
 class Bench:
     """One benchmark script. `measure(args)` returns its raw numbers (a JSON-able dict; a partial
-    "machine" dict adds facts to machine(); None: nothing to write, e.g. a profile was printed),
-    `render(raw)` its markdown section and checks, `options(parser)` adds its own options; `custom`
-    names the options that make a run custom; `where` overrides default_where; `strict`: exit 1 when
-    a check fails even without --strict."""
+    "machine" dict adds facts to machine()), `render(raw)` its markdown section and checks,
+    `options(parser)` adds its own options; `custom` names the options that make a run custom; `where`
+    overrides default_where; `strict`: exit 1 when a check fails even without --strict."""
 
     name: str
     doc: str
-    measure: Callable[[argparse.Namespace], dict | None]
+    measure: Callable[[argparse.Namespace], dict]
     render: Callable[[dict], tuple[str, list[bool]]]
     options: Callable[[Options], None] | None = None
     custom: tuple[str, ...] = ()
@@ -558,8 +557,6 @@ class Bench:
         if a.from_json:
             return self.rerender(a)
         raw = self.measure(ap.resolve(a, self.custom))
-        if raw is None:
-            return 0
         where = self.where(a, raw) if self.where else default_where(self.name, a)
         raw = {"machine": machine(raw.pop("machine", None)), **raw, "title": where.title, "results": str(where.results)}
         where.raw.parent.mkdir(parents=True, exist_ok=True)
