@@ -287,7 +287,9 @@ def measure(a) -> dict:
     setups = {}
     for path in (synth, common.real_long_video(copies, a.out / "videos")):
         info = probe(path)
-        v = info.video  # both videos are unrotated (autorotation is not replicated here)
+        v = info.video
+        if v is None or v.rotation % 360:
+            raise SystemExit(f"{path}: needs an unrotated video stream (autorotation is not replicated here)")
         g = geometry(v.width, v.height, spec)
         crop = np.s_[g["y0"] : g["y0"] + g["crop_h"], g["x0"] : g["x0"] + g["crop_w"]]
         desc = synth_desc if path == synth else f"{info.duration:.1f} s {v.width}x{v.height} {real}"

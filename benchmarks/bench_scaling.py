@@ -104,9 +104,13 @@ def run_once(engine: str, n: int, rnd: int, setup: dict, sheet: Path, work: Path
         jobs = json.loads((run_dir / "events.json").read_text())
         first = {task: next(t for t, k, name, _ in jobs if k == "start" and name == task) for task in ("hash", "dask")}
         last = {task: [t for t, k, name, _ in jobs if k == "advance" and name == task][-1] for task in ("hash", "dask")}
-        times = (launched, first["hash"], last["hash"], first["dask"], last["dask"], ended)
-        steps = (DASK_STARTUP, DASK_SERIAL[1], *DASK_PARALLEL, DASK_SERIAL[2])
-        phases = {step: end - start for step, start, end in zip(steps, times, times[1:], strict=False)}
+        phases = {
+            DASK_STARTUP: first["hash"] - launched,
+            DASK_SERIAL[1]: last["hash"] - first["hash"],
+            DASK_PARALLEL[0]: first["dask"] - last["hash"],
+            DASK_PARALLEL[1]: last["dask"] - first["dask"],
+            DASK_SERIAL[2]: ended - last["dask"],
+        }
     kept = [p for p in sorted(cache.rglob("*")) if p.is_file() and not p.name.startswith(IGNORED)]
     files = {p.relative_to(cache).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in kept}
     fields = json.loads((cache / "manifest.json").read_text())["fields"]

@@ -101,6 +101,7 @@ class BareLoop:
             torch.set_rng_state(self.rng[0])
             if self.cuda:
                 torch.cuda.set_rng_state(self.rng[1], self.device)
+            self.model.train()
             losses, t0 = [], time.perf_counter()
             order = self.train[torch.randperm(len(self.train), generator=self.gen)]
             batches = order.split(o.batch_size)
@@ -143,7 +144,8 @@ def fit(cfg, data, device: str, paired: bool, encoder: FrozenEncoder | None = No
         walls.append(time.perf_counter() - tick[0])
         msg = f"  {cfg.fusion} epoch {row['epoch']}: train {row['train/epoch_s']:.3f} s, loss {row['train/loss']:.4f}"
         if bare is not None:
-            msg += "; bare loop {s:.3f} s, loss {loss:.4f}".format(**bare.epoch())
+            e = bare.epoch()
+            msg += f"; bare loop {e['s']:.3f} s, loss {e['loss']:.4f}"
         if encoder is not None:
             enc.append(encoder.run(enc_frames) * FRAMES_PER_CLIP)
             msg += f"; resnet18 {FRAMES_PER_CLIP / enc[-1]:.1f} frames/s"
