@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from common import Bench, Meter, log, machine_line, med, peak_rss, spread, table, verdict
-from synthetic import SHARD_SIZE, STEPS, ensure_cache, train_config
+from synthetic import STEPS, ensure_cache, train_config
 
 LONG_STEPS = 128  # steps per sample of (a)'s third cache: 8x the bytes per sample
 RATIO_MIN = 0.8  # reader / raw read MB/s, cold
@@ -283,7 +283,7 @@ def render(raw: dict) -> tuple[str, list[bool]]:
 def measure(a) -> dict:
     work = a.out / "bench_read"
     clips, long_clips, n_random = (300, 64, 300) if a.quick else (10000, 600, 2000)
-    cache = ensure_cache(work if a.quick else a.out / "bench_train", clips)[0]
+    cache, made = ensure_cache(work if a.quick else a.out / "bench_train", clips)
     h5 = ensure_cache(work, clips, backend="hdf5")[0]
     long = ensure_cache(work, long_clips, LONG_STEPS)[0]
     seq = [sequential(cache, "webdataset", clips, STEPS, a.rounds), sequential(h5, "hdf5", clips, STEPS, a.rounds)]
@@ -293,8 +293,7 @@ def measure(a) -> dict:
     st = {f: streaming_vs_memory(cache, work / "runs", f, *r) for f, r in runs.items()}
     sizes = (256, 512) if a.quick else (4000, 8000, 16000)
     mem = memory({n: ensure_cache(work, n)[0] for n in sizes}, work / "runs")
-    shards = -(-clips // SHARD_SIZE)
-    p = {"clips": clips, "steps": STEPS, "shards": shards, "rounds": a.rounds, "long_steps": LONG_STEPS}
+    p = {"clips": clips, "steps": STEPS, "shards": made["shards"], "rounds": a.rounds, "long_steps": LONG_STEPS}
     return {"params": {**p, "quick": a.quick}, "sequential": seq, "random": rnd, "streaming": st, "memory": mem}
 
 

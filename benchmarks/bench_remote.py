@@ -27,7 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from common import NCPU, Bench, Meter, log, machine_line, med, spread, table, undisturbed, verdict, wait_quiet
-from synthetic import FIELDS, SHARD_SIZE, STEPS, ensure_cache
+from synthetic import FIELDS, STEPS, ensure_cache
 
 RATIO_MIN = 0.8
 WAYS = ("plain", "load_field", "plain_nosha", "verify", "fetch")  # one round's order (reversed every other)
@@ -216,7 +216,7 @@ def measure(a) -> dict:
             order = list(WAYS[::-1] if len(rounds) % 2 else WAYS)
             measures = run_round(reads, order, pid, fetched, f"round {len(rounds) + 1}", nbytes)
             rounds.append({"attempt": len(rounds) + 1, "order": order, "measures": measures})
-    params = {"clips": a.clips, "steps": STEPS, "shards": -(-a.clips // SHARD_SIZE), "fields": list(FIELDS)}
+    params = {"clips": a.clips, "steps": STEPS, "shards": built["shards"], "fields": list(FIELDS)}
     params.update(files=len(files), bytes=nbytes, rounds=a.rounds, max_others=a.max_others, attempts=attempts)
     params.update(build_s=built["build_s"] or 0.0, built=built["built"], upload_s=upload.wall, quick=a.quick)
     return {"machine": facts, "params": params, "rounds": rounds}

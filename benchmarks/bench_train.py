@@ -325,8 +325,7 @@ def measure(a) -> dict:
     encoder = FrozenEncoder(a.device)
     names = [f for f in FUSIONS if f == "concat" or not a.fusions or f in map(str.strip, a.fusions.split(","))]
     results = [train_fusion(n, cache, runs, a.device, encoder if n == "concat" else None, a.enc_frames) for n in names]
-    cache_mb = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1e6
-    p = {"clips": a.clips, "shards": -(-a.clips // SHARD_SIZE), "cache_mb": cache_mb, "built": made["built"]}
+    p = {"clips": a.clips, "shards": made["shards"], "cache_mb": made["bytes"] / 1e6, "built": made["built"]}
     p |= {"build_s": made["build_s"] or 0.0, "verify_problems": len(problems), "verify_s": verify.wall}
     p |= {"splits": results[0]["splits"], "enc_chunks": encoder.chunks}
     return {"params": p, "quick": a.quick, "fusions": [{k: v for k, v in r.items() if k != "splits"} for r in results]}

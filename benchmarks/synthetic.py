@@ -137,7 +137,7 @@ def ensure_cache(
     if (path / "manifest.json").is_file() and stamp.is_file():
         recorded = json.loads(stamp.read_text())
         if recorded.get("params") == params:
-            size = recorded.get("bytes") or sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            size = recorded.get("bytes") or folder_bytes(path)
             return path, {"built": False, "build_s": recorded.get("build_s"), "bytes": size, "shards": shards}
     log(f"building the synthetic {clips}-clip cache ({steps} steps, {backend}) in {path} ...")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -146,10 +146,14 @@ def ensure_cache(
     write_cache(tmp, clips, steps, backend, fields, signal, every=max(8, shards // 20))
     tmp.rename(path)
     build_s = time.perf_counter() - t0
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    size = folder_bytes(path)
     stamp.write_text(json.dumps({"params": params, "build_s": build_s, "bytes": size}, indent=1))
     log(f"built in {build_s:.1f} s ({size / 1e6:.0f} MB)")
     return path, {"built": True, "build_s": build_s, "bytes": size, "shards": shards}
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def train_config(cache: Path, out: Path, fusion: str = "concat", epochs: int = 1, **overrides):
